@@ -1,0 +1,107 @@
+//! The PHA token: accounts with a nonce and a free balance, transfers, and fees.
+//!
+//! Invariant: the sum of all balances plus [`keys::BURNED`] equals [`TOTAL_SUPPLY`] after every
+//! block. Nothing mints after genesis.
+
+use crate::{
+    TxError,
+    config::FeeSchedule,
+    state::{Overlay, StateRead, keys},
+};
+use phala_types::{Address, Balance};
+
+/// An account record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Account {
+    /// The nonce the account's next transaction must carry.
+    pub nonce: u64,
+    #[serde(with = "crate::config::u128_string")]
+    pub free: Balance,
+}
+
+impl Account {
+    pub fn encode(&self) -> Vec<u8> {
+        [self.nonce.to_be_bytes().as_slice(), &self.free.to_be_bytes()].concat()
+    }
+
+    /// Decodes a stored account; `None` for bytes that are not one.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != 24 {
+            return None;
+        }
+        Some(Account {
+            nonce: u64::from_be_bytes(bytes[..8].try_into().ok()?),
+            free: u128::from_be_bytes(bytes[8..].try_into().ok()?),
+        })
+    }
+}
+
+pub fn account<S: StateRead + ?Sized>(state: &Overlay<S>, address: &Address) -> Account {
+    state.get(&keys::account(address)).and_then(|b| Account::decode(&b)).unwrap_or_default()
+}
+
+pub fn set_account<S: StateRead + ?Sized>(state: &mut Overlay<S>, address: &Address, account: Account) {
+    let key = keys::account(address);
+    if account == Account::default() {
+        state.remove(key);
+    } else {
+        state.set(key, account.encode());
+    }
+}
+
+pub fn burned<S: StateRead + ?Sized>(state: &Overlay<S>) -> Balance {
+    state.get_u128(keys::BURNED).unwrap_or(0)
+}
+
+/// Moves `amount` from `from` to `to`, or fails without changing anything.
+pub fn transfer<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    from: &Address,
+    to: &Address,
+    amount: Balance,
+) -> Result<(), TxError> {
+    if amount == 0 {
+        return Err(TxError::ZeroTransfer);
+    }
+    let mut sender = account(state, from);
+    if sender.free < amount {
+        return Err(TxError::InsufficientFunds { needed: amount, available: sender.free });
+    }
+    sender.free -= amount;
+    set_account(state, from, sender);
+    let mut receiver = account(state, to);
+    // Cannot overflow: every balance is at most the total supply, which fits in u128 many times.
+    receiver.free += amount;
+    set_account(state, to, receiver);
+    Ok(())
+}
+
+/// Charges `fee` to `payer` and splits it between burn, the block author and the treasury.
+/// The author's and treasury's parts are rounded down; the remainder is burned.
+pub fn charge_fee<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    schedule: &FeeSchedule,
+    payer: &Address,
+    author: &Address,
+    fee: Balance,
+) -> Result<(), TxError> {
+    let mut account_ = account(state, payer);
+    if account_.free < fee {
+        return Err(TxError::InsufficientFunds { needed: fee, available: account_.free });
+    }
+    account_.free -= fee;
+    set_account(state, payer, account_);
+    let to_author = fee / 100 * schedule.split.author as u128;
+    let to_treasury = fee / 100 * schedule.split.treasury as u128;
+    let to_burn = fee - to_author - to_treasury;
+    for (who, part) in [(author, to_author), (&schedule.treasury, to_treasury)] {
+        if part > 0 {
+            let mut account_ = account(state, who);
+            account_.free += part;
+            set_account(state, who, account_);
+        }
+    }
+    let burned = burned(state) + to_burn;
+    state.set(keys::BURNED.to_vec(), burned.to_be_bytes().to_vec());
+    Ok(())
+}

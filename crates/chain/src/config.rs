@@ -1,0 +1,91 @@
+//! Chain parameters fixed at genesis.
+
+use phala_types::{Address, Balance, TOTAL_SUPPLY};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// How a fee is divided, in percent; the parts sum to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeeSplit {
+    pub burn: u8,
+    pub author: u8,
+    pub treasury: u8,
+}
+
+/// The minimum fee of a transaction: `base + per_byte * encoded size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeeSchedule {
+    #[serde(with = "crate::config::u128_string")]
+    pub base: Balance,
+    #[serde(with = "crate::config::u128_string")]
+    pub per_byte: Balance,
+    pub split: FeeSplit,
+    pub treasury: Address,
+}
+
+/// The state-machine part of a chain spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenesisConfig {
+    /// Milliseconds since the Unix epoch; the genesis block's timestamp.
+    pub timestamp: u64,
+    pub fees: FeeSchedule,
+    /// Initial balances; they must sum to exactly the total supply.
+    pub allocations: Vec<Allocation>,
+    /// Origins allowed to send upward messages from the start.
+    pub upward_origins: Vec<Address>,
+}
+
+/// One account's balance at genesis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub address: Address,
+    #[serde(with = "crate::config::u128_string")]
+    pub balance: Balance,
+}
+
+/// Why a genesis configuration is unusable.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum GenesisError {
+    #[error("allocations sum to {0}, they must sum to the total supply {TOTAL_SUPPLY}")]
+    Supply(Balance),
+    #[error("fee split sums to {0}%, it must sum to 100%")]
+    FeeSplit(u32),
+    #[error("account {0} is allocated twice")]
+    DuplicateAllocation(Address),
+}
+
+impl GenesisConfig {
+    /// Checks the invariants every chain starts from.
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        let split = &self.fees.split;
+        let parts = split.burn as u32 + split.author as u32 + split.treasury as u32;
+        if parts != 100 {
+            return Err(GenesisError::FeeSplit(parts));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut total: Balance = 0;
+        for allocation in &self.allocations {
+            if !seen.insert(allocation.address) {
+                return Err(GenesisError::DuplicateAllocation(allocation.address));
+            }
+            total = total.saturating_add(allocation.balance);
+        }
+        if total != TOTAL_SUPPLY {
+            return Err(GenesisError::Supply(total));
+        }
+        Ok(())
+    }
+}
+
+/// Serializes `u128` amounts as decimal strings: JSON numbers lose precision past 2^53.
+pub mod u128_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}

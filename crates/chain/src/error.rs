@@ -1,0 +1,47 @@
+//! Why a transaction cannot be applied. Each variant is a reason a user can act on.
+
+use phala_types::{Address, Balance};
+use thiserror::Error;
+
+/// A transaction that fails any of these never enters a block; a block containing one is invalid.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum TxError {
+    #[error("bad signature")]
+    BadSignature,
+    #[error("transaction is {size} bytes, the limit is {limit}")]
+    Oversized { size: usize, limit: usize },
+    #[error("transaction expired at height {expiry}, the chain is at {height}")]
+    Expired { expiry: u64, height: u64 },
+    #[error("wrong nonce: expected {expected}, got {got}")]
+    BadNonce { expected: u64, got: u64 },
+    #[error("fee {offered} is below the minimum {minimum} for this transaction")]
+    FeeTooLow { offered: Balance, minimum: Balance },
+    #[error("insufficient funds: {needed} needed, {available} available")]
+    InsufficientFunds { needed: Balance, available: Balance },
+    #[error("transfer of zero")]
+    ZeroTransfer,
+    #[error("upward message origin {0} is not registered")]
+    UnknownOrigin(Address),
+    #[error("upward message from {origin} has sequence {got}, expected {expected}")]
+    BadSequence { origin: Address, expected: u64, got: u64 },
+    #[error("upward message signature is invalid")]
+    BadOriginSignature,
+}
+
+impl TxError {
+    /// A stable machine-readable code for RPC clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TxError::BadSignature => "bad_signature",
+            TxError::Oversized { .. } => "oversized",
+            TxError::Expired { .. } => "expired",
+            TxError::BadNonce { .. } => "bad_nonce",
+            TxError::FeeTooLow { .. } => "fee_too_low",
+            TxError::InsufficientFunds { .. } => "insufficient_funds",
+            TxError::ZeroTransfer => "zero_transfer",
+            TxError::UnknownOrigin(_) => "unknown_origin",
+            TxError::BadSequence { .. } => "bad_sequence",
+            TxError::BadOriginSignature => "bad_origin_signature",
+        }
+    }
+}

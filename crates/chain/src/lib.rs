@@ -1,0 +1,15 @@
+//! The chain's state machine: modules (balances, mq) over a key-value state, executed
+//! deterministically block by block. It knows nothing of consensus, storage or networking;
+//! the node feeds it blocks and commits the changes it returns.
+
+pub mod balances;
+pub mod commitment;
+pub mod config;
+mod error;
+pub mod merkle;
+pub mod mq;
+mod runtime;
+pub mod state;
+
+pub use error::TxError;
+pub use runtime::{BlockContext, Executed, InvalidBlock, Runtime};

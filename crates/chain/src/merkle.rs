@@ -1,0 +1,48 @@
+//! Block-level Merkle commitments (transaction root, outbox root) on commonware's binary Merkle
+//! tree, and the proofs a light client checks against them.
+
+use commonware_codec::Encode;
+use commonware_cryptography::{Hasher, Sha256};
+use commonware_storage::bmt::{Builder, Proof};
+use phala_types::{Digest, DownwardMessage, SignedTransaction};
+
+/// A proof that one leaf is at a position under a root.
+pub type MerkleProof = Proof<Digest>;
+
+/// Root over the leaves in order (the empty list has a well-defined root too).
+pub fn root(leaves: &[Digest]) -> Digest {
+    let mut builder = Builder::<Sha256>::new(leaves.len());
+    for leaf in leaves {
+        builder.add(leaf);
+    }
+    builder.build().root()
+}
+
+/// Proof of leaf `index`, or `None` if out of range.
+pub fn prove(leaves: &[Digest], index: usize) -> Option<MerkleProof> {
+    let mut builder = Builder::<Sha256>::new(leaves.len());
+    for leaf in leaves {
+        builder.add(leaf);
+    }
+    builder.build().proof(u32::try_from(index).ok()?).ok()
+}
+
+/// Checks that `leaf` is at `index` under `root`.
+pub fn verify(root: &Digest, leaf: &Digest, index: u32, proof: &MerkleProof) -> bool {
+    proof.verify_element_inclusion::<Sha256>(leaf, index, root).is_ok()
+}
+
+/// The leaf committing to a downward message.
+pub fn message_leaf(message: &DownwardMessage) -> Digest {
+    Sha256::hash(&[&message.encode()])
+}
+
+/// Root over a block's transactions.
+pub fn tx_root(txs: &[SignedTransaction]) -> Digest {
+    root(&txs.iter().map(SignedTransaction::hash).collect::<Vec<_>>())
+}
+
+/// Root over a block's outbox.
+pub fn outbox_root(messages: &[DownwardMessage]) -> Digest {
+    root(&messages.iter().map(message_leaf).collect::<Vec<_>>())
+}

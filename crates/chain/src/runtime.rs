@@ -1,0 +1,211 @@
+//! The deterministic state transition: genesis, transactions and blocks.
+
+use crate::{
+    TxError, balances,
+    config::GenesisConfig,
+    mq::{self, Outbox},
+    state::{Changes, Overlay, StateRead},
+};
+use commonware_codec::EncodeSize;
+use phala_types::{Address, Balance, Call, Digest, SignedTransaction, limits};
+
+/// What a block needs from consensus besides its transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockContext {
+    pub height: u64,
+    pub timestamp: u64,
+    pub proposer: Address,
+}
+
+/// The result of executing a block: its writes and its downward messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Executed {
+    pub changes: Changes,
+    pub outbox: Outbox,
+}
+
+/// A block whose transaction at `index` is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("transaction {index} is invalid: {error}")]
+pub struct InvalidBlock {
+    pub index: usize,
+    pub error: TxError,
+}
+
+/// The chain's state machine for one chain (one genesis).
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    genesis_hash: Digest,
+    config: GenesisConfig,
+}
+
+impl Runtime {
+    pub fn new(genesis_hash: Digest, config: GenesisConfig) -> Self {
+        Runtime { genesis_hash, config }
+    }
+
+    pub fn genesis_hash(&self) -> &Digest {
+        &self.genesis_hash
+    }
+
+    pub fn config(&self) -> &GenesisConfig {
+        &self.config
+    }
+
+    /// The writes that create the genesis state.
+    pub fn genesis_changes(&self) -> Changes {
+        let empty = std::collections::BTreeMap::<Vec<u8>, Vec<u8>>::new();
+        let mut state = Overlay::new(&empty);
+        for allocation in &self.config.allocations {
+            let account = balances::Account { nonce: 0, free: allocation.balance };
+            balances::set_account(&mut state, &allocation.address, account);
+        }
+        for origin in &self.config.upward_origins {
+            mq::register_origin(&mut state, origin);
+        }
+        state.into_changes()
+    }
+
+    /// The least fee a transaction of this encoded size must pay.
+    pub fn minimum_fee(&self, size: usize) -> Balance {
+        self.config.fees.base + self.config.fees.per_byte * size as Balance
+    }
+
+    /// Checks what does not depend on state: size and signature.
+    pub fn check_stateless(&self, stx: &SignedTransaction) -> Result<(), TxError> {
+        let size = stx.encode_size();
+        if size > limits::MAX_TX_SIZE {
+            return Err(TxError::Oversized { size, limit: limits::MAX_TX_SIZE });
+        }
+        if !phala_crypto::verify_transaction(&self.genesis_hash, stx) {
+            return Err(TxError::BadSignature);
+        }
+        Ok(())
+    }
+
+    /// Applies one transaction whose signature was already checked; on error nothing changes.
+    pub fn apply<S: StateRead + ?Sized>(
+        &self,
+        state: &mut Overlay<S>,
+        outbox: &mut Outbox,
+        ctx: &BlockContext,
+        stx: &SignedTransaction,
+    ) -> Result<(), TxError> {
+        let checkpoint = state.checkpoint();
+        let outbox_len = outbox.messages.len();
+        let result = self.apply_inner(state, outbox, ctx, stx);
+        if result.is_err() {
+            state.restore(checkpoint);
+            outbox.messages.truncate(outbox_len);
+        }
+        result
+    }
+
+    fn apply_inner<S: StateRead + ?Sized>(
+        &self,
+        state: &mut Overlay<S>,
+        outbox: &mut Outbox,
+        ctx: &BlockContext,
+        stx: &SignedTransaction,
+    ) -> Result<(), TxError> {
+        let tx = &stx.tx;
+        if tx.expiry < ctx.height {
+            return Err(TxError::Expired { expiry: tx.expiry, height: ctx.height });
+        }
+        let minimum = self.minimum_fee(stx.encode_size());
+        if tx.fee < minimum {
+            return Err(TxError::FeeTooLow { offered: tx.fee, minimum });
+        }
+        let mut account = balances::account(state, &tx.signer);
+        if tx.nonce != account.nonce {
+            return Err(TxError::BadNonce { expected: account.nonce, got: tx.nonce });
+        }
+        let needed = tx.fee.saturating_add(match &tx.call {
+            Call::Transfer { amount, .. } => *amount,
+            Call::SubmitUpward(_) => 0,
+        });
+        if account.free < needed {
+            return Err(TxError::InsufficientFunds { needed, available: account.free });
+        }
+        account.nonce += 1;
+        balances::set_account(state, &tx.signer, account);
+        balances::charge_fee(state, &self.config.fees, &tx.signer, &ctx.proposer, tx.fee)?;
+        match &tx.call {
+            Call::Transfer { to, amount } => balances::transfer(state, &tx.signer, to, *amount),
+            Call::SubmitUpward(message) => {
+                mq::accept_upward(state, outbox, &self.genesis_hash, message)
+            }
+        }
+    }
+
+    /// Executes a proposed block over `base`: every transaction must be valid, signatures
+    /// included (checked in one batch), or the whole block is invalid.
+    pub fn execute_block<S: StateRead + ?Sized>(
+        &self,
+        base: &S,
+        pending: Changes,
+        ctx: &BlockContext,
+        txs: &[SignedTransaction],
+    ) -> Result<Executed, InvalidBlock> {
+        if !phala_crypto::verify_transactions_batch(&self.genesis_hash, txs) {
+            let index = txs
+                .iter()
+                .position(|stx| self.check_stateless(stx).is_err())
+                .unwrap_or_default();
+            return Err(InvalidBlock { index, error: TxError::BadSignature });
+        }
+        self.replay_block(base, pending, ctx, txs)
+    }
+
+    /// Executes a block whose signatures are known good (it was finalized, or verified before).
+    pub fn replay_block<S: StateRead + ?Sized>(
+        &self,
+        base: &S,
+        pending: Changes,
+        ctx: &BlockContext,
+        txs: &[SignedTransaction],
+    ) -> Result<Executed, InvalidBlock> {
+        let mut state = Overlay::with_changes(base, pending);
+        let mut outbox = Outbox::default();
+        for (index, stx) in txs.iter().enumerate() {
+            let size = stx.encode_size();
+            if size > limits::MAX_TX_SIZE {
+                let error = TxError::Oversized { size, limit: limits::MAX_TX_SIZE };
+                return Err(InvalidBlock { index, error });
+            }
+            self.apply(&mut state, &mut outbox, ctx, stx)
+                .map_err(|error| InvalidBlock { index, error })?;
+        }
+        Ok(Executed { changes: state.into_changes(), outbox })
+    }
+
+    /// Builds a block body from candidates (already signature-checked, in priority order):
+    /// keeps each that applies, stops at the block limits, and returns those it dropped.
+    pub fn build_block<S: StateRead + ?Sized>(
+        &self,
+        base: &S,
+        pending: Changes,
+        ctx: &BlockContext,
+        candidates: impl IntoIterator<Item = SignedTransaction>,
+    ) -> (Vec<SignedTransaction>, Executed, Vec<(SignedTransaction, TxError)>) {
+        let mut state = Overlay::with_changes(base, pending);
+        let mut outbox = Outbox::default();
+        let mut included = Vec::new();
+        let mut dropped = Vec::new();
+        let mut bytes = 0usize;
+        for stx in candidates {
+            let size = stx.encode_size();
+            if included.len() >= limits::MAX_BLOCK_TXS || bytes + size > limits::MAX_BLOCK_SIZE / 2 {
+                break;
+            }
+            match self.apply(&mut state, &mut outbox, ctx, &stx) {
+                Ok(()) => {
+                    bytes += size;
+                    included.push(stx);
+                }
+                Err(error) => dropped.push((stx, error)),
+            }
+        }
+        (included, Executed { changes: state.into_changes(), outbox }, dropped)
+    }
+}

@@ -1,0 +1,96 @@
+//! The key-value view that modules read and write during a block.
+//!
+//! Modules never touch storage directly: they read through [`Overlay`], which layers one
+//! block's uncommitted writes over a committed [`StateRead`] view. The overlay's change set is
+//! what the state commitment applies when the block is executed or finalized.
+
+use std::collections::BTreeMap;
+
+/// A committed state that can be read.
+pub trait StateRead {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// The writes of one or more blocks, in key order; `None` deletes.
+pub type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A committed state plus pending changes.
+pub struct Overlay<'a, S: StateRead + ?Sized> {
+    base: &'a S,
+    changes: Changes,
+}
+
+impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
+    pub fn new(base: &'a S) -> Self {
+        Overlay { base, changes: Changes::new() }
+    }
+
+    /// Builds on `changes` already made over `base` (for example the ancestors' unfinalized blocks).
+    pub fn with_changes(base: &'a S, changes: Changes) -> Self {
+        Overlay { base, changes }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.changes.get(key) {
+            Some(value) => value.clone(),
+            None => self.base.get(key),
+        }
+    }
+
+    pub fn set(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.changes.insert(key, Some(value));
+    }
+
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.changes.insert(key, None);
+    }
+
+    pub fn get_u64(&self, key: &[u8]) -> Option<u64> {
+        self.get(key).and_then(|v| v.try_into().ok()).map(u64::from_be_bytes)
+    }
+
+    pub fn get_u128(&self, key: &[u8]) -> Option<u128> {
+        self.get(key).and_then(|v| v.try_into().ok()).map(u128::from_be_bytes)
+    }
+
+    /// Returns the change set, consuming the overlay.
+    pub fn into_changes(self) -> Changes {
+        self.changes
+    }
+
+    /// A checkpoint to roll back to if a transaction fails half-way.
+    pub fn checkpoint(&self) -> Changes {
+        self.changes.clone()
+    }
+
+    pub fn restore(&mut self, checkpoint: Changes) {
+        self.changes = checkpoint;
+    }
+}
+
+impl StateRead for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        BTreeMap::get(self, key).cloned()
+    }
+}
+
+/// Where each module keeps its data: a module prefix, then the item.
+pub mod keys {
+    use phala_types::Address;
+
+    /// An account record (nonce and free balance).
+    pub fn account(address: &Address) -> Vec<u8> {
+        [b"balances/account/".as_slice(), &address.0].concat()
+    }
+
+    /// PHA burned by fees so far; balances plus this equal the total supply.
+    pub const BURNED: &[u8] = b"balances/burned";
+
+    /// The next expected sequence of a registered upward-message origin.
+    pub fn origin_sequence(origin: &Address) -> Vec<u8> {
+        [b"mq/origin/".as_slice(), &origin.0].concat()
+    }
+
+    /// The chain height and hash of the last applied block.
+    pub const HEAD: &[u8] = b"system/head";
+}

@@ -1,0 +1,43 @@
+//! Wire types shared by every component of the network: addresses, PHA amounts, transactions,
+//! blocks and queue messages, each with one canonical binary encoding (commonware-codec) that
+//! hashes and signatures are computed over.
+
+mod address;
+mod amount;
+mod block;
+mod mq;
+mod tx;
+
+pub use address::{ADDRESS_HRP, Address, AddressError};
+pub use amount::{AmountError, Balance, DECIMALS, TOTAL_SUPPLY, UNIT, format_pha, parse_pha};
+pub use block::{Block, Header};
+pub use commonware_cryptography::sha256::Digest;
+pub use mq::{Destination, DownwardMessage, UpwardMessage};
+pub use tx::{Call, SignedTransaction, Transaction};
+
+/// Size limits enforced by every decoder, so that no peer or user can make us allocate freely.
+pub mod limits {
+    /// Largest encoded transaction accepted anywhere.
+    pub const MAX_TX_SIZE: usize = 64 * 1024;
+    /// Most transactions in one block.
+    pub const MAX_BLOCK_TXS: usize = 20_000;
+    /// Largest encoded block (also the p2p message bound).
+    pub const MAX_BLOCK_SIZE: usize = 8 * 1024 * 1024;
+    /// Longest downward message topic (room for the relay prefix of an upward one).
+    pub const MAX_TOPIC: usize = 128;
+    /// Longest upward message topic.
+    pub const MAX_UPWARD_TOPIC: usize = 64;
+    /// Largest message payload.
+    pub const MAX_PAYLOAD: usize = 32 * 1024;
+}
+
+/// Domain-separation labels: every signature names what it signs, so that no signature can be
+/// replayed as another kind of statement.
+pub mod namespace {
+    /// Account signatures over transactions.
+    pub const TRANSACTION: &[u8] = b"phala/tx/v1";
+    /// Origin signatures over upward messages.
+    pub const UPWARD: &[u8] = b"phala/mq-upward/v1";
+    /// Consensus votes and certificates (suffixed by the chain id by the node).
+    pub const CONSENSUS: &[u8] = b"phala/consensus/v1";
+}
