@@ -1,1 +1,10 @@
+//! The chain node: consensus wiring, the ledger that executes blocks, the mempool, the chain
+//! spec with its genesis dealer, and the JSON-RPC server. `phala-node` (main.rs) is the binary;
+//! the simulation tests drive the same `engine::start_validator` on the deterministic runtime.
 
+pub mod application;
+pub mod engine;
+pub mod gossip;
+pub mod ledger;
+pub mod mempool;
+pub mod spec;

@@ -4,7 +4,7 @@ use crate::{Address, SignedTransaction, limits};
 use bytes::BufMut;
 use commonware_codec::Buf;
 use commonware_codec::{EncodeSize, Error as CodecError, RangeCfg, Read, ReadExt, Write};
-use commonware_consensus::{Block as ConsensusBlock, Heightable, types::Height};
+use commonware_consensus::{Block as ConsensusBlock, BoundedBlock, Heightable, types::Height};
 use commonware_cryptography::{Digestible, Hasher, Sha256, sha256::Digest};
 
 /// Everything a light client needs to know about a block; its hash is the block's identity.
@@ -126,5 +126,11 @@ impl Heightable for Block {
 impl ConsensusBlock for Block {
     fn parent(&self) -> Digest {
         self.header.parent
+    }
+}
+
+impl BoundedBlock for Block {
+    fn max_encode_size(_: &()) -> usize {
+        limits::MAX_BLOCK_SIZE
     }
 }

@@ -1,0 +1,215 @@
+//! The JSON shapes of the node's RPC API (documented in `docs/rpc.md`). Binary values travel
+//! as lowercase hex; amounts as decimal strings because JSON numbers lose precision past 2^53.
+
+use phala_chain::{
+    commitment::{ProvenLeaf, StateProof},
+    config::FeeSchedule,
+    merkle::MerkleProof,
+};
+use phala_types::{Address, Digest};
+use serde::{Deserialize, Serialize};
+
+/// What a client needs to know to talk to a chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainInfo {
+    pub chain_id: String,
+    /// Hash of the chain spec; transactions sign over it so they cannot be replayed elsewhere.
+    pub genesis_hash: String,
+    /// The 96-byte BLS group public key that verifies every finality certificate.
+    pub identity: String,
+    /// The consensus namespace certificates are signed under.
+    pub namespace: String,
+    pub dev: bool,
+    pub fees: FeeSchedule,
+    pub validators: Vec<Address>,
+}
+
+/// A block header as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderJson {
+    pub hash: String,
+    pub height: u64,
+    pub parent: String,
+    pub timestamp: u64,
+    pub tx_root: String,
+    pub state_root: String,
+    pub outbox_root: String,
+    pub epoch: u64,
+    pub proposer: Address,
+}
+
+impl HeaderJson {
+    pub fn from_header(header: &phala_types::Header) -> Self {
+        HeaderJson {
+            hash: hex::encode(header.hash()),
+            height: header.height,
+            parent: hex::encode(header.parent),
+            timestamp: header.timestamp,
+            tx_root: hex::encode(header.tx_root),
+            state_root: hex::encode(header.state_root),
+            outbox_root: hex::encode(header.outbox_root),
+            epoch: header.epoch,
+            proposer: header.proposer,
+        }
+    }
+}
+
+/// A finalized block with its transactions and, when stored, its finality certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockJson {
+    pub header: HeaderJson,
+    /// Hashes of the transactions, in order.
+    pub transactions: Vec<String>,
+    /// The hex-encoded finalization certificate (83 bytes at small views) of this block, if it
+    /// was finalized directly rather than through a descendant.
+    pub finalization: Option<String>,
+    /// The encoded block, hex.
+    pub raw: String,
+}
+
+/// The latest finalized block and the certificate that proves it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinalizedHead {
+    pub header: HeaderJson,
+    /// Height of the certified block (the head, or a descendant of it if the head was
+    /// finalized implicitly) and its hex-encoded finalization.
+    pub certified_height: u64,
+    pub finalization: Option<String>,
+}
+
+/// Where a transaction stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum TxStatus {
+    /// In the mempool, waiting for a block.
+    Pending,
+    /// In a finalized block; never reverts.
+    Finalized { height: u64, index: u32, block: String },
+    /// Dropped before inclusion, with the reason.
+    Rejected { code: String, reason: String },
+    /// Never seen (or forgotten after a restart while still pending).
+    Unknown,
+}
+
+/// An account as stored, with the proof of it against the state root of `height`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountJson {
+    pub address: Address,
+    pub nonce: u64,
+    #[serde(with = "phala_chain::config::u128_string")]
+    pub free: u128,
+    pub height: u64,
+    pub state_root: String,
+    pub proof: ProofJson,
+}
+
+/// A state value (absent: `null`) with its proof against the state root of `height`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateValueJson {
+    pub key: String,
+    pub value: Option<String>,
+    pub height: u64,
+    pub state_root: String,
+    pub proof: ProofJson,
+}
+
+/// A [`StateProof`] as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProofJson {
+    pub leaf_count: u32,
+    pub leaves: Vec<ProvenLeafJson>,
+}
+
+/// One leaf of a [`ProofJson`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvenLeafJson {
+    pub position: u32,
+    pub key: String,
+    pub value: String,
+    pub siblings: Vec<String>,
+}
+
+/// Why JSON does not hold a well-formed proof.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed proof: {0}")]
+pub struct MalformedProof(pub String);
+
+fn digest_from_hex(text: &str) -> Result<Digest, MalformedProof> {
+    let bytes = hex::decode(text).map_err(|e| MalformedProof(e.to_string()))?;
+    let array: [u8; 32] =
+        bytes.try_into().map_err(|_| MalformedProof("digest is not 32 bytes".into()))?;
+    Ok(Digest(array))
+}
+
+/// Parses a 32-byte hex digest, as found in headers.
+pub fn parse_digest(text: &str) -> Result<Digest, MalformedProof> {
+    digest_from_hex(text)
+}
+
+impl ProofJson {
+    pub fn from_proof(proof: &StateProof) -> Self {
+        ProofJson {
+            leaf_count: proof.leaf_count,
+            leaves: proof
+                .leaves
+                .iter()
+                .map(|leaf| ProvenLeafJson {
+                    position: leaf.position,
+                    key: hex::encode(&leaf.key),
+                    value: hex::encode(&leaf.value),
+                    siblings: leaf.proof.siblings.iter().map(hex::encode).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn to_proof(&self) -> Result<StateProof, MalformedProof> {
+        let bad = |e: hex::FromHexError| MalformedProof(e.to_string());
+        let leaves = self
+            .leaves
+            .iter()
+            .map(|leaf| {
+                let siblings =
+                    leaf.siblings.iter().map(|s| digest_from_hex(s)).collect::<Result<_, _>>()?;
+                Ok(ProvenLeaf {
+                    position: leaf.position,
+                    key: hex::decode(&leaf.key).map_err(bad)?,
+                    value: hex::decode(&leaf.value).map_err(bad)?,
+                    proof: MerkleProof { leaf_count: self.leaf_count, siblings },
+                })
+            })
+            .collect::<Result<_, MalformedProof>>()?;
+        Ok(StateProof { leaf_count: self.leaf_count, leaves })
+    }
+}
+
+/// Node liveness for operators and load balancers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub finalized_height: u64,
+    /// Milliseconds since the last finalized block's timestamp.
+    pub finalized_age_ms: u64,
+    pub mempool: usize,
+    pub validator: Option<Address>,
+    /// True while the node replays stored blocks after a restart.
+    pub replaying: bool,
+}
+
+/// A downward message of a block with its proof against the block's outbox root.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxMessageJson {
+    pub height: u64,
+    pub index: u32,
+    /// The encoded `DownwardMessage`, hex.
+    pub message: String,
+    pub leaf_count: u32,
+    pub siblings: Vec<String>,
+}
+
+/// Pushed to subscribers for every finalized block, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinalizedEvent {
+    pub header: HeaderJson,
+    pub transactions: u32,
+    pub messages: u32,
+}

@@ -1,0 +1,468 @@
+//! The node's view of the chain: the committed (finalized) state, the speculative results of
+//! blocks that are proposed or verified but not yet final, the mempool, and the indexes the RPC
+//! serves. Consensus, the finalizer and the RPC server share one [`Ledger`].
+//!
+//! Invariants: `state` is exactly the genesis state plus every finalized block up to `head`,
+//! applied once each in height order; a speculative result holds the *cumulative* writes from
+//! the committed state to that block, which stay valid as the head advances along its ancestry.
+
+use crate::mempool::{AdmissionError, Mempool};
+use phala_chain::{
+    BlockContext, Runtime, TxError, balances,
+    commitment::{StateDb, StateProof},
+    merkle,
+    mq::Outbox,
+    state::{Changes, Overlay, keys},
+};
+use phala_client::api::{FinalizedEvent, HeaderJson, TxStatus};
+use phala_types::{Address, Block, Digest, DownwardMessage, Header, SignedTransaction, limits};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard},
+};
+use tokio::sync::broadcast;
+
+/// A block's execution result kept until the block is finalized or abandoned.
+struct Speculative {
+    header: Header,
+    changes: Changes,
+    outbox: Outbox,
+}
+
+/// Where a finalized transaction is.
+#[derive(Clone, Copy)]
+struct TxLocation {
+    height: u64,
+    index: u32,
+    block: Digest,
+}
+
+struct Inner {
+    head: Header,
+    head_digest: Digest,
+    speculative: HashMap<Digest, Speculative>,
+    mempool: Mempool,
+    tx_index: HashMap<Digest, TxLocation>,
+    outboxes: BTreeMap<u64, Vec<DownwardMessage>>,
+    replaying: bool,
+    /// Client transactions admitted here and not yet relayed to peers.
+    gossip: Vec<SignedTransaction>,
+    /// Digest of every finalized block by height (index 0 is genesis).
+    chain: Vec<Digest>,
+    /// Proposer of every finalized block by height.
+    proposers: Vec<Address>,
+    /// Test hook: count invariant violations instead of trusting them.
+    audit: Option<Audit>,
+    /// Test hook: propose blocks with a wrong state root, as a Byzantine validator would.
+    corrupt_proposals: bool,
+}
+
+/// Invariant violations seen while applying finalized blocks (tests turn this on).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Audit {
+    /// Blocks after which balances plus burned fees differed from the total supply.
+    pub issuance_violations: u64,
+    /// Transactions finalized a second time.
+    pub duplicate_transactions: u64,
+}
+
+/// Why a proposed block is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockRejection {
+    #[error("unknown parent")]
+    UnknownParent,
+    #[error("{0}")]
+    Header(&'static str),
+    #[error(transparent)]
+    Invalid(#[from] phala_chain::InvalidBlock),
+}
+
+/// A finalized block that does not extend the head or does not re-execute to its roots: the
+/// node cannot continue safely.
+#[derive(Debug, thiserror::Error)]
+#[error("finalized block {height} cannot be applied: {reason}")]
+pub struct FatalBlock {
+    pub height: u64,
+    pub reason: String,
+}
+
+/// Shared chain state of one node.
+pub struct Ledger {
+    runtime: Runtime,
+    block_interval_ms: u64,
+    state: RwLock<StateDb>,
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<FinalizedEvent>,
+}
+
+impl Ledger {
+    /// A ledger at genesis.
+    pub fn new(runtime: Runtime, block_interval_ms: u64, state: StateDb, genesis: &Block) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Ledger {
+            runtime,
+            block_interval_ms,
+            state: RwLock::new(state),
+            inner: Mutex::new(Inner {
+                head: genesis.header.clone(),
+                head_digest: genesis.header.hash(),
+                speculative: HashMap::new(),
+                mempool: Mempool::default(),
+                tx_index: HashMap::new(),
+                outboxes: BTreeMap::new(),
+                replaying: true,
+                gossip: Vec::new(),
+                chain: vec![genesis.header.hash()],
+                proposers: vec![genesis.header.proposer],
+                audit: None,
+                corrupt_proposals: false,
+            }),
+            events,
+        }
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn state(&self) -> RwLockReadGuard<'_, StateDb> {
+        self.state.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn block_interval_ms(&self) -> u64 {
+        self.block_interval_ms
+    }
+
+    /// The last finalized header.
+    pub fn head(&self) -> Header {
+        self.inner().head.clone()
+    }
+
+    /// Whether a block's result is known (it is the head or was executed speculatively).
+    pub fn knows(&self, digest: &Digest) -> bool {
+        let inner = self.inner();
+        inner.head_digest == *digest || inner.speculative.contains_key(digest)
+    }
+
+    /// The header of a known block.
+    pub fn known_header(&self, digest: &Digest) -> Option<Header> {
+        let inner = self.inner();
+        if inner.head_digest == *digest {
+            return Some(inner.head.clone());
+        }
+        inner.speculative.get(digest).map(|s| s.header.clone())
+    }
+
+    /// The cumulative writes from the committed state to `digest`.
+    fn changes_to(&self, digest: &Digest) -> Option<Changes> {
+        let inner = self.inner();
+        if inner.head_digest == *digest {
+            return Some(Changes::new());
+        }
+        inner.speculative.get(digest).map(|s| s.changes.clone())
+    }
+
+    pub fn set_replaying(&self, replaying: bool) {
+        self.inner().replaying = replaying;
+    }
+
+    pub fn replaying(&self) -> bool {
+        self.inner().replaying
+    }
+
+    /// Builds the body and header of a block on `parent` from the mempool.
+    pub fn build(&self, parent: &Header, ctx: BlockContext) -> Option<Block> {
+        let parent_digest = parent.hash();
+        let pending = self.changes_to(&parent_digest)?;
+        let candidates = self.inner().mempool.candidates(limits::MAX_BLOCK_TXS);
+        let (txs, executed, dropped, state_root) = {
+            let state = self.state();
+            let (txs, executed, dropped) = self.runtime.build_block(&*state, pending, &ctx, candidates);
+            let root = state.root_with(&executed.changes);
+            (txs, executed, dropped, root)
+        };
+        {
+            let mut inner = self.inner();
+            for (stx, error) in dropped {
+                // A lower nonce may be in an unfinalized ancestor, a higher one waits its turn:
+                // both stay until finalization settles them.
+                if !matches!(error, TxError::BadNonce { .. }) {
+                    inner.mempool.remove(&stx.hash(), Some(&error));
+                }
+            }
+        }
+        let header = Header {
+            height: ctx.height,
+            parent: parent_digest,
+            timestamp: ctx.timestamp,
+            tx_root: merkle::tx_root(&txs),
+            state_root,
+            outbox_root: merkle::outbox_root(&executed.outbox.messages),
+            epoch: 0,
+            proposer: ctx.proposer,
+        };
+        let mut header = header;
+        if self.inner().corrupt_proposals {
+            header.state_root = Digest([0xab; 32]);
+        }
+        let block = Block::new(header.clone(), txs);
+        self.inner().speculative.insert(
+            block.header.hash(),
+            Speculative { header, changes: executed.changes, outbox: executed.outbox },
+        );
+        Some(block)
+    }
+
+    /// Fully checks a proposed block on a known parent and keeps its result.
+    pub fn execute(&self, block: &Block, leader: &Address) -> Result<(), BlockRejection> {
+        let digest = block.header.hash();
+        if self.knows(&digest) {
+            return Ok(());
+        }
+        let parent = self.known_header(&block.header.parent).ok_or(BlockRejection::UnknownParent)?;
+        let header = &block.header;
+        if header.height != parent.height + 1 {
+            return Err(BlockRejection::Header("height is not the parent's plus one"));
+        }
+        if header.epoch != 0 {
+            return Err(BlockRejection::Header("wrong epoch"));
+        }
+        if header.proposer != *leader {
+            return Err(BlockRejection::Header("proposer is not the round's leader"));
+        }
+        if header.timestamp < parent.timestamp + self.block_interval_ms {
+            return Err(BlockRejection::Header("timestamp too close to the parent's"));
+        }
+        if header.tx_root != merkle::tx_root(&block.transactions) {
+            return Err(BlockRejection::Header("transaction root does not match the body"));
+        }
+        let pending = self.changes_to(&header.parent).ok_or(BlockRejection::UnknownParent)?;
+        let ctx = BlockContext { height: header.height, timestamp: header.timestamp, proposer: header.proposer };
+        let (executed, state_root) = {
+            let state = self.state();
+            let executed = self.runtime.execute_block(&*state, pending, &ctx, &block.transactions)?;
+            let root = state.root_with(&executed.changes);
+            (executed, root)
+        };
+        if header.state_root != state_root {
+            return Err(BlockRejection::Header("state root does not match execution"));
+        }
+        if header.outbox_root != merkle::outbox_root(&executed.outbox.messages) {
+            return Err(BlockRejection::Header("outbox root does not match execution"));
+        }
+        self.inner().speculative.insert(
+            digest,
+            Speculative { header: header.clone(), changes: executed.changes, outbox: executed.outbox },
+        );
+        Ok(())
+    }
+
+    /// Applies a finalized block. Idempotent: a block at or below the head is ignored.
+    pub fn finalize(&self, block: &Block) -> Result<(), FatalBlock> {
+        let header = &block.header;
+        let digest = header.hash();
+        let fatal = |reason: &str| FatalBlock { height: header.height, reason: reason.into() };
+        let (head_height, head_digest, speculative) = {
+            let mut inner = self.inner();
+            (inner.head.height, inner.head_digest, inner.speculative.remove(&digest))
+        };
+        if header.height <= head_height {
+            return Ok(());
+        }
+        if header.parent != head_digest || header.height != head_height + 1 {
+            return Err(fatal("it does not extend the finalized head"));
+        }
+        let (changes, outbox) = match speculative {
+            Some(s) => (s.changes, s.outbox),
+            None => {
+                let ctx = BlockContext { height: header.height, timestamp: header.timestamp, proposer: header.proposer };
+                let state = self.state();
+                let executed = self
+                    .runtime
+                    .replay_block(&*state, Changes::new(), &ctx, &block.transactions)
+                    .map_err(|e| fatal(&e.to_string()))?;
+                if state.root_with(&executed.changes) != header.state_root {
+                    return Err(fatal("its state root does not match re-execution"));
+                }
+                (executed.changes, executed.outbox)
+            }
+        };
+        let nonces: Vec<(Address, u64)> = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            state.apply(&changes);
+            block
+                .transactions
+                .iter()
+                .map(|stx| (stx.tx.signer, account_in(&state, &stx.tx.signer).nonce))
+                .collect()
+        };
+        let mut inner = self.inner();
+        inner.head = header.clone();
+        inner.head_digest = digest;
+        inner.speculative.retain(|_, s| s.header.height > header.height);
+        inner.chain.push(digest);
+        inner.proposers.push(header.proposer);
+        for (index, stx) in block.transactions.iter().enumerate() {
+            let hash = stx.hash();
+            inner.mempool.remove(&hash, None);
+            let location = TxLocation { height: header.height, index: index as u32, block: digest };
+            if inner.tx_index.insert(hash, location).is_some()
+                && let Some(audit) = inner.audit.as_mut()
+            {
+                audit.duplicate_transactions += 1;
+            }
+        }
+        for (sender, nonce) in nonces {
+            inner.mempool.prune(&sender, nonce);
+        }
+        inner.mempool.prune_expired(header.height + 1);
+        let messages = outbox.messages.len() as u32;
+        if !outbox.messages.is_empty() {
+            inner.outboxes.insert(header.height, outbox.messages);
+        }
+        let audit = inner.audit.is_some();
+        drop(inner);
+        if audit && self.total_issuance() != phala_types::TOTAL_SUPPLY {
+            if let Some(audit) = self.inner().audit.as_mut() {
+                audit.issuance_violations += 1;
+            }
+        }
+        let _ = self.events.send(FinalizedEvent {
+            header: HeaderJson::from_header(header),
+            transactions: block.transactions.len() as u32,
+            messages,
+        });
+        Ok(())
+    }
+
+    /// Admits a client's transaction to the mempool and queues it for gossip.
+    pub fn submit(&self, stx: SignedTransaction) -> Result<Digest, AdmissionError> {
+        let hash = self.admit(stx.clone())?;
+        self.inner().gossip.push(stx);
+        Ok(hash)
+    }
+
+    /// Admits a transaction relayed by a peer (not relayed further).
+    pub fn admit_from_peer(&self, stx: SignedTransaction) -> Result<Digest, AdmissionError> {
+        self.admit(stx)
+    }
+
+    fn admit(&self, stx: SignedTransaction) -> Result<Digest, AdmissionError> {
+        let account = account_in(&self.state(), &stx.tx.signer);
+        let mut inner = self.inner();
+        let height = inner.head.height + 1;
+        let hash = stx.hash();
+        let result = inner.mempool.admit(&self.runtime, account, height, stx);
+        if let Err(error) = &result
+            && !matches!(error, AdmissionError::Duplicate)
+        {
+            inner.mempool.remember_rejection(hash, error.code().into(), error.to_string());
+        }
+        result
+    }
+
+    /// Takes up to `limit` transactions waiting to be gossiped.
+    pub fn take_gossip(&self, limit: usize) -> Vec<SignedTransaction> {
+        let mut inner = self.inner();
+        let take = inner.gossip.len().min(limit);
+        inner.gossip.drain(..take).collect()
+    }
+
+    /// The digest of the finalized block at `height`.
+    pub fn finalized_digest(&self, height: u64) -> Option<Digest> {
+        self.inner().chain.get(height as usize).copied()
+    }
+
+    /// Proposers of the finalized blocks, by height.
+    pub fn proposers_since_genesis(&self) -> Vec<Address> {
+        self.inner().proposers.clone()
+    }
+
+    /// Makes this node propose invalid blocks (a wrong state root), to test that honest
+    /// validators refuse them. Never used outside tests.
+    pub fn corrupt_proposals_for_testing(&self) {
+        self.inner().corrupt_proposals = true;
+    }
+
+    /// Turns on invariant auditing after every finalized block (costs a full state scan).
+    pub fn enable_audit(&self) {
+        self.inner().audit = Some(Audit::default());
+    }
+
+    /// The invariant violations counted so far, if auditing is on.
+    pub fn audit(&self) -> Option<Audit> {
+        self.inner().audit
+    }
+
+    /// A transaction's status.
+    pub fn tx_status(&self, hash: &Digest) -> TxStatus {
+        let inner = self.inner();
+        if let Some(location) = inner.tx_index.get(hash) {
+            return TxStatus::Finalized {
+                height: location.height,
+                index: location.index,
+                block: hex::encode(location.block),
+            };
+        }
+        if inner.mempool.contains(hash) {
+            return TxStatus::Pending;
+        }
+        match inner.mempool.rejection(hash) {
+            Some((code, reason)) => TxStatus::Rejected { code: code.clone(), reason: reason.clone() },
+            None => TxStatus::Unknown,
+        }
+    }
+
+    /// A committed account, with its proof and the header it is proven against.
+    pub fn account(&self, address: &Address) -> (balances::Account, StateProof, Header) {
+        let state = self.state();
+        let inner = self.inner();
+        let proof = state.prove(&keys::account(address));
+        (account_in(&state, address), proof, inner.head.clone())
+    }
+
+    /// Any committed state value with its proof and the header it is proven against.
+    pub fn state_value(&self, key: &[u8]) -> (Option<Vec<u8>>, StateProof, Header) {
+        use phala_chain::state::StateRead;
+        let state = self.state();
+        let inner = self.inner();
+        (state.get(key), state.prove(key), inner.head.clone())
+    }
+
+    /// The downward messages a finalized block produced.
+    pub fn outbox(&self, height: u64) -> Vec<DownwardMessage> {
+        self.inner().outboxes.get(&height).cloned().unwrap_or_default()
+    }
+
+    pub fn mempool_len(&self) -> usize {
+        self.inner().mempool.len()
+    }
+
+    /// A subscription to finalized blocks.
+    pub fn subscribe(&self) -> broadcast::Receiver<FinalizedEvent> {
+        self.events.subscribe()
+    }
+
+    /// Sum of all balances plus burned fees (equals the total supply in a correct chain).
+    pub fn total_issuance(&self) -> u128 {
+        let state = self.state();
+        let overlay = Overlay::new(&*state);
+        let burned = balances::burned(&overlay);
+        let prefix = keys::account(&Address([0; 32]));
+        let prefix = &prefix[..prefix.len() - 32];
+        state
+            .scan_prefix(prefix)
+            .filter_map(|(_, v)| balances::Account::decode(v))
+            .map(|a| a.free)
+            .sum::<u128>()
+            + burned
+    }
+}
+
+fn account_in(state: &StateDb, address: &Address) -> balances::Account {
+    balances::account(&Overlay::new(state), address)
+}

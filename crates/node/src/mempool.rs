@@ -1,0 +1,198 @@
+//! Transactions waiting for a block: validated on admission, bounded, served to the block
+//! builder in arrival order per sender and nonce order within a sender.
+
+use commonware_codec::EncodeSize;
+use phala_chain::{Runtime, TxError, balances::Account};
+use phala_types::{Address, Call, Digest, SignedTransaction};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Most transactions held at once.
+pub const MAX_POOL: usize = 200_000;
+/// How far past its account nonce a sender may queue.
+pub const MAX_NONCE_GAP: u64 = 4_096;
+/// How many rejection reasons are remembered for status queries.
+const REMEMBERED_REJECTIONS: usize = 100_000;
+
+/// Why the mempool refused a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    #[error(transparent)]
+    Invalid(#[from] TxError),
+    #[error("nonce {got} is too far ahead of the account's nonce {expected}")]
+    NonceGap { expected: u64, got: u64 },
+    #[error("a transaction with nonce {0} from this account is already pending")]
+    NonceTaken(u64),
+    #[error("transaction already known")]
+    Duplicate,
+    #[error("mempool is full")]
+    Full,
+}
+
+impl AdmissionError {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AdmissionError::Invalid(e) => e.code(),
+            AdmissionError::NonceGap { .. } => "nonce_gap",
+            AdmissionError::NonceTaken(_) => "nonce_taken",
+            AdmissionError::Duplicate => "duplicate",
+            AdmissionError::Full => "mempool_full",
+        }
+    }
+}
+
+struct Entry {
+    tx: SignedTransaction,
+    hash: Digest,
+    arrival: u64,
+}
+
+/// The pool.
+#[derive(Default)]
+pub struct Mempool {
+    by_sender: HashMap<Address, BTreeMap<u64, Entry>>,
+    by_hash: HashMap<Digest, (Address, u64)>,
+    arrivals: u64,
+    rejected: HashMap<Digest, (String, String)>,
+    rejected_order: VecDeque<Digest>,
+}
+
+impl Mempool {
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    pub fn contains(&self, hash: &Digest) -> bool {
+        self.by_hash.contains_key(hash)
+    }
+
+    /// Admits a transaction whose signature is not yet checked, judged against the signer's
+    /// committed `account` at `height` (the next block's height).
+    pub fn admit(
+        &mut self,
+        runtime: &Runtime,
+        account: Account,
+        height: u64,
+        stx: SignedTransaction,
+    ) -> Result<Digest, AdmissionError> {
+        let hash = stx.hash();
+        if self.by_hash.contains_key(&hash) {
+            return Err(AdmissionError::Duplicate);
+        }
+        if self.by_hash.len() >= MAX_POOL {
+            return Err(AdmissionError::Full);
+        }
+        runtime.check_stateless(&stx)?;
+        let tx = &stx.tx;
+        if tx.expiry < height {
+            return Err(TxError::Expired { expiry: tx.expiry, height }.into());
+        }
+        let minimum = runtime.minimum_fee(stx.encode_size());
+        if tx.fee < minimum {
+            return Err(TxError::FeeTooLow { offered: tx.fee, minimum }.into());
+        }
+        if tx.nonce < account.nonce {
+            return Err(TxError::BadNonce { expected: account.nonce, got: tx.nonce }.into());
+        }
+        if tx.nonce >= account.nonce + MAX_NONCE_GAP {
+            return Err(AdmissionError::NonceGap { expected: account.nonce, got: tx.nonce });
+        }
+        let queued_spend: u128 = self
+            .by_sender
+            .get(&tx.signer)
+            .map(|q| q.values().map(|e| spend(&e.tx)).sum())
+            .unwrap_or(0);
+        let needed = queued_spend.saturating_add(spend(&stx));
+        if account.free < needed {
+            return Err(TxError::InsufficientFunds { needed, available: account.free }.into());
+        }
+        let queue = self.by_sender.entry(tx.signer).or_default();
+        if queue.contains_key(&tx.nonce) {
+            return Err(AdmissionError::NonceTaken(tx.nonce));
+        }
+        self.arrivals += 1;
+        self.by_hash.insert(hash, (tx.signer, tx.nonce));
+        queue.insert(tx.nonce, Entry { tx: stx, hash, arrival: self.arrivals });
+        Ok(hash)
+    }
+
+    /// Candidates for the next block: senders by their oldest pending arrival, each sender's
+    /// transactions in nonce order.
+    pub fn candidates(&self, limit: usize) -> Vec<SignedTransaction> {
+        let mut senders: Vec<(u64, &BTreeMap<u64, Entry>)> = self
+            .by_sender
+            .values()
+            .filter_map(|q| q.values().map(|e| e.arrival).min().map(|a| (a, q)))
+            .collect();
+        senders.sort_by_key(|(arrival, _)| *arrival);
+        senders.into_iter().flat_map(|(_, q)| q.values().map(|e| e.tx.clone())).take(limit).collect()
+    }
+
+    /// Forgets a transaction, remembering why if it was rejected.
+    pub fn remove(&mut self, hash: &Digest, rejection: Option<&TxError>) {
+        if let Some((sender, nonce)) = self.by_hash.remove(hash) {
+            if let Some(queue) = self.by_sender.get_mut(&sender) {
+                queue.remove(&nonce);
+                if queue.is_empty() {
+                    self.by_sender.remove(&sender);
+                }
+            }
+        }
+        if let Some(error) = rejection {
+            self.remember_rejection(*hash, error.code().into(), error.to_string());
+        }
+    }
+
+    /// Drops the sender's transactions that a finalized block made stale (nonce below the
+    /// account's) and those expired at `height`.
+    pub fn prune(&mut self, sender: &Address, account_nonce: u64) {
+        let Some(queue) = self.by_sender.get(sender) else { return };
+        let stale: Vec<Digest> =
+            queue.range(..account_nonce).map(|(_, e)| e.hash).collect();
+        for hash in stale {
+            self.remove(&hash, None);
+        }
+    }
+
+    /// Drops every transaction whose expiry is below `height`.
+    pub fn prune_expired(&mut self, height: u64) {
+        let expired: Vec<(Digest, TxError)> = self
+            .by_sender
+            .values()
+            .flat_map(|q| q.values())
+            .filter(|e| e.tx.tx.expiry < height)
+            .map(|e| (e.hash, TxError::Expired { expiry: e.tx.tx.expiry, height }))
+            .collect();
+        for (hash, error) in expired {
+            self.remove(&hash, Some(&error));
+        }
+    }
+
+    /// Why a transaction was rejected, if it was recently.
+    pub fn rejection(&self, hash: &Digest) -> Option<&(String, String)> {
+        self.rejected.get(hash)
+    }
+
+    pub fn remember_rejection(&mut self, hash: Digest, code: String, reason: String) {
+        if self.rejected.insert(hash, (code, reason)).is_none() {
+            self.rejected_order.push_back(hash);
+            if self.rejected_order.len() > REMEMBERED_REJECTIONS
+                && let Some(old) = self.rejected_order.pop_front()
+            {
+                self.rejected.remove(&old);
+            }
+        }
+    }
+}
+
+/// What a transaction can take from its signer's balance.
+fn spend(stx: &SignedTransaction) -> u128 {
+    stx.tx.fee.saturating_add(match &stx.tx.call {
+        Call::Transfer { amount, .. } => *amount,
+        Call::SubmitUpward(_) => 0,
+    })
+}
