@@ -91,8 +91,9 @@ pub fn charge_fee<S: StateRead + ?Sized>(
     }
     account_.free -= fee;
     set_account(state, payer, account_);
-    let to_author = fee / 100 * schedule.split.author as u128;
-    let to_treasury = fee / 100 * schedule.split.treasury as u128;
+    // Cannot overflow: `fee` is at most the payer's balance, so at most the total supply.
+    let to_author = fee * schedule.split.author as u128 / 100;
+    let to_treasury = fee * schedule.split.treasury as u128 / 100;
     let to_burn = fee - to_author - to_treasury;
     for (who, part) in [(author, to_author), (&schedule.treasury, to_treasury)] {
         if part > 0 {

@@ -148,11 +148,13 @@ impl Runtime {
         txs: &[SignedTransaction],
     ) -> Result<Executed, InvalidBlock> {
         if !phala_crypto::verify_transactions_batch(&self.genesis_hash, txs) {
-            let index = txs
+            // Report the first transaction that fails on its own, with its own reason.
+            let (index, error) = txs
                 .iter()
-                .position(|stx| self.check_stateless(stx).is_err())
-                .unwrap_or_default();
-            return Err(InvalidBlock { index, error: TxError::BadSignature });
+                .enumerate()
+                .find_map(|(index, stx)| self.check_stateless(stx).err().map(|error| (index, error)))
+                .unwrap_or((0, TxError::BadSignature));
+            return Err(InvalidBlock { index, error });
         }
         self.replay_block(base, pending, ctx, txs)
     }

@@ -7,4 +7,6 @@ pub mod engine;
 pub mod gossip;
 pub mod ledger;
 pub mod mempool;
+pub mod rpc;
+pub mod service;
 pub mod spec;

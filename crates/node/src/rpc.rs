@@ -1,0 +1,238 @@
+//! JSON-RPC 2.0 over HTTP and WebSocket on one port (`docs/rpc.md` lists every method).
+//! Every handler answers bad input with a JSON-RPC error; none can panic or block consensus.
+
+use crate::{engine::Marshal, ledger::Ledger};
+use commonware_codec::{Copying, DecodeExt, Encode};
+use commonware_consensus::{marshal::Identifier, types::Height};
+use jsonrpsee::{
+    RpcModule,
+    server::{Server, ServerConfig, ServerHandle, SubscriptionMessage},
+    types::{ErrorObjectOwned, Params},
+};
+use phala_client::api::{
+    AccountJson, BlockJson, ChainInfo, FinalizedHead, Health, HeaderJson, OutboxMessageJson, ProofJson,
+    StateValueJson, TxStatus,
+};
+use phala_types::{Address, SignedTransaction, limits};
+use std::{net::SocketAddr, sync::Arc};
+
+/// JSON-RPC error codes beyond the standard ones.
+pub mod code {
+    /// The transaction was refused; `data.code` says why.
+    pub const TX_REJECTED: i32 = -32010;
+    /// Asked for something that does not exist (yet).
+    pub const NOT_FOUND: i32 = -32011;
+}
+
+/// What the handlers share.
+pub struct RpcContext {
+    pub ledger: Arc<Ledger>,
+    pub marshal: Marshal,
+    pub info: ChainInfo,
+    pub validator: Option<Address>,
+}
+
+fn invalid_params(message: impl Into<String>) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(jsonrpsee::types::error::INVALID_PARAMS_CODE, message.into(), None::<()>)
+}
+
+fn not_found(message: impl Into<String>) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(code::NOT_FOUND, message.into(), None::<()>)
+}
+
+fn parse_hex(text: &str, what: &str) -> Result<Vec<u8>, ErrorObjectOwned> {
+    hex::decode(text.trim_start_matches("0x")).map_err(|e| invalid_params(format!("{what} is not hex: {e}")))
+}
+
+fn one_string(params: &Params<'_>, what: &str) -> Result<String, ErrorObjectOwned> {
+    params
+        .one::<String>()
+        .map_err(|_| invalid_params(format!("expected one string parameter: {what}")))
+}
+
+async fn submit_transaction(params: Params<'static>, ctx: Arc<RpcContext>) -> Result<String, ErrorObjectOwned> {
+    let bytes = parse_hex(&one_string(&params, "the hex-encoded signed transaction")?, "transaction")?;
+    if bytes.len() > limits::MAX_TX_SIZE {
+        return Err(ErrorObjectOwned::owned(
+            code::TX_REJECTED,
+            format!("transaction is {} bytes, the limit is {}", bytes.len(), limits::MAX_TX_SIZE),
+            Some(serde_json::json!({ "code": "oversized" })),
+        ));
+    }
+    let stx = SignedTransaction::decode(Copying(&bytes[..]))
+        .map_err(|e| invalid_params(format!("not a signed transaction: {e}")))?;
+    ctx.ledger.submit(stx).map(hex::encode).map_err(|error| {
+        ErrorObjectOwned::owned(
+            code::TX_REJECTED,
+            format!("transaction rejected: {error}"),
+            Some(serde_json::json!({ "code": error.code() })),
+        )
+    })
+}
+
+fn transaction_status(params: Params<'_>, ctx: &RpcContext) -> Result<TxStatus, ErrorObjectOwned> {
+    let hash = parse_hex(&one_string(&params, "the transaction hash")?, "hash")?;
+    let hash: [u8; 32] = hash.try_into().map_err(|_| invalid_params("a hash is 32 bytes"))?;
+    Ok(ctx.ledger.tx_status(&phala_types::Digest(hash)))
+}
+
+fn account(params: Params<'_>, ctx: &RpcContext) -> Result<AccountJson, ErrorObjectOwned> {
+    let address: Address = one_string(&params, "the account address")?
+        .parse()
+        .map_err(|e| invalid_params(format!("{e}")))?;
+    let (account, proof, header) = ctx.ledger.account(&address);
+    Ok(AccountJson {
+        address,
+        nonce: account.nonce,
+        free: account.free,
+        height: header.height,
+        state_root: hex::encode(header.state_root),
+        proof: ProofJson::from_proof(&proof),
+    })
+}
+
+fn state_value(params: Params<'_>, ctx: &RpcContext) -> Result<StateValueJson, ErrorObjectOwned> {
+    let key_hex = one_string(&params, "the hex-encoded state key")?;
+    let key = parse_hex(&key_hex, "key")?;
+    let (value, proof, header) = ctx.ledger.state_value(&key);
+    Ok(StateValueJson {
+        key: hex::encode(&key),
+        value: value.map(hex::encode),
+        height: header.height,
+        state_root: hex::encode(header.state_root),
+        proof: ProofJson::from_proof(&proof),
+    })
+}
+
+/// `block(height | hash | null)`: a finalized block; `null` or no parameter means the head.
+async fn block(params: Params<'static>, ctx: Arc<RpcContext>) -> Result<BlockJson, ErrorObjectOwned> {
+    let head = ctx.ledger.head().height;
+    let args: Vec<serde_json::Value> = match params.as_str() {
+        None => Vec::new(),
+        Some(_) => params.parse().map_err(|_| invalid_params("expected [height | hash | null]"))?,
+    };
+    let height = match args.into_iter().next() {
+        None | Some(serde_json::Value::Null) => head,
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().ok_or_else(|| invalid_params("height is a non-negative integer"))?
+        }
+        Some(serde_json::Value::String(text)) => {
+            let digest = phala_client::api::parse_digest(text.trim_start_matches("0x"))
+                .map_err(|e| invalid_params(e.to_string()))?;
+            ctx.marshal
+                .get_info(&digest)
+                .await
+                .map(|(h, _)| h.get())
+                .ok_or_else(|| not_found("no finalized block with this hash"))?
+        }
+        Some(_) => return Err(invalid_params("expected a height, a block hash or null")),
+    };
+    if height > head {
+        return Err(not_found(format!("block {height} is not finalized yet (head is {head})")));
+    }
+    let stored = ctx
+        .marshal
+        .get_block(Height::new(height))
+        .await
+        .ok_or_else(|| not_found(format!("block {height} is not stored on this node")))?;
+    let block = stored.inner();
+    let finalization = ctx.marshal.get_finalization(Height::new(height)).await.map(|f| hex::encode(f.encode()));
+    Ok(BlockJson {
+        header: HeaderJson::from_header(&block.header),
+        transactions: block.transactions.iter().map(|t| hex::encode(t.hash())).collect(),
+        finalization,
+        raw: hex::encode(block.encode()),
+    })
+}
+
+async fn finalized_head(ctx: Arc<RpcContext>) -> Result<FinalizedHead, ErrorObjectOwned> {
+    let header = ctx.ledger.head();
+    let latest = ctx.marshal.get_info(Identifier::Latest).await.map(|(h, _)| h.get()).unwrap_or(0);
+    for height in header.height..=latest.max(header.height) {
+        if let Some(finalization) = ctx.marshal.get_finalization(Height::new(height)).await {
+            return Ok(FinalizedHead {
+                header: HeaderJson::from_header(&header),
+                certified_height: height,
+                finalization: Some(hex::encode(finalization.encode())),
+            });
+        }
+    }
+    Ok(FinalizedHead { header: HeaderJson::from_header(&header), certified_height: header.height, finalization: None })
+}
+
+fn outbox(params: Params<'_>, ctx: &RpcContext) -> Result<Vec<OutboxMessageJson>, ErrorObjectOwned> {
+    let height: u64 = params.one().map_err(|_| invalid_params("expected one parameter: the block height"))?;
+    let messages = ctx.ledger.outbox(height);
+    let leaves: Vec<_> = messages.iter().map(phala_chain::merkle::message_leaf).collect();
+    Ok(messages
+        .iter()
+        .enumerate()
+        .filter_map(|(index, message)| {
+            let proof = phala_chain::merkle::prove(&leaves, index)?;
+            Some(OutboxMessageJson {
+                height,
+                index: index as u32,
+                message: hex::encode(message.encode()),
+                leaf_count: proof.leaf_count,
+                siblings: proof.siblings.iter().map(hex::encode).collect(),
+            })
+        })
+        .collect())
+}
+
+fn health(ctx: &RpcContext) -> Health {
+    let head = ctx.ledger.head();
+    Health {
+        finalized_height: head.height,
+        finalized_age_ms: crate::spec::now_ms().saturating_sub(head.timestamp),
+        mempool: ctx.ledger.mempool_len(),
+        validator: ctx.validator,
+        replaying: ctx.ledger.replaying(),
+    }
+}
+
+/// The RPC module with every method registered.
+pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
+    let mut module = RpcModule::new(ctx);
+    module.register_method("chain_info", |_, ctx, _| Ok::<_, ErrorObjectOwned>(ctx.info.clone()))?;
+    module.register_async_method("submit_transaction", |params, ctx, _| submit_transaction(params, ctx))?;
+    module.register_method("transaction_status", |params, ctx, _| transaction_status(params, ctx))?;
+    module.register_method("account", |params, ctx, _| account(params, ctx))?;
+    module.register_method("state_value", |params, ctx, _| state_value(params, ctx))?;
+    module.register_async_method("block", |params, ctx, _| block(params, ctx))?;
+    module.register_async_method("finalized_head", |_, ctx, _| finalized_head(ctx))?;
+    module.register_method("outbox", |params, ctx, _| outbox(params, ctx))?;
+    module.register_method("health", |_, ctx, _| Ok::<_, ErrorObjectOwned>(health(ctx)))?;
+    module.register_subscription(
+        "subscribe_finalized",
+        "finalized",
+        "unsubscribe_finalized",
+        |_, pending, ctx, _| async move {
+            let mut events = ctx.ledger.subscribe();
+            let sink = pending.accept().await?;
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                };
+                let message = SubscriptionMessage::from(serde_json::value::to_raw_value(&event)?);
+                if sink.send(message).await.is_err() {
+                    return Ok(());
+                }
+            }
+        },
+    )?;
+    Ok(module)
+}
+
+/// Serves the module on `address` (HTTP and WebSocket).
+pub async fn serve(address: SocketAddr, ctx: RpcContext) -> anyhow::Result<(SocketAddr, ServerHandle)> {
+    let config = ServerConfig::builder().max_request_body_size((limits::MAX_TX_SIZE * 2 + 1024) as u32).build();
+    let server = Server::builder()
+        .set_config(config)
+        .build(address)
+        .await?;
+    let local = server.local_addr()?;
+    Ok((local, server.start(module(ctx)?)))
+}

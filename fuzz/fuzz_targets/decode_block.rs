@@ -1,0 +1,17 @@
+//! Any bytes given to the block decoder either fail to decode (within the codec's limits) or are
+//! the canonical encoding of the block they decode to.
+
+#![no_main]
+
+use commonware_codec::{Copying, DecodeExt, Encode};
+use libfuzzer_sys::fuzz_target;
+use phala_chain::merkle;
+use phala_types::Block;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(block) = Block::decode(Copying(data)) {
+        assert_eq!(&block.encode()[..], data, "non-canonical block encoding");
+        // Committing to a decoded body must not panic either.
+        let _ = merkle::tx_root(&block.transactions);
+    }
+});
