@@ -68,15 +68,12 @@ impl Runtime {
 
     /// The least fee a transaction of this encoded size must pay.
     pub fn minimum_fee(&self, size: usize) -> Balance {
-        self.config.fees.base + self.config.fees.per_byte * size as Balance
+        self.config.fees.per_byte.saturating_mul(size as Balance).saturating_add(self.config.fees.base)
     }
 
     /// Checks what does not depend on state: size and signature.
     pub fn check_stateless(&self, stx: &SignedTransaction) -> Result<(), TxError> {
-        let size = stx.encode_size();
-        if size > limits::MAX_TX_SIZE {
-            return Err(TxError::Oversized { size, limit: limits::MAX_TX_SIZE });
-        }
+        self.check_size(stx)?;
         if !phala_crypto::verify_transaction(&self.genesis_hash, stx) {
             return Err(TxError::BadSignature);
         }
@@ -97,6 +94,8 @@ impl Runtime {
         if result.is_err() {
             state.restore(checkpoint);
             outbox.messages.truncate(outbox_len);
+        } else {
+            state.commit();
         }
         result
     }
@@ -170,15 +169,28 @@ impl Runtime {
         let mut state = Overlay::with_changes(base, pending);
         let mut outbox = Outbox::default();
         for (index, stx) in txs.iter().enumerate() {
-            let size = stx.encode_size();
-            if size > limits::MAX_TX_SIZE {
-                let error = TxError::Oversized { size, limit: limits::MAX_TX_SIZE };
-                return Err(InvalidBlock { index, error });
-            }
+            self.check_size(stx).map_err(|error| InvalidBlock { index, error })?;
             self.apply(&mut state, &mut outbox, ctx, stx)
                 .map_err(|error| InvalidBlock { index, error })?;
         }
         Ok(Executed { changes: state.into_changes(), outbox })
+    }
+
+    /// The size limits of [`Runtime::check_stateless`], without the signature check.
+    fn check_size(&self, stx: &SignedTransaction) -> Result<(), TxError> {
+        let size = stx.encode_size();
+        let oversized = TxError::Oversized { size, limit: limits::MAX_TX_SIZE };
+        if size > limits::MAX_TX_SIZE {
+            return Err(oversized);
+        }
+        // The decoder refuses these, so only a transaction built in memory can carry them; a
+        // block holding one could not be decoded by peers, so the runtime refuses it too.
+        if let Call::SubmitUpward(message) = &stx.tx.call
+            && (message.topic.len() > limits::MAX_UPWARD_TOPIC || message.payload.len() > limits::MAX_PAYLOAD)
+        {
+            return Err(oversized);
+        }
+        Ok(())
     }
 
     /// Builds a block body from candidates (already signature-checked, in priority order):

@@ -14,20 +14,27 @@ pub trait StateRead {
 /// The writes of one or more blocks, in key order; `None` deletes.
 pub type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
-/// A committed state plus pending changes.
+/// A committed state plus pending changes, with an undo log so that a failed transaction
+/// can be rolled back in time proportional to its own writes.
 pub struct Overlay<'a, S: StateRead + ?Sized> {
     base: &'a S,
     changes: Changes,
+    /// Each write's key and the change it replaced (`None`: the key had no pending change).
+    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
 }
+
+/// A point to roll an [`Overlay`] back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint(usize);
 
 impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
     pub fn new(base: &'a S) -> Self {
-        Overlay { base, changes: Changes::new() }
+        Overlay { base, changes: Changes::new(), undo: Vec::new() }
     }
 
     /// Builds on `changes` already made over `base` (for example the ancestors' unfinalized blocks).
     pub fn with_changes(base: &'a S, changes: Changes) -> Self {
-        Overlay { base, changes }
+        Overlay { base, changes, undo: Vec::new() }
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
@@ -38,11 +45,16 @@ impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
     }
 
     pub fn set(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.changes.insert(key, Some(value));
+        self.write(key, Some(value));
     }
 
     pub fn remove(&mut self, key: Vec<u8>) {
-        self.changes.insert(key, None);
+        self.write(key, None);
+    }
+
+    fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let previous = self.changes.insert(key.clone(), value);
+        self.undo.push((key, previous));
     }
 
     pub fn get_u64(&self, key: &[u8]) -> Option<u64> {
@@ -59,12 +71,24 @@ impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
     }
 
     /// A checkpoint to roll back to if a transaction fails half-way.
-    pub fn checkpoint(&self) -> Changes {
-        self.changes.clone()
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint(self.undo.len())
     }
 
-    pub fn restore(&mut self, checkpoint: Changes) {
-        self.changes = checkpoint;
+    /// Undoes every write made since `checkpoint`.
+    pub fn restore(&mut self, checkpoint: Checkpoint) {
+        while self.undo.len() > checkpoint.0 {
+            let (key, previous) = self.undo.pop().expect("length checked");
+            match previous {
+                Some(change) => self.changes.insert(key, change),
+                None => self.changes.remove(&key),
+            };
+        }
+    }
+
+    /// Forgets the undo log (after a transaction is kept for good).
+    pub fn commit(&mut self) {
+        self.undo.clear();
     }
 }
 
