@@ -1,6 +1,6 @@
 //! Why a transaction cannot be applied. Each variant is a reason a user can act on.
 
-use phala_types::{Address, Balance};
+use phala_types::{Address, Balance, format_pha};
 use thiserror::Error;
 
 /// A transaction that fails any of these never enters a block; a block containing one is invalid.
@@ -14,9 +14,9 @@ pub enum TxError {
     Expired { expiry: u64, height: u64 },
     #[error("wrong nonce: expected {expected}, got {got}")]
     BadNonce { expected: u64, got: u64 },
-    #[error("fee {offered} is below the minimum {minimum} for this transaction")]
+    #[error("fee {} is below the minimum {} for this transaction", format_pha(*offered), format_pha(*minimum))]
     FeeTooLow { offered: Balance, minimum: Balance },
-    #[error("insufficient funds: {needed} needed, {available} available")]
+    #[error("insufficient funds: {} needed, {} available", format_pha(*needed), format_pha(*available))]
     InsufficientFunds { needed: Balance, available: Balance },
     #[error("transfer of zero")]
     ZeroTransfer,

@@ -1,0 +1,165 @@
+//! The user-facing commands. Each prints human-readable text, or one JSON object with `--json`.
+
+use anyhow::{Context as _, anyhow, bail};
+use phala_client::{Client, api::TxStatus, verify_account, verify_finalization};
+use phala_crypto::Keypair;
+use commonware_codec::EncodeSize as _;
+use phala_chain::config::FeeSchedule;
+use phala_types::{Address, Call, SignedTransaction, Transaction, format_pha, parse_pha};
+use serde_json::json;
+use std::{path::Path, time::Duration};
+
+/// How long a transaction stays includable, in blocks.
+const EXPIRY_BLOCKS: u64 = 600;
+
+/// An address, or a dev account name such as `alice`.
+pub fn resolve_address(text: &str) -> anyhow::Result<Address> {
+    if let Ok(address) = text.parse::<Address>() {
+        return Ok(address);
+    }
+    if is_dev_name(text) {
+        return Ok(Keypair::dev(text).address());
+    }
+    Err(anyhow!("`{text}` is neither an address (pha1...) nor a dev account name ({})", dev_names()))
+}
+
+/// A key file, or a dev account name.
+pub fn resolve_signer(text: &str) -> anyhow::Result<Keypair> {
+    if is_dev_name(text) {
+        return Ok(Keypair::dev(text));
+    }
+    let path = Path::new(text);
+    if path.exists() {
+        return Ok(Keypair::load(path)?);
+    }
+    Err(anyhow!("`{text}` is neither a key file nor a dev account name ({})", dev_names()))
+}
+
+fn is_dev_name(text: &str) -> bool {
+    phala_node::spec::DEV_ACCOUNTS.contains(&text) || text == "treasury"
+}
+
+fn dev_names() -> String {
+    phala_node::spec::DEV_ACCOUNTS.join(", ")
+}
+
+/// `phala account show`.
+pub async fn account_show(client: &Client, who: &str, as_json: bool) -> anyhow::Result<()> {
+    let address = resolve_address(who)?;
+    let account = client.account(&address).await?;
+    verify_account(&account).context("the node's answer does not match its proof")?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json!({
+            "address": account.address,
+            "free": account.free.to_string(),
+            "free_pha": format_pha(account.free),
+            "nonce": account.nonce,
+            "height": account.height,
+            "state_root": account.state_root,
+            "proof_verified": true,
+        }))?);
+    } else {
+        println!("address  {}", account.address);
+        println!("balance  {}", format_pha(account.free));
+        println!("nonce    {}", account.nonce);
+        println!("as of    block {} (state root {}, proof verified)", account.height, &account.state_root[..16]);
+    }
+    Ok(())
+}
+
+/// `phala transfer`: signs, submits and (unless `no_wait`) waits for finality.
+pub async fn transfer(client: &Client, from: &str, to: &str, amount: &str, no_wait: bool, as_json: bool) -> anyhow::Result<()> {
+    let signer = resolve_signer(from)?;
+    let to = resolve_address(to)?;
+    let amount = parse_pha(amount)?;
+    let info = client.chain_info().await?;
+    let genesis = phala_client::api::parse_digest(&info.genesis_hash)?;
+    let account = client.account(&signer.address()).await?;
+    let head = client.health().await?.finalized_height;
+    let mut tx = Transaction {
+        signer: signer.address(),
+        nonce: account.nonce,
+        fee: 0,
+        expiry: head + EXPIRY_BLOCKS,
+        call: Call::Transfer { to, amount },
+    };
+    // The fee depends on the encoded size, which does not depend on the fee (fixed width).
+    tx.fee = minimum_fee(&info.fees, &signer.sign_transaction(&genesis, tx.clone()));
+    let stx = signer.sign_transaction(&genesis, tx);
+    let hash = client.submit(&stx).await?;
+    let status = if no_wait { TxStatus::Pending } else { client.wait_final(&hash, Duration::from_secs(60)).await? };
+    if let TxStatus::Rejected { reason, .. } = &status {
+        bail!("transaction {} rejected: {reason}", hex::encode(hash));
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json!({
+            "hash": hex::encode(hash),
+            "from": signer.address(),
+            "to": to,
+            "amount": amount.to_string(),
+            "fee": stx.tx.fee.to_string(),
+            "status": status,
+        }))?);
+    } else {
+        println!("transaction {}", hex::encode(hash));
+        println!("  {} -> {}: {} (fee {})", signer.address(), to, format_pha(amount), format_pha(stx.tx.fee));
+        match status {
+            TxStatus::Finalized { height, index, .. } => println!("  finalized in block {height} (index {index})"),
+            other => println!("  {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// The least fee the chain accepts for this transaction.
+pub fn minimum_fee(fees: &FeeSchedule, stx: &SignedTransaction) -> u128 {
+    fees.per_byte.saturating_mul(stx.encode_size() as u128).saturating_add(fees.base)
+}
+
+/// `phala block`.
+pub async fn block(client: &Client, height: Option<u64>, as_json: bool) -> anyhow::Result<()> {
+    let info = client.chain_info().await?;
+    let block = client.block(height).await?;
+    let certificate = match &block.finalization {
+        Some(finalization) => {
+            verify_finalization(&info, &block.header, finalization)?;
+            "verified against the group key"
+        }
+        None => "none stored (finalized through a descendant)",
+    };
+    if as_json {
+        let mut value = serde_json::to_value(&block)?;
+        value["certificate_verified"] = json!(block.finalization.is_some());
+        value.as_object_mut().map(|o| o.remove("raw"));
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let h = &block.header;
+    println!("block {}  {}", h.height, h.hash);
+    println!("  parent       {}", h.parent);
+    println!("  time         {} ms", h.timestamp);
+    println!("  proposer     {}", h.proposer);
+    println!("  state root   {}", h.state_root);
+    println!("  tx root      {}", h.tx_root);
+    println!("  outbox root  {}", h.outbox_root);
+    println!("  transactions {}", block.transactions.len());
+    for tx in &block.transactions {
+        println!("    {tx}");
+    }
+    match &block.finalization {
+        Some(f) => println!("  certificate  {} bytes, {certificate}", f.len() / 2),
+        None => println!("  certificate  {certificate}"),
+    }
+    Ok(())
+}
+
+/// `phala key generate`.
+pub fn key_generate(out: &Path) -> anyhow::Result<()> {
+    if out.exists() {
+        bail!("{} exists; refusing to overwrite a key", out.display());
+    }
+    let key = Keypair::generate();
+    key.save(out)?;
+    println!("{}", key.address());
+    Ok(())
+}

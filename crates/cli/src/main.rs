@@ -1,0 +1,165 @@
+//! `phala`: the command line for users and operators of the network.
+
+use clap::{Parser, Subcommand};
+use phala_cli::{
+    commands,
+    devnet::{Devnet, DevnetOptions},
+};
+use phala_client::Client;
+use std::{path::PathBuf, time::Duration};
+
+#[derive(Parser)]
+#[command(name = "phala", version, about = "Use the Phala-style confidential cloud: accounts, transfers, blocks, a local network")]
+struct Cli {
+    /// The node's JSON-RPC endpoint.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:9944", env = "PHALA_RPC")]
+    rpc: String,
+    /// Print one JSON object instead of human-readable text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Starts a local network on 127.0.0.1 in a fresh temporary directory and runs until Ctrl-C.
+    Dev {
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Validator i serves RPC on this port + i.
+        #[arg(long, default_value_t = 9944)]
+        rpc_port: u16,
+        /// Validator i listens for peers on this port + i.
+        #[arg(long, default_value_t = 30333)]
+        p2p_port: u16,
+        #[arg(long, default_value_t = 100)]
+        block_interval_ms: u64,
+    },
+    /// Accounts.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Sends PHA, then waits until the transfer is final.
+    Transfer {
+        /// A dev account name (alice, bob, ...) or a key file.
+        #[arg(long)]
+        from: String,
+        /// An address (pha1...) or a dev account name.
+        #[arg(long)]
+        to: String,
+        /// Amount in PHA, e.g. 1.5.
+        #[arg(long)]
+        amount: String,
+        /// Return once the node accepted it, without waiting for finality.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Shows a finalized block (the latest by default) and checks its finality certificate.
+    Block { height: Option<u64> },
+    /// Keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Balance and nonce, checked against the state root with the node's proof.
+    Show { who: String },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Creates a new account key file and prints its address.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(error) = run(cli).await {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = || Client::new(&cli.rpc);
+    match cli.command {
+        Command::Dev { validators, rpc_port, p2p_port, block_interval_ms } => {
+            let mut options = DevnetOptions::new(validators)?;
+            options.rpc_port = rpc_port;
+            options.p2p_port = p2p_port;
+            options.block_interval_ms = block_interval_ms;
+            dev(options, cli.json).await
+        }
+        Command::Account { command: AccountCommand::Show { who } } => {
+            commands::account_show(&client()?, &who, cli.json).await
+        }
+        Command::Transfer { from, to, amount, no_wait } => {
+            commands::transfer(&client()?, &from, &to, &amount, no_wait, cli.json).await
+        }
+        Command::Block { height } => commands::block(&client()?, height, cli.json).await,
+        Command::Key { command: KeyCommand::Generate { out } } => commands::key_generate(&out),
+    }
+}
+
+async fn dev(options: DevnetOptions, as_json: bool) -> anyhow::Result<()> {
+    if options.validators == 0 {
+        anyhow::bail!("at least one validator");
+    }
+    let mut devnet = Devnet::start(options)?;
+    if !as_json {
+        println!("starting {} validators in {} ...", devnet.validators(), devnet.dir().display());
+    }
+    devnet.wait_ready(Duration::from_secs(60)).await?;
+    let accounts: Vec<_> = phala_node::spec::DEV_ACCOUNTS
+        .iter()
+        .map(|name| (name.to_string(), phala_crypto::Keypair::dev(name).address()))
+        .collect();
+    let rpc: Vec<String> = (0..devnet.validators()).map(|i| devnet.rpc_url(i)).collect();
+    if as_json {
+        let accounts: serde_json::Map<String, serde_json::Value> =
+            accounts.iter().map(|(n, a)| (n.clone(), serde_json::json!(a.to_string()))).collect();
+        println!("{}", serde_json::json!({
+            "rpc": rpc[0],
+            "validators_rpc": rpc,
+            "chain_id": devnet.spec().chain_id,
+            "genesis_hash": hex::encode(devnet.spec().hash()),
+            "data_dir": devnet.dir(),
+            "accounts": accounts,
+        }));
+    } else {
+        println!("local network ready: {} validators, chain {}", devnet.validators(), devnet.spec().chain_id);
+        println!("  RPC          {}   (validators: {})", rpc[0], rpc.join(", "));
+        println!("  data & logs  {}", devnet.dir().display());
+        println!("  dev accounts (10,000,000 PHA each):");
+        for (name, address) in &accounts {
+            println!("    {name:<8} {address}");
+        }
+        println!("try:  phala transfer --from alice --to bob --amount 1.5");
+        println!("      phala block");
+        println!("Ctrl-C stops the network and deletes its data.");
+    }
+    wait_for_shutdown().await;
+    if !as_json {
+        println!("stopping ...");
+    }
+    devnet.stop();
+    Ok(())
+}
+
+async fn wait_for_shutdown() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("can listen for SIGTERM");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
