@@ -21,7 +21,11 @@ pub struct Account {
 
 impl Account {
     pub fn encode(&self) -> Vec<u8> {
-        [self.nonce.to_be_bytes().as_slice(), &self.free.to_be_bytes()].concat()
+        [
+            self.nonce.to_be_bytes().as_slice(),
+            &self.free.to_be_bytes(),
+        ]
+        .concat()
     }
 
     /// Decodes a stored account; `None` for bytes that are not one.
@@ -37,10 +41,17 @@ impl Account {
 }
 
 pub fn account<S: StateRead + ?Sized>(state: &Overlay<S>, address: &Address) -> Account {
-    state.get(&keys::account(address)).and_then(|b| Account::decode(&b)).unwrap_or_default()
+    state
+        .get(&keys::account(address))
+        .and_then(|b| Account::decode(&b))
+        .unwrap_or_default()
 }
 
-pub fn set_account<S: StateRead + ?Sized>(state: &mut Overlay<S>, address: &Address, account: Account) {
+pub fn set_account<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    address: &Address,
+    account: Account,
+) {
     let key = keys::account(address);
     if account == Account::default() {
         state.remove(key);
@@ -65,7 +76,10 @@ pub fn transfer<S: StateRead + ?Sized>(
     }
     let mut sender = account(state, from);
     if sender.free < amount {
-        return Err(TxError::InsufficientFunds { needed: amount, available: sender.free });
+        return Err(TxError::InsufficientFunds {
+            needed: amount,
+            available: sender.free,
+        });
     }
     sender.free -= amount;
     set_account(state, from, sender);
@@ -87,7 +101,10 @@ pub fn charge_fee<S: StateRead + ?Sized>(
 ) -> Result<(), TxError> {
     let mut account_ = account(state, payer);
     if account_.free < fee {
-        return Err(TxError::InsufficientFunds { needed: fee, available: account_.free });
+        return Err(TxError::InsufficientFunds {
+            needed: fee,
+            available: account_.free,
+        });
     }
     account_.free -= fee;
     set_account(state, payer, account_);

@@ -50,7 +50,12 @@ impl StateProof {
     pub fn verify(&self, root: &Digest, key: &[u8]) -> Result<Option<Vec<u8>>, ProofError> {
         for leaf_ in &self.leaves {
             if leaf_.proof.leaf_count != self.leaf_count
-                || !merkle::verify(root, &leaf(&leaf_.key, &leaf_.value), leaf_.position, &leaf_.proof)
+                || !merkle::verify(
+                    root,
+                    &leaf(&leaf_.key, &leaf_.value),
+                    leaf_.position,
+                    &leaf_.proof,
+                )
             {
                 return Err(ProofError::Inclusion);
             }
@@ -91,7 +96,8 @@ impl StateDb {
         for (key, value) in changes {
             match value {
                 Some(value) => {
-                    self.entries.insert(key.clone(), (value.clone(), leaf(key, value)));
+                    self.entries
+                        .insert(key.clone(), (value.clone(), leaf(key, value)));
                 }
                 None => {
                     self.entries.remove(key);
@@ -142,7 +148,10 @@ impl StateDb {
     }
 
     /// Iterates key-value pairs whose key starts with `prefix`.
-    pub fn scan_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    pub fn scan_prefix<'a>(
+        &'a self,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
         self.entries
             .range(prefix.to_vec()..)
             .take_while(move |(k, _)| k.starts_with(prefix))
@@ -154,7 +163,11 @@ impl StateDb {
         let leaves: Vec<Digest> = self.entries.values().map(|(_, l)| *l).collect();
         let leaf_count = leaves.len() as u32;
         let shown = |position: usize| {
-            let (k, (v, _)) = self.entries.iter().nth(position).expect("position in range");
+            let (k, (v, _)) = self
+                .entries
+                .iter()
+                .nth(position)
+                .expect("position in range");
             ProvenLeaf {
                 position: position as u32,
                 key: k.clone(),
@@ -175,7 +188,10 @@ impl StateDb {
         } else {
             vec![below - 1, below]
         };
-        StateProof { leaf_count, leaves: positions.into_iter().map(shown).collect() }
+        StateProof {
+            leaf_count,
+            leaves: positions.into_iter().map(shown).collect(),
+        }
     }
 }
 
@@ -185,8 +201,10 @@ mod tests {
 
     fn db(keys: &[&str]) -> StateDb {
         let mut db = StateDb::default();
-        let changes: Changes =
-            keys.iter().map(|k| (k.as_bytes().to_vec(), Some(format!("v-{k}").into_bytes()))).collect();
+        let changes: Changes = keys
+            .iter()
+            .map(|k| (k.as_bytes().to_vec(), Some(format!("v-{k}").into_bytes())))
+            .collect();
         db.apply(&changes);
         db
     }
@@ -197,11 +215,18 @@ mod tests {
         let root = db.root();
         for key in ["b", "d", "f"] {
             let proof = db.prove(key.as_bytes());
-            assert_eq!(proof.verify(&root, key.as_bytes()), Ok(Some(format!("v-{key}").into_bytes())));
+            assert_eq!(
+                proof.verify(&root, key.as_bytes()),
+                Ok(Some(format!("v-{key}").into_bytes()))
+            );
         }
         for key in ["a", "c", "e", "g"] {
             let proof = db.prove(key.as_bytes());
-            assert_eq!(proof.verify(&root, key.as_bytes()), Ok(None), "absence of {key}");
+            assert_eq!(
+                proof.verify(&root, key.as_bytes()),
+                Ok(None),
+                "absence of {key}"
+            );
         }
         let empty = StateDb::default();
         assert_eq!(empty.prove(b"x").verify(&empty.root(), b"x"), Ok(None));
@@ -224,9 +249,15 @@ mod tests {
         assert_eq!(forged.verify(&root, b"d"), Err(ProofError::Inclusion));
         // Against another root nothing holds.
         let other = super::tests::db(&["b", "d"]).root();
-        assert_eq!(db.prove(b"d").verify(&other, b"d"), Err(ProofError::Inclusion));
+        assert_eq!(
+            db.prove(b"d").verify(&other, b"d"),
+            Err(ProofError::Inclusion)
+        );
         // An empty-tree claim against a non-empty root fails.
-        let empty_claim = StateProof { leaf_count: 0, leaves: vec![] };
+        let empty_claim = StateProof {
+            leaf_count: 0,
+            leaves: vec![],
+        };
         assert_eq!(empty_claim.verify(&root, b"zz"), Err(ProofError::Shape));
     }
 

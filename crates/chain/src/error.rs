@@ -23,7 +23,11 @@ pub enum TxError {
     #[error("upward message origin {0} is not registered")]
     UnknownOrigin(Address),
     #[error("upward message from {origin} has sequence {got}, expected {expected}")]
-    BadSequence { origin: Address, expected: u64, got: u64 },
+    BadSequence {
+        origin: Address,
+        expected: u64,
+        got: u64,
+    },
     #[error("upward message signature is invalid")]
     BadOriginSignature,
 }

@@ -29,7 +29,9 @@ pub fn prove(leaves: &[Digest], index: usize) -> Option<MerkleProof> {
 
 /// Checks that `leaf` is at `index` under `root`.
 pub fn verify(root: &Digest, leaf: &Digest, index: u32, proof: &MerkleProof) -> bool {
-    proof.verify_element_inclusion::<Sha256>(leaf, index, root).is_ok()
+    proof
+        .verify_element_inclusion::<Sha256>(leaf, index, root)
+        .is_ok()
 }
 
 /// The leaf committing to a downward message.

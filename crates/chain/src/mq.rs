@@ -59,7 +59,10 @@ pub fn accept_upward<S: StateRead + ?Sized>(
     if !phala_crypto::verify_upward(genesis, message) {
         return Err(TxError::BadOriginSignature);
     }
-    state.set(keys::origin_sequence(&message.origin), (expected + 1).to_be_bytes().to_vec());
+    state.set(
+        keys::origin_sequence(&message.origin),
+        (expected + 1).to_be_bytes().to_vec(),
+    );
     let mut topic = RELAY_TOPIC_PREFIX.to_vec();
     topic.extend_from_slice(&message.origin.0);
     topic.extend_from_slice(b"/");

@@ -41,7 +41,10 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(genesis_hash: Digest, config: GenesisConfig) -> Self {
-        Runtime { genesis_hash, config }
+        Runtime {
+            genesis_hash,
+            config,
+        }
     }
 
     pub fn genesis_hash(&self) -> &Digest {
@@ -57,7 +60,10 @@ impl Runtime {
         let empty = std::collections::BTreeMap::<Vec<u8>, Vec<u8>>::new();
         let mut state = Overlay::new(&empty);
         for allocation in &self.config.allocations {
-            let account = balances::Account { nonce: 0, free: allocation.balance };
+            let account = balances::Account {
+                nonce: 0,
+                free: allocation.balance,
+            };
             balances::set_account(&mut state, &allocation.address, account);
         }
         for origin in &self.config.upward_origins {
@@ -68,7 +74,11 @@ impl Runtime {
 
     /// The least fee a transaction of this encoded size must pay.
     pub fn minimum_fee(&self, size: usize) -> Balance {
-        self.config.fees.per_byte.saturating_mul(size as Balance).saturating_add(self.config.fees.base)
+        self.config
+            .fees
+            .per_byte
+            .saturating_mul(size as Balance)
+            .saturating_add(self.config.fees.base)
     }
 
     /// Checks what does not depend on state: size and signature.
@@ -109,22 +119,34 @@ impl Runtime {
     ) -> Result<(), TxError> {
         let tx = &stx.tx;
         if tx.expiry < ctx.height {
-            return Err(TxError::Expired { expiry: tx.expiry, height: ctx.height });
+            return Err(TxError::Expired {
+                expiry: tx.expiry,
+                height: ctx.height,
+            });
         }
         let minimum = self.minimum_fee(stx.encode_size());
         if tx.fee < minimum {
-            return Err(TxError::FeeTooLow { offered: tx.fee, minimum });
+            return Err(TxError::FeeTooLow {
+                offered: tx.fee,
+                minimum,
+            });
         }
         let mut account = balances::account(state, &tx.signer);
         if tx.nonce != account.nonce {
-            return Err(TxError::BadNonce { expected: account.nonce, got: tx.nonce });
+            return Err(TxError::BadNonce {
+                expected: account.nonce,
+                got: tx.nonce,
+            });
         }
         let needed = tx.fee.saturating_add(match &tx.call {
             Call::Transfer { amount, .. } => *amount,
             Call::SubmitUpward(_) => 0,
         });
         if account.free < needed {
-            return Err(TxError::InsufficientFunds { needed, available: account.free });
+            return Err(TxError::InsufficientFunds {
+                needed,
+                available: account.free,
+            });
         }
         account.nonce += 1;
         balances::set_account(state, &tx.signer, account);
@@ -151,7 +173,9 @@ impl Runtime {
             let (index, error) = txs
                 .iter()
                 .enumerate()
-                .find_map(|(index, stx)| self.check_stateless(stx).err().map(|error| (index, error)))
+                .find_map(|(index, stx)| {
+                    self.check_stateless(stx).err().map(|error| (index, error))
+                })
                 .unwrap_or((0, TxError::BadSignature));
             return Err(InvalidBlock { index, error });
         }
@@ -169,24 +193,32 @@ impl Runtime {
         let mut state = Overlay::with_changes(base, pending);
         let mut outbox = Outbox::default();
         for (index, stx) in txs.iter().enumerate() {
-            self.check_size(stx).map_err(|error| InvalidBlock { index, error })?;
+            self.check_size(stx)
+                .map_err(|error| InvalidBlock { index, error })?;
             self.apply(&mut state, &mut outbox, ctx, stx)
                 .map_err(|error| InvalidBlock { index, error })?;
         }
-        Ok(Executed { changes: state.into_changes(), outbox })
+        Ok(Executed {
+            changes: state.into_changes(),
+            outbox,
+        })
     }
 
     /// The size limits of [`Runtime::check_stateless`], without the signature check.
     fn check_size(&self, stx: &SignedTransaction) -> Result<(), TxError> {
         let size = stx.encode_size();
-        let oversized = TxError::Oversized { size, limit: limits::MAX_TX_SIZE };
+        let oversized = TxError::Oversized {
+            size,
+            limit: limits::MAX_TX_SIZE,
+        };
         if size > limits::MAX_TX_SIZE {
             return Err(oversized);
         }
         // The decoder refuses these, so only a transaction built in memory can carry them; a
         // block holding one could not be decoded by peers, so the runtime refuses it too.
         if let Call::SubmitUpward(message) = &stx.tx.call
-            && (message.topic.len() > limits::MAX_UPWARD_TOPIC || message.payload.len() > limits::MAX_PAYLOAD)
+            && (message.topic.len() > limits::MAX_UPWARD_TOPIC
+                || message.payload.len() > limits::MAX_PAYLOAD)
         {
             return Err(oversized);
         }
@@ -201,7 +233,11 @@ impl Runtime {
         pending: Changes,
         ctx: &BlockContext,
         candidates: impl IntoIterator<Item = SignedTransaction>,
-    ) -> (Vec<SignedTransaction>, Executed, Vec<(SignedTransaction, TxError)>) {
+    ) -> (
+        Vec<SignedTransaction>,
+        Executed,
+        Vec<(SignedTransaction, TxError)>,
+    ) {
         let mut state = Overlay::with_changes(base, pending);
         let mut outbox = Outbox::default();
         let mut included = Vec::new();
@@ -209,7 +245,8 @@ impl Runtime {
         let mut bytes = 0usize;
         for stx in candidates {
             let size = stx.encode_size();
-            if included.len() >= limits::MAX_BLOCK_TXS || bytes + size > limits::MAX_BLOCK_SIZE / 2 {
+            if included.len() >= limits::MAX_BLOCK_TXS || bytes + size > limits::MAX_BLOCK_SIZE / 2
+            {
                 break;
             }
             match self.apply(&mut state, &mut outbox, ctx, &stx) {
@@ -220,6 +257,13 @@ impl Runtime {
                 Err(error) => dropped.push((stx, error)),
             }
         }
-        (included, Executed { changes: state.into_changes(), outbox }, dropped)
+        (
+            included,
+            Executed {
+                changes: state.into_changes(),
+                outbox,
+            },
+            dropped,
+        )
     }
 }

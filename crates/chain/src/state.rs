@@ -29,12 +29,20 @@ pub struct Checkpoint(usize);
 
 impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
     pub fn new(base: &'a S) -> Self {
-        Overlay { base, changes: Changes::new(), undo: Vec::new() }
+        Overlay {
+            base,
+            changes: Changes::new(),
+            undo: Vec::new(),
+        }
     }
 
     /// Builds on `changes` already made over `base` (for example the ancestors' unfinalized blocks).
     pub fn with_changes(base: &'a S, changes: Changes) -> Self {
-        Overlay { base, changes, undo: Vec::new() }
+        Overlay {
+            base,
+            changes,
+            undo: Vec::new(),
+        }
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
@@ -58,11 +66,15 @@ impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
     }
 
     pub fn get_u64(&self, key: &[u8]) -> Option<u64> {
-        self.get(key).and_then(|v| v.try_into().ok()).map(u64::from_be_bytes)
+        self.get(key)
+            .and_then(|v| v.try_into().ok())
+            .map(u64::from_be_bytes)
     }
 
     pub fn get_u128(&self, key: &[u8]) -> Option<u128> {
-        self.get(key).and_then(|v| v.try_into().ok()).map(u128::from_be_bytes)
+        self.get(key)
+            .and_then(|v| v.try_into().ok())
+            .map(u128::from_be_bytes)
     }
 
     /// Returns the change set, consuming the overlay.

@@ -13,8 +13,8 @@ use phala_chain::{
 };
 use phala_crypto::Keypair;
 use phala_types::{
-    Address, Balance, Call, Destination, Digest, SignedTransaction, TOTAL_SUPPLY, Transaction, UNIT,
-    UpwardMessage, limits,
+    Address, Balance, Call, Destination, Digest, SignedTransaction, TOTAL_SUPPLY, Transaction,
+    UNIT, UpwardMessage, limits,
 };
 use std::collections::BTreeMap;
 
@@ -25,13 +25,18 @@ use std::collections::BTreeMap;
 const GENESIS: Digest = Digest([0x42; 32]);
 const BASE_FEE: Balance = 1_000_000;
 const PER_BYTE: Balance = 1_000;
-const SPLIT: FeeSplit = FeeSplit { burn: 50, author: 30, treasury: 20 };
+const SPLIT: FeeSplit = FeeSplit {
+    burn: 50,
+    author: 30,
+    treasury: 20,
+};
 /// Far enough in the future for every test.
 const FAR: u64 = 1_000_000;
 
 /// The ten dev accounts the tests move PHA between; the first four hold the whole supply.
-const NAMES: [&str; 10] =
-    ["alice", "bob", "charlie", "dave", "eve", "ferdie", "grace", "heidi", "ivan", "judy"];
+const NAMES: [&str; 10] = [
+    "alice", "bob", "charlie", "dave", "eve", "ferdie", "grace", "heidi", "ivan", "judy",
+];
 
 fn key(name: &str) -> Keypair {
     Keypair::dev(name)
@@ -42,7 +47,12 @@ fn addr(name: &str) -> Address {
 }
 
 fn fees() -> FeeSchedule {
-    FeeSchedule { base: BASE_FEE, per_byte: PER_BYTE, split: SPLIT, treasury: addr("treasury") }
+    FeeSchedule {
+        base: BASE_FEE,
+        per_byte: PER_BYTE,
+        split: SPLIT,
+        treasury: addr("treasury"),
+    }
 }
 
 fn genesis_config() -> GenesisConfig {
@@ -50,10 +60,22 @@ fn genesis_config() -> GenesisConfig {
         timestamp: 1_700_000_000_000,
         fees: fees(),
         allocations: vec![
-            Allocation { address: addr("alice"), balance: 400_000_000 * UNIT },
-            Allocation { address: addr("bob"), balance: 300_000_000 * UNIT },
-            Allocation { address: addr("charlie"), balance: 200_000_000 * UNIT },
-            Allocation { address: addr("dave"), balance: 100_000_000 * UNIT },
+            Allocation {
+                address: addr("alice"),
+                balance: 400_000_000 * UNIT,
+            },
+            Allocation {
+                address: addr("bob"),
+                balance: 300_000_000 * UNIT,
+            },
+            Allocation {
+                address: addr("charlie"),
+                balance: 200_000_000 * UNIT,
+            },
+            Allocation {
+                address: addr("dave"),
+                balance: 100_000_000 * UNIT,
+            },
         ],
         upward_origins: vec![addr("worker-1")],
     }
@@ -63,13 +85,29 @@ fn genesis_config() -> GenesisConfig {
 fn min_fee(tx: &Transaction) -> Balance {
     // The signature is 64 bytes whatever it is, and the fee field's width does not depend on
     // its value, so the size is known before signing.
-    let size = SignedTransaction { tx: tx.clone(), signature: [0; 64] }.encode_size();
+    let size = SignedTransaction {
+        tx: tx.clone(),
+        signature: [0; 64],
+    }
+    .encode_size();
     BASE_FEE + PER_BYTE * size as Balance
 }
 
 /// Signs a transaction for the test chain; `fee: None` pays exactly the minimum.
-fn signed(from: &Keypair, nonce: u64, fee: Option<Balance>, expiry: u64, call: Call) -> SignedTransaction {
-    let mut tx = Transaction { signer: from.address(), nonce, fee: 0, expiry, call };
+fn signed(
+    from: &Keypair,
+    nonce: u64,
+    fee: Option<Balance>,
+    expiry: u64,
+    call: Call,
+) -> SignedTransaction {
+    let mut tx = Transaction {
+        signer: from.address(),
+        nonce,
+        fee: 0,
+        expiry,
+        call,
+    };
     tx.fee = fee.unwrap_or_else(|| min_fee(&tx));
     from.sign_transaction(&GENESIS, tx)
 }
@@ -111,7 +149,12 @@ impl Chain {
         let runtime = Runtime::new(GENESIS, config);
         let mut db = StateDb::default();
         db.apply(&runtime.genesis_changes());
-        let chain = Chain { runtime, db, height: 0, proposer: addr("validator") };
+        let chain = Chain {
+            runtime,
+            db,
+            height: 0,
+            proposer: addr("validator"),
+        };
         chain.assert_supply();
         chain
     }
@@ -127,12 +170,15 @@ impl Chain {
 
     /// Executes `txs` as the next block, without committing it.
     fn execute(&self, txs: &[SignedTransaction]) -> Result<Executed, InvalidBlock> {
-        self.runtime.execute_block(&self.db, Changes::new(), &self.ctx(), txs)
+        self.runtime
+            .execute_block(&self.db, Changes::new(), &self.ctx(), txs)
     }
 
     /// The error of `stx` alone as the next block.
     fn reject(&self, stx: &SignedTransaction) -> TxError {
-        let err = self.execute(std::slice::from_ref(stx)).expect_err("transaction must be rejected");
+        let err = self
+            .execute(std::slice::from_ref(stx))
+            .expect_err("transaction must be rejected");
         assert_eq!(err.index, 0);
         err.error
     }
@@ -147,7 +193,11 @@ impl Chain {
     fn commit_executed(&mut self, executed: &Executed) {
         let speculative = self.db.root_with(&executed.changes);
         self.db.apply(&executed.changes);
-        assert_eq!(self.db.root(), speculative, "root_with must predict the applied root");
+        assert_eq!(
+            self.db.root(),
+            speculative,
+            "root_with must predict the applied root"
+        );
         self.height += 1;
         self.assert_supply();
     }
@@ -180,7 +230,11 @@ impl Chain {
     }
 
     fn assert_supply(&self) {
-        assert_eq!(self.issuance(), TOTAL_SUPPLY, "balances + burned must equal the total supply");
+        assert_eq!(
+            self.issuance(),
+            TOTAL_SUPPLY,
+            "balances + burned must equal the total supply"
+        );
     }
 }
 
@@ -208,15 +262,27 @@ fn genesis_validation_rejects_bad_configs() {
 
     let mut short = genesis_config();
     short.allocations[3].balance -= 1;
-    assert_eq!(short.validate(), Err(GenesisError::Supply(TOTAL_SUPPLY - 1)));
+    assert_eq!(
+        short.validate(),
+        Err(GenesisError::Supply(TOTAL_SUPPLY - 1))
+    );
 
     let mut over = genesis_config();
-    over.allocations.push(Allocation { address: addr("eve"), balance: 1 });
+    over.allocations.push(Allocation {
+        address: addr("eve"),
+        balance: 1,
+    });
     assert_eq!(over.validate(), Err(GenesisError::Supply(TOTAL_SUPPLY + 1)));
 
     let mut overflow = genesis_config();
-    overflow.allocations.push(Allocation { address: addr("eve"), balance: Balance::MAX });
-    assert!(matches!(overflow.validate(), Err(GenesisError::Supply(_))), "overflow must not wrap");
+    overflow.allocations.push(Allocation {
+        address: addr("eve"),
+        balance: Balance::MAX,
+    });
+    assert!(
+        matches!(overflow.validate(), Err(GenesisError::Supply(_))),
+        "overflow must not wrap"
+    );
 
     let mut empty = genesis_config();
     empty.allocations.clear();
@@ -225,14 +291,25 @@ fn genesis_validation_rejects_bad_configs() {
     // Twice the same account, still summing to the supply.
     let mut duplicate = genesis_config();
     duplicate.allocations[3].address = addr("alice");
-    assert_eq!(duplicate.validate(), Err(GenesisError::DuplicateAllocation(addr("alice"))));
+    assert_eq!(
+        duplicate.validate(),
+        Err(GenesisError::DuplicateAllocation(addr("alice")))
+    );
 
     let mut split_low = genesis_config();
-    split_low.fees.split = FeeSplit { burn: 50, author: 30, treasury: 19 };
+    split_low.fees.split = FeeSplit {
+        burn: 50,
+        author: 30,
+        treasury: 19,
+    };
     assert_eq!(split_low.validate(), Err(GenesisError::FeeSplit(99)));
 
     let mut split_high = genesis_config();
-    split_high.fees.split = FeeSplit { burn: 200, author: 30, treasury: 20 };
+    split_high.fees.split = FeeSplit {
+        burn: 200,
+        author: 30,
+        treasury: 20,
+    };
     assert_eq!(split_high.validate(), Err(GenesisError::FeeSplit(250)));
 }
 
@@ -240,10 +317,20 @@ fn genesis_validation_rejects_bad_configs() {
 fn genesis_state_holds_the_allocations_and_origins() {
     let chain = Chain::new();
     for allocation in &genesis_config().allocations {
-        assert_eq!(chain.account(&allocation.address), Account { nonce: 0, free: allocation.balance });
+        assert_eq!(
+            chain.account(&allocation.address),
+            Account {
+                nonce: 0,
+                free: allocation.balance
+            }
+        );
     }
     for name in &NAMES[4..] {
-        assert_eq!(chain.account(&addr(name)), Account::default(), "{name} has nothing");
+        assert_eq!(
+            chain.account(&addr(name)),
+            Account::default(),
+            "{name} has nothing"
+        );
     }
     assert_eq!(chain.burned(), 0);
     assert_eq!(chain.issuance(), TOTAL_SUPPLY);
@@ -253,7 +340,10 @@ fn genesis_state_holds_the_allocations_and_origins() {
     // The state is exactly the four accounts and the one origin.
     assert_eq!(chain.db.len(), 5);
     // Genesis is deterministic.
-    assert_eq!(chain.runtime.genesis_changes(), Chain::new().runtime.genesis_changes());
+    assert_eq!(
+        chain.runtime.genesis_changes(),
+        Chain::new().runtime.genesis_changes()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,7 +360,10 @@ fn transfer_moves_amount_bumps_nonce_and_splits_the_fee() {
         nonce: 0,
         fee: 0,
         expiry: FAR,
-        call: Call::Transfer { to: addr("bob"), amount },
+        call: Call::Transfer {
+            to: addr("bob"),
+            amount,
+        },
     };
     // A fee that is not a multiple of 100, so that rounding shows.
     let fee = min_fee(&tx) + 57;
@@ -284,11 +377,38 @@ fn transfer_moves_amount_bumps_nonce_and_splits_the_fee() {
     assert!(executed.outbox.messages.is_empty());
 
     let (to_burn, to_author, to_treasury) = split(fee);
-    assert_eq!((to_burn, to_author, to_treasury), (588_529, 353_117, 235_411));
-    assert_eq!(chain.account(&addr("alice")), Account { nonce: 1, free: alice0 - amount - fee });
-    assert_eq!(chain.account(&addr("bob")), Account { nonce: 0, free: bob0 + amount });
-    assert_eq!(chain.account(&addr("validator")), Account { nonce: 0, free: to_author });
-    assert_eq!(chain.account(&addr("treasury")), Account { nonce: 0, free: to_treasury });
+    assert_eq!(
+        (to_burn, to_author, to_treasury),
+        (588_529, 353_117, 235_411)
+    );
+    assert_eq!(
+        chain.account(&addr("alice")),
+        Account {
+            nonce: 1,
+            free: alice0 - amount - fee
+        }
+    );
+    assert_eq!(
+        chain.account(&addr("bob")),
+        Account {
+            nonce: 0,
+            free: bob0 + amount
+        }
+    );
+    assert_eq!(
+        chain.account(&addr("validator")),
+        Account {
+            nonce: 0,
+            free: to_author
+        }
+    );
+    assert_eq!(
+        chain.account(&addr("treasury")),
+        Account {
+            nonce: 0,
+            free: to_treasury
+        }
+    );
     assert_eq!(chain.burned(), to_burn);
 
     // Fees accumulate across blocks.
@@ -310,7 +430,13 @@ fn transfer_to_self_and_by_the_author_only_costs_the_fee() {
     let stx = transfer(&alice, 0, alice.address(), 5 * UNIT);
     let fee = stx.tx.fee;
     chain.commit(&[stx]);
-    assert_eq!(chain.account(&addr("alice")), Account { nonce: 1, free: before - fee });
+    assert_eq!(
+        chain.account(&addr("alice")),
+        Account {
+            nonce: 1,
+            free: before - fee
+        }
+    );
 
     // Alice proposes: she gets back the author's share of her own fee.
     chain.proposer = addr("alice");
@@ -335,7 +461,10 @@ fn an_account_can_be_drained_to_exactly_zero() {
     // Nothing left for the next fee.
     assert_eq!(
         chain.reject(&transfer(&eve, 1, addr("bob"), 1)),
-        TxError::InsufficientFunds { needed: fee + 1, available: 0 }
+        TxError::InsufficientFunds {
+            needed: fee + 1,
+            available: 0
+        }
     );
 }
 
@@ -349,23 +478,35 @@ fn bad_nonces_are_rejected() {
     let alice = key("alice");
     assert_eq!(
         chain.reject(&transfer(&alice, 1, addr("bob"), UNIT)),
-        TxError::BadNonce { expected: 0, got: 1 },
+        TxError::BadNonce {
+            expected: 0,
+            got: 1
+        },
         "too high"
     );
     assert_eq!(
         chain.reject(&transfer(&alice, u64::MAX, addr("bob"), UNIT)),
-        TxError::BadNonce { expected: 0, got: u64::MAX },
+        TxError::BadNonce {
+            expected: 0,
+            got: u64::MAX
+        },
         "far too high"
     );
     chain.commit(&[transfer(&alice, 0, addr("bob"), UNIT)]);
     assert_eq!(
         chain.reject(&transfer(&alice, 0, addr("bob"), 2 * UNIT)),
-        TxError::BadNonce { expected: 1, got: 0 },
+        TxError::BadNonce {
+            expected: 1,
+            got: 0
+        },
         "too low"
     );
     assert_eq!(
         chain.reject(&transfer(&alice, 2, addr("bob"), UNIT)),
-        TxError::BadNonce { expected: 1, got: 2 },
+        TxError::BadNonce {
+            expected: 1,
+            got: 2
+        },
         "too high after one"
     );
 }
@@ -375,11 +516,26 @@ fn expired_transactions_are_rejected() {
     let mut chain = Chain::new();
     chain.height = 9; // the next block is 10
     let alice = key("alice");
-    let call = Call::Transfer { to: addr("bob"), amount: UNIT };
+    let call = Call::Transfer {
+        to: addr("bob"),
+        amount: UNIT,
+    };
     let late = signed(&alice, 0, None, 9, call.clone());
-    assert_eq!(chain.reject(&late), TxError::Expired { expiry: 9, height: 10 });
+    assert_eq!(
+        chain.reject(&late),
+        TxError::Expired {
+            expiry: 9,
+            height: 10
+        }
+    );
     let zero = signed(&alice, 0, None, 0, call.clone());
-    assert_eq!(chain.reject(&zero), TxError::Expired { expiry: 0, height: 10 });
+    assert_eq!(
+        chain.reject(&zero),
+        TxError::Expired {
+            expiry: 0,
+            height: 10
+        }
+    );
     // The expiry height itself is still fine.
     let last = signed(&alice, 0, None, 10, call);
     chain.commit(&[last]);
@@ -390,22 +546,49 @@ fn expired_transactions_are_rejected() {
 fn fees_below_the_minimum_are_rejected() {
     let mut chain = Chain::new();
     let alice = key("alice");
-    let call = Call::Transfer { to: addr("bob"), amount: UNIT };
+    let call = Call::Transfer {
+        to: addr("bob"),
+        amount: UNIT,
+    };
     let exact = transfer(&alice, 0, addr("bob"), UNIT);
     let minimum = exact.tx.fee;
     assert_eq!(minimum, chain.runtime.minimum_fee(exact.encode_size()));
     let low = signed(&alice, 0, Some(minimum - 1), FAR, call.clone());
-    assert_eq!(chain.reject(&low), TxError::FeeTooLow { offered: minimum - 1, minimum });
+    assert_eq!(
+        chain.reject(&low),
+        TxError::FeeTooLow {
+            offered: minimum - 1,
+            minimum
+        }
+    );
     let none = signed(&alice, 0, Some(0), FAR, call);
-    assert_eq!(chain.reject(&none), TxError::FeeTooLow { offered: 0, minimum });
+    assert_eq!(
+        chain.reject(&none),
+        TxError::FeeTooLow {
+            offered: 0,
+            minimum
+        }
+    );
 
     // A larger transaction costs more: the per-byte part counts every encoded byte.
     let message = upward(&key("worker-1"), 0, b"t", &[7; 1000]);
     let big = relay(&alice, 0, message.clone());
     let big_min = BASE_FEE + PER_BYTE * big.encode_size() as Balance;
     assert_eq!(big.tx.fee, big_min);
-    let low = signed(&alice, 0, Some(big_min - 1), FAR, Call::SubmitUpward(message));
-    assert_eq!(chain.reject(&low), TxError::FeeTooLow { offered: big_min - 1, minimum: big_min });
+    let low = signed(
+        &alice,
+        0,
+        Some(big_min - 1),
+        FAR,
+        Call::SubmitUpward(message),
+    );
+    assert_eq!(
+        chain.reject(&low),
+        TxError::FeeTooLow {
+            offered: big_min - 1,
+            minimum: big_min
+        }
+    );
 
     chain.commit(&[exact]);
 }
@@ -420,20 +603,31 @@ fn insufficient_funds_are_rejected_without_charging_anything() {
     // Eve has nothing at all.
     assert_eq!(
         chain.reject(&transfer(&eve, 0, addr("bob"), 1)),
-        TxError::InsufficientFunds { needed: fee + 1, available: 0 }
+        TxError::InsufficientFunds {
+            needed: fee + 1,
+            available: 0
+        }
     );
 
     // Not even the fee.
     chain.commit(&[transfer(&alice, 0, eve.address(), fee - 1)]);
     assert_eq!(
         chain.reject(&transfer(&eve, 0, addr("bob"), 1)),
-        TxError::InsufficientFunds { needed: fee + 1, available: fee - 1 }
+        TxError::InsufficientFunds {
+            needed: fee + 1,
+            available: fee - 1
+        }
     );
-    let relay_fee = relay(&eve, 0, upward(&key("worker-1"), 0, b"t", b"p")).tx.fee;
+    let relay_fee = relay(&eve, 0, upward(&key("worker-1"), 0, b"t", b"p"))
+        .tx
+        .fee;
     assert!(relay_fee > fee - 1);
     assert_eq!(
         chain.reject(&relay(&eve, 0, upward(&key("worker-1"), 0, b"t", b"p"))),
-        TxError::InsufficientFunds { needed: relay_fee, available: fee - 1 },
+        TxError::InsufficientFunds {
+            needed: relay_fee,
+            available: fee - 1
+        },
         "the fee alone"
     );
 
@@ -442,14 +636,26 @@ fn insufficient_funds_are_rejected_without_charging_anything() {
     assert_eq!(chain.free("eve"), fee + 5);
     assert_eq!(
         chain.reject(&transfer(&eve, 0, addr("bob"), 6)),
-        TxError::InsufficientFunds { needed: fee + 6, available: fee + 5 }
+        TxError::InsufficientFunds {
+            needed: fee + 6,
+            available: fee + 5
+        }
     );
     // A huge amount does not overflow into acceptance.
     assert_eq!(
         chain.reject(&transfer(&eve, 0, addr("bob"), Balance::MAX)),
-        TxError::InsufficientFunds { needed: Balance::MAX, available: fee + 5 }
+        TxError::InsufficientFunds {
+            needed: Balance::MAX,
+            available: fee + 5
+        }
     );
-    assert_eq!(chain.account(&eve.address()), Account { nonce: 0, free: fee + 5 });
+    assert_eq!(
+        chain.account(&eve.address()),
+        Account {
+            nonce: 0,
+            free: fee + 5
+        }
+    );
     chain.commit(&[transfer(&eve, 0, addr("bob"), 5)]);
     assert_eq!(chain.account(&eve.address()), Account { nonce: 1, free: 0 });
 }
@@ -463,7 +669,9 @@ fn zero_transfers_are_rejected_and_charge_nothing() {
     assert_eq!(chain.reject(&stx), TxError::ZeroTransfer);
     // Building drops it with no effect at all: no fee, no nonce.
     let (included, executed, dropped) =
-        chain.runtime.build_block(&chain.db, Changes::new(), &chain.ctx(), [stx.clone()]);
+        chain
+            .runtime
+            .build_block(&chain.db, Changes::new(), &chain.ctx(), [stx.clone()]);
     assert!(included.is_empty());
     assert_eq!(executed, Executed::default());
     assert_eq!(dropped, vec![(stx, TxError::ZeroTransfer)]);
@@ -478,39 +686,66 @@ fn bad_signatures_are_rejected() {
 
     // Content changed after signing.
     let mut more = good.clone();
-    more.tx.call = Call::Transfer { to: addr("bob"), amount: 1_000 * UNIT };
-    assert_eq!(chain.runtime.check_stateless(&more), Err(TxError::BadSignature));
+    more.tx.call = Call::Transfer {
+        to: addr("bob"),
+        amount: 1_000 * UNIT,
+    };
+    assert_eq!(
+        chain.runtime.check_stateless(&more),
+        Err(TxError::BadSignature)
+    );
 
     // Signature bit flipped.
     let mut flipped = good.clone();
     flipped.signature[10] ^= 1;
-    assert_eq!(chain.runtime.check_stateless(&flipped), Err(TxError::BadSignature));
+    assert_eq!(
+        chain.runtime.check_stateless(&flipped),
+        Err(TxError::BadSignature)
+    );
 
     // Signed by someone else than the signer field says.
     let mut impostor = key("mallory").sign_transaction(&GENESIS, good.tx.clone());
-    assert_eq!(chain.runtime.check_stateless(&impostor), Err(TxError::BadSignature));
+    assert_eq!(
+        chain.runtime.check_stateless(&impostor),
+        Err(TxError::BadSignature)
+    );
     impostor.signature = [0; 64];
-    assert_eq!(chain.runtime.check_stateless(&impostor), Err(TxError::BadSignature));
+    assert_eq!(
+        chain.runtime.check_stateless(&impostor),
+        Err(TxError::BadSignature)
+    );
 
     // Signed for another chain.
     let other_chain = alice.sign_transaction(&Digest([0x43; 32]), good.tx.clone());
-    assert_eq!(chain.runtime.check_stateless(&other_chain), Err(TxError::BadSignature));
+    assert_eq!(
+        chain.runtime.check_stateless(&other_chain),
+        Err(TxError::BadSignature)
+    );
 
     // A signer that is not a curve point.
     let mut not_a_key = good.clone();
     not_a_key.tx.signer = Address([0xff; 32]);
-    assert_eq!(chain.runtime.check_stateless(&not_a_key), Err(TxError::BadSignature));
+    assert_eq!(
+        chain.runtime.check_stateless(&not_a_key),
+        Err(TxError::BadSignature)
+    );
 
     // In a block, the bad one is found by index, wherever it is.
     let bob = key("bob");
-    let others = [transfer(&bob, 0, addr("alice"), UNIT), transfer(&bob, 1, addr("alice"), UNIT)];
+    let others = [
+        transfer(&bob, 0, addr("alice"), UNIT),
+        transfer(&bob, 1, addr("alice"), UNIT),
+    ];
     for bad in [&more, &flipped, &impostor, &other_chain, &not_a_key] {
         for index in 0..=2 {
             let mut txs = others.to_vec();
             txs.insert(index, bad.clone());
             assert_eq!(
                 chain.execute(&txs),
-                Err(InvalidBlock { index, error: TxError::BadSignature }),
+                Err(InvalidBlock {
+                    index,
+                    error: TxError::BadSignature
+                }),
                 "bad signature at {index}"
             );
         }
@@ -521,8 +756,12 @@ fn bad_signatures_are_rejected() {
 /// The largest transaction the codec can produce: a relayed upward message with the longest
 /// topic and payload.
 fn largest_decodable_tx() -> SignedTransaction {
-    let message =
-        upward(&key("worker-1"), 0, &[b't'; limits::MAX_UPWARD_TOPIC], &vec![1; limits::MAX_PAYLOAD]);
+    let message = upward(
+        &key("worker-1"),
+        0,
+        &[b't'; limits::MAX_UPWARD_TOPIC],
+        &vec![1; limits::MAX_PAYLOAD],
+    );
     relay(&key("alice"), 0, message)
 }
 
@@ -533,7 +772,11 @@ fn oversized_transactions_cannot_be_decoded() {
     // codec refusing any payload above MAX_PAYLOAD. Both facts are checked here; the runtime's own
     // size check (for transactions built in memory) is checked by the next test.
     let largest = largest_decodable_tx();
-    assert!(largest.encode_size() < limits::MAX_TX_SIZE, "{} bytes", largest.encode_size());
+    assert!(
+        largest.encode_size() < limits::MAX_TX_SIZE,
+        "{} bytes",
+        largest.encode_size()
+    );
     let decoded = SignedTransaction::decode(largest.encode()).expect("largest transaction decodes");
     assert_eq!(decoded, largest);
 
@@ -542,11 +785,23 @@ fn oversized_transactions_cannot_be_decoded() {
         (message.clone(), relay(&key("alice"), 0, message))
     };
     let (message, stx) = too_long(limits::MAX_PAYLOAD + 1, 1);
-    assert!(matches!(UpwardMessage::decode(message.encode()), Err(CodecError::InvalidLength(_))));
-    assert!(matches!(SignedTransaction::decode(stx.encode()), Err(CodecError::InvalidLength(_))));
+    assert!(matches!(
+        UpwardMessage::decode(message.encode()),
+        Err(CodecError::InvalidLength(_))
+    ));
+    assert!(matches!(
+        SignedTransaction::decode(stx.encode()),
+        Err(CodecError::InvalidLength(_))
+    ));
     let (message, stx) = too_long(1, limits::MAX_UPWARD_TOPIC + 1);
-    assert!(matches!(UpwardMessage::decode(message.encode()), Err(CodecError::InvalidLength(_))));
-    assert!(matches!(SignedTransaction::decode(stx.encode()), Err(CodecError::InvalidLength(_))));
+    assert!(matches!(
+        UpwardMessage::decode(message.encode()),
+        Err(CodecError::InvalidLength(_))
+    ));
+    assert!(matches!(
+        SignedTransaction::decode(stx.encode()),
+        Err(CodecError::InvalidLength(_))
+    ));
 }
 
 #[test]
@@ -556,20 +811,41 @@ fn oversized_transactions_built_in_memory_are_rejected() {
     let stx = relay(&key("alice"), 0, message);
     let size = stx.encode_size();
     assert!(size > limits::MAX_TX_SIZE);
-    let oversized = TxError::Oversized { size, limit: limits::MAX_TX_SIZE };
+    let oversized = TxError::Oversized {
+        size,
+        limit: limits::MAX_TX_SIZE,
+    };
     // Its signature is valid; only its size is wrong.
     assert!(phala_crypto::verify_transaction(&GENESIS, &stx));
     assert_eq!(chain.runtime.check_stateless(&stx), Err(oversized.clone()));
     let bob = key("bob");
     let block = [transfer(&bob, 0, addr("alice"), UNIT), stx.clone()];
-    assert_eq!(chain.execute(&block), Err(InvalidBlock { index: 1, error: oversized.clone() }));
+    assert_eq!(
+        chain.execute(&block),
+        Err(InvalidBlock {
+            index: 1,
+            error: oversized.clone()
+        })
+    );
 
     // Next to a badly signed transaction, the block is rejected for the first invalid one, with
     // that one's own error.
     let mut bad = transfer(&bob, 0, addr("alice"), UNIT);
     bad.signature[0] ^= 1;
-    assert_eq!(chain.execute(&[stx.clone(), bad.clone()]), Err(InvalidBlock { index: 0, error: oversized }));
-    assert_eq!(chain.execute(&[bad, stx]), Err(InvalidBlock { index: 0, error: TxError::BadSignature }));
+    assert_eq!(
+        chain.execute(&[stx.clone(), bad.clone()]),
+        Err(InvalidBlock {
+            index: 0,
+            error: oversized
+        })
+    );
+    assert_eq!(
+        chain.execute(&[bad, stx]),
+        Err(InvalidBlock {
+            index: 0,
+            error: TxError::BadSignature
+        })
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -582,7 +858,9 @@ fn an_empty_block_is_valid_and_changes_nothing() {
     let root = chain.db.root();
     assert_eq!(chain.execute(&[]), Ok(Executed::default()));
     let (included, executed, dropped) =
-        chain.runtime.build_block(&chain.db, Changes::new(), &chain.ctx(), []);
+        chain
+            .runtime
+            .build_block(&chain.db, Changes::new(), &chain.ctx(), []);
     assert!(included.is_empty() && dropped.is_empty());
     assert_eq!(executed, Executed::default());
     chain.commit(&[]);
@@ -602,21 +880,57 @@ fn a_block_with_an_invalid_transaction_is_rejected_at_its_index() {
     ];
     assert!(chain.execute(&good).is_ok());
     let cases: Vec<(SignedTransaction, TxError)> = vec![
-        (transfer(&alice, 5, addr("bob"), UNIT), TxError::BadNonce { expected: 2, got: 5 }),
+        (
+            transfer(&alice, 5, addr("bob"), UNIT),
+            TxError::BadNonce {
+                expected: 2,
+                got: 5,
+            },
+        ),
         (transfer(&alice, 2, addr("bob"), 0), TxError::ZeroTransfer),
         (
-            signed(&alice, 2, None, 0, Call::Transfer { to: addr("bob"), amount: 1 }),
-            TxError::Expired { expiry: 0, height: 1 },
+            signed(
+                &alice,
+                2,
+                None,
+                0,
+                Call::Transfer {
+                    to: addr("bob"),
+                    amount: 1,
+                },
+            ),
+            TxError::Expired {
+                expiry: 0,
+                height: 1,
+            },
         ),
         (
-            signed(&alice, 2, Some(1), FAR, Call::Transfer { to: addr("bob"), amount: 1 }),
-            TxError::FeeTooLow { offered: 1, minimum: min_fee(&transfer(&alice, 2, addr("bob"), 1).tx) },
+            signed(
+                &alice,
+                2,
+                Some(1),
+                FAR,
+                Call::Transfer {
+                    to: addr("bob"),
+                    amount: 1,
+                },
+            ),
+            TxError::FeeTooLow {
+                offered: 1,
+                minimum: min_fee(&transfer(&alice, 2, addr("bob"), 1).tx),
+            },
         ),
     ];
     for (bad, error) in cases {
         let mut txs = good.to_vec();
         txs.push(bad.clone());
-        assert_eq!(chain.execute(&txs), Err(InvalidBlock { index: 3, error: error.clone() }));
+        assert_eq!(
+            chain.execute(&txs),
+            Err(InvalidBlock {
+                index: 3,
+                error: error.clone()
+            })
+        );
         txs.push(transfer(&bob, 1, addr("alice"), UNIT));
         assert_eq!(chain.execute(&txs), Err(InvalidBlock { index: 3, error }));
     }
@@ -630,26 +944,54 @@ fn no_transaction_applies_twice() {
     // Twice in one block.
     assert_eq!(
         chain.execute(&[stx.clone(), stx.clone()]),
-        Err(InvalidBlock { index: 1, error: TxError::BadNonce { expected: 1, got: 0 } })
+        Err(InvalidBlock {
+            index: 1,
+            error: TxError::BadNonce {
+                expected: 1,
+                got: 0
+            }
+        })
     );
     let next = transfer(&alice, 1, addr("bob"), UNIT);
     assert_eq!(
         chain.execute(&[stx.clone(), next.clone(), stx.clone()]),
-        Err(InvalidBlock { index: 2, error: TxError::BadNonce { expected: 2, got: 0 } })
+        Err(InvalidBlock {
+            index: 2,
+            error: TxError::BadNonce {
+                expected: 2,
+                got: 0
+            }
+        })
     );
     // Once applied, in any later block.
     let bob_before = chain.free("bob");
     chain.commit(&[stx.clone()]);
     assert_eq!(chain.free("bob"), bob_before + UNIT);
-    assert_eq!(chain.reject(&stx), TxError::BadNonce { expected: 1, got: 0 });
+    assert_eq!(
+        chain.reject(&stx),
+        TxError::BadNonce {
+            expected: 1,
+            got: 0
+        }
+    );
     chain.commit(&[next.clone()]);
     chain.commit(&[]);
     for old in [&stx, &next] {
-        assert_eq!(chain.reject(old), TxError::BadNonce { expected: 2, got: old.tx.nonce });
+        assert_eq!(
+            chain.reject(old),
+            TxError::BadNonce {
+                expected: 2,
+                got: old.tx.nonce
+            }
+        );
     }
     // And building never includes it.
-    let (included, _, dropped) =
-        chain.runtime.build_block(&chain.db, Changes::new(), &chain.ctx(), [stx.clone(), next.clone()]);
+    let (included, _, dropped) = chain.runtime.build_block(
+        &chain.db,
+        Changes::new(),
+        &chain.ctx(),
+        [stx.clone(), next.clone()],
+    );
     assert!(included.is_empty());
     assert_eq!(dropped.len(), 2);
     assert_eq!(chain.free("bob"), bob_before + 2 * UNIT);
@@ -667,19 +1009,47 @@ fn build_block_keeps_valid_drops_invalid_and_re_executes_identically() {
 
     let candidates: Vec<(SignedTransaction, Option<TxError>)> = vec![
         (transfer(&alice, 1, eve.address(), 10 * UNIT), None),
-        (transfer(&alice, 1, addr("bob"), UNIT), Some(TxError::BadNonce { expected: 2, got: 1 })),
-        (relay(&bob, 0, upward(&worker, 0, b"register", b"hello")), None),
-        (transfer(&bob, 1, addr("alice"), 0), Some(TxError::ZeroTransfer)),
+        (
+            transfer(&alice, 1, addr("bob"), UNIT),
+            Some(TxError::BadNonce {
+                expected: 2,
+                got: 1,
+            }),
+        ),
+        (
+            relay(&bob, 0, upward(&worker, 0, b"register", b"hello")),
+            None,
+        ),
+        (
+            transfer(&bob, 1, addr("alice"), 0),
+            Some(TxError::ZeroTransfer),
+        ),
         // Eve spends what she received earlier in the same block.
         (transfer(&eve, 0, addr("judy"), 3 * UNIT), None),
         (
             relay(&bob, 1, upward(&worker, 0, b"register", b"again")),
-            Some(TxError::BadSequence { origin: worker.address(), expected: 1, got: 0 }),
+            Some(TxError::BadSequence {
+                origin: worker.address(),
+                expected: 1,
+                got: 0,
+            }),
         ),
         (relay(&bob, 1, upward(&worker, 1, b"heartbeat", b"1")), None),
         (
-            signed(&alice, 2, None, 1, Call::Transfer { to: addr("bob"), amount: 1 }),
-            Some(TxError::Expired { expiry: 1, height: 2 }),
+            signed(
+                &alice,
+                2,
+                None,
+                1,
+                Call::Transfer {
+                    to: addr("bob"),
+                    amount: 1,
+                },
+            ),
+            Some(TxError::Expired {
+                expiry: 1,
+                height: 2,
+            }),
         ),
         (
             transfer(&key("ivan"), 0, addr("bob"), 1),
@@ -696,10 +1066,15 @@ fn build_block_keeps_valid_drops_invalid_and_re_executes_identically() {
         &chain.ctx(),
         candidates.iter().map(|(stx, _)| stx.clone()),
     );
-    let expected_included: Vec<_> =
-        candidates.iter().filter(|(_, e)| e.is_none()).map(|(stx, _)| stx.clone()).collect();
-    let expected_dropped: Vec<_> =
-        candidates.iter().filter_map(|(stx, e)| e.clone().map(|e| (stx.clone(), e))).collect();
+    let expected_included: Vec<_> = candidates
+        .iter()
+        .filter(|(_, e)| e.is_none())
+        .map(|(stx, _)| stx.clone())
+        .collect();
+    let expected_dropped: Vec<_> = candidates
+        .iter()
+        .filter_map(|(stx, e)| e.clone().map(|e| (stx.clone(), e)))
+        .collect();
     assert_eq!(included, expected_included);
     assert_eq!(dropped, expected_dropped);
     assert_eq!(executed.outbox.messages.len(), 2);
@@ -707,7 +1082,9 @@ fn build_block_keeps_valid_drops_invalid_and_re_executes_identically() {
     // Another node re-executes the proposal to the same changes and outbox.
     assert_eq!(chain.execute(&included), Ok(executed.clone()));
     assert_eq!(
-        chain.runtime.replay_block(&chain.db, Changes::new(), &chain.ctx(), &included),
+        chain
+            .runtime
+            .replay_block(&chain.db, Changes::new(), &chain.ctx(), &included),
         Ok(executed.clone())
     );
     chain.commit_executed(&executed);
@@ -740,7 +1117,11 @@ fn upward_messages_are_accepted_in_sequence_and_relayed_downward() {
     // Sequence 1 before 0 is a gap.
     assert_eq!(
         chain.reject(&relay(&alice, 0, upward(&worker, 1, b"t", b"p"))),
-        TxError::BadSequence { origin, expected: 0, got: 1 }
+        TxError::BadSequence {
+            origin,
+            expected: 0,
+            got: 1
+        }
     );
 
     let first = upward(&worker, 0, b"keys", b"first payload");
@@ -748,16 +1129,33 @@ fn upward_messages_are_accepted_in_sequence_and_relayed_downward() {
     assert_eq!(executed.outbox.messages.len(), 1);
     let message = &executed.outbox.messages[0];
     assert_eq!(message.destination, Destination::All);
-    assert_eq!(message.topic.as_ref(), relayed_topic(&origin, b"keys").as_slice());
+    assert_eq!(
+        message.topic.as_ref(),
+        relayed_topic(&origin, b"keys").as_slice()
+    );
     assert_eq!(message.payload.as_ref(), b"first payload");
-    assert_eq!(mq::next_sequence(&Overlay::new(&chain.db), &origin), Some(1));
+    assert_eq!(
+        mq::next_sequence(&Overlay::new(&chain.db), &origin),
+        Some(1)
+    );
 
     // The same message again, in a new transaction: a replay.
-    assert_eq!(chain.reject(&relay(&alice, 1, first)), TxError::BadSequence { origin, expected: 1, got: 0 });
+    assert_eq!(
+        chain.reject(&relay(&alice, 1, first)),
+        TxError::BadSequence {
+            origin,
+            expected: 1,
+            got: 0
+        }
+    );
     // A gap.
     assert_eq!(
         chain.reject(&relay(&alice, 1, upward(&worker, 2, b"t", b"p"))),
-        TxError::BadSequence { origin, expected: 1, got: 2 }
+        TxError::BadSequence {
+            origin,
+            expected: 1,
+            got: 2
+        }
     );
 
     // Sequence 1 then 2 in one block: one downward message each, in order.
@@ -765,8 +1163,12 @@ fn upward_messages_are_accepted_in_sequence_and_relayed_downward() {
         relay(&alice, 1, upward(&worker, 1, b"a", b"one")),
         relay(&alice, 2, upward(&worker, 2, b"b", b"two")),
     ]);
-    let got: Vec<_> =
-        executed.outbox.messages.iter().map(|m| (m.topic.to_vec(), m.payload.to_vec())).collect();
+    let got: Vec<_> = executed
+        .outbox
+        .messages
+        .iter()
+        .map(|m| (m.topic.to_vec(), m.payload.to_vec()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -774,7 +1176,10 @@ fn upward_messages_are_accepted_in_sequence_and_relayed_downward() {
             (relayed_topic(&origin, b"b"), b"two".to_vec())
         ]
     );
-    assert_eq!(mq::next_sequence(&Overlay::new(&chain.db), &origin), Some(3));
+    assert_eq!(
+        mq::next_sequence(&Overlay::new(&chain.db), &origin),
+        Some(3)
+    );
 }
 
 #[test]
@@ -790,16 +1195,25 @@ fn upward_messages_need_a_registered_origin_and_its_signature() {
     let worker = key("worker-1");
     let mut tampered = upward(&worker, 0, b"t", b"pay 1 PHA");
     tampered.payload = Bytes::from_static(b"pay 9 PHA");
-    assert_eq!(chain.reject(&relay(&alice, 0, tampered)), TxError::BadOriginSignature);
+    assert_eq!(
+        chain.reject(&relay(&alice, 0, tampered)),
+        TxError::BadOriginSignature
+    );
 
     let mut retopic = upward(&worker, 0, b"t", b"p");
     retopic.topic = Bytes::from_static(b"u");
-    assert_eq!(chain.reject(&relay(&alice, 0, retopic)), TxError::BadOriginSignature);
+    assert_eq!(
+        chain.reject(&relay(&alice, 0, retopic)),
+        TxError::BadOriginSignature
+    );
 
     // Signed by someone else in the registered origin's name.
     let mut forged = upward(&stranger, 0, b"t", b"p");
     forged.origin = worker.address();
-    assert_eq!(chain.reject(&relay(&alice, 0, forged)), TxError::BadOriginSignature);
+    assert_eq!(
+        chain.reject(&relay(&alice, 0, forged)),
+        TxError::BadOriginSignature
+    );
 
     // Signed for another chain.
     let mut other_chain = UpwardMessage {
@@ -810,7 +1224,10 @@ fn upward_messages_need_a_registered_origin_and_its_signature() {
         signature: [0; 64],
     };
     worker.sign_upward(&Digest([0x43; 32]), &mut other_chain);
-    assert_eq!(chain.reject(&relay(&alice, 0, other_chain)), TxError::BadOriginSignature);
+    assert_eq!(
+        chain.reject(&relay(&alice, 0, other_chain)),
+        TxError::BadOriginSignature
+    );
 
     // None of these changed anything: the relayer paid nothing.
     let (included, executed, dropped) = chain.runtime.build_block(
@@ -830,7 +1247,13 @@ fn outbox_messages_are_proven_by_the_outbox_root() {
     let alice = key("alice");
     let worker = key("worker-1");
     let txs: Vec<_> = (0..5u64)
-        .map(|i| relay(&alice, i, upward(&worker, i, format!("topic-{i}").as_bytes(), &[i as u8; 40])))
+        .map(|i| {
+            relay(
+                &alice,
+                i,
+                upward(&worker, i, format!("topic-{i}").as_bytes(), &[i as u8; 40]),
+            )
+        })
         .collect();
     let executed = chain.commit(&txs);
     let messages = &executed.outbox.messages;
@@ -841,22 +1264,43 @@ fn outbox_messages_are_proven_by_the_outbox_root() {
     for (index, message) in messages.iter().enumerate() {
         let proof = merkle::prove(&leaves, index).expect("index in range");
         let leaf = merkle::message_leaf(message);
-        assert!(merkle::verify(&root, &leaf, index as u32, &proof), "message {index}");
+        assert!(
+            merkle::verify(&root, &leaf, index as u32, &proof),
+            "message {index}"
+        );
         // Wrong index.
         for other in 0..messages.len() as u32 + 1 {
             if other != index as u32 {
-                assert!(!merkle::verify(&root, &leaf, other, &proof), "message {index} at {other}");
+                assert!(
+                    !merkle::verify(&root, &leaf, other, &proof),
+                    "message {index} at {other}"
+                );
             }
         }
         // Tampered message.
         let mut tampered = message.clone();
         tampered.payload = Bytes::from_static(b"forged");
-        assert!(!merkle::verify(&root, &merkle::message_leaf(&tampered), index as u32, &proof));
+        assert!(!merkle::verify(
+            &root,
+            &merkle::message_leaf(&tampered),
+            index as u32,
+            &proof
+        ));
         let mut redirected = message.clone();
         redirected.destination = Destination::Gatekeepers;
-        assert!(!merkle::verify(&root, &merkle::message_leaf(&redirected), index as u32, &proof));
+        assert!(!merkle::verify(
+            &root,
+            &merkle::message_leaf(&redirected),
+            index as u32,
+            &proof
+        ));
         // Another block's root.
-        assert!(!merkle::verify(&merkle::outbox_root(&messages[..4]), &leaf, index as u32, &proof));
+        assert!(!merkle::verify(
+            &merkle::outbox_root(&messages[..4]),
+            &leaf,
+            index as u32,
+            &proof
+        ));
     }
     assert!(merkle::prove(&leaves, messages.len()).is_none());
     // The root commits to the order.
@@ -896,11 +1340,24 @@ fn state_root_with_changes_equals_root_after_applying_them() {
     // Executing over unfinalized ancestors (pending changes) equals executing over them applied.
     let mut base = StateDb::default();
     base.apply(&chain.runtime.genesis_changes());
-    let ctx = BlockContext { height: 2, timestamp: 0, proposer: addr("validator") };
+    let ctx = BlockContext {
+        height: 2,
+        timestamp: 0,
+        proposer: addr("validator"),
+    };
     let next = [transfer(&alice, 2, addr("bob"), UNIT)];
-    let over_pending = chain.runtime.execute_block(&base, executed.changes.clone(), &ctx, &next).unwrap();
-    let over_applied = chain.runtime.execute_block(&chain.db, Changes::new(), &ctx, &next).unwrap();
-    assert_eq!(base.root_with(&over_pending.changes), chain.db.root_with(&over_applied.changes));
+    let over_pending = chain
+        .runtime
+        .execute_block(&base, executed.changes.clone(), &ctx, &next)
+        .unwrap();
+    let over_applied = chain
+        .runtime
+        .execute_block(&chain.db, Changes::new(), &ctx, &next)
+        .unwrap();
+    assert_eq!(
+        base.root_with(&over_pending.changes),
+        chain.db.root_with(&over_applied.changes)
+    );
     assert_eq!(over_applied.outbox, over_pending.outbox);
 
     // Removing a key (a zero genesis allocation writes a deletion) is predicted too.
@@ -950,9 +1407,24 @@ struct Model {
 
 impl Model {
     fn new(config: &GenesisConfig) -> Self {
-        let accounts =
-            config.allocations.iter().map(|a| (a.address, Account { nonce: 0, free: a.balance })).collect();
-        Model { accounts, burned: 0, sequence: 0 }
+        let accounts = config
+            .allocations
+            .iter()
+            .map(|a| {
+                (
+                    a.address,
+                    Account {
+                        nonce: 0,
+                        free: a.balance,
+                    },
+                )
+            })
+            .collect();
+        Model {
+            accounts,
+            burned: 0,
+            sequence: 0,
+        }
     }
 
     fn account(&self, address: &Address) -> Account {
@@ -963,15 +1435,24 @@ impl Model {
     fn apply(&mut self, stx: &SignedTransaction, ctx: &BlockContext) -> Result<(), TxError> {
         let tx = &stx.tx;
         if tx.expiry < ctx.height {
-            return Err(TxError::Expired { expiry: tx.expiry, height: ctx.height });
+            return Err(TxError::Expired {
+                expiry: tx.expiry,
+                height: ctx.height,
+            });
         }
         let minimum = min_fee(tx);
         if tx.fee < minimum {
-            return Err(TxError::FeeTooLow { offered: tx.fee, minimum });
+            return Err(TxError::FeeTooLow {
+                offered: tx.fee,
+                minimum,
+            });
         }
         let mut signer = self.account(&tx.signer);
         if tx.nonce != signer.nonce {
-            return Err(TxError::BadNonce { expected: signer.nonce, got: tx.nonce });
+            return Err(TxError::BadNonce {
+                expected: signer.nonce,
+                got: tx.nonce,
+            });
         }
         let amount = match &tx.call {
             Call::Transfer { amount, .. } => *amount,
@@ -979,7 +1460,10 @@ impl Model {
         };
         let needed = tx.fee.saturating_add(amount);
         if signer.free < needed {
-            return Err(TxError::InsufficientFunds { needed, available: signer.free });
+            return Err(TxError::InsufficientFunds {
+                needed,
+                available: signer.free,
+            });
         }
         match &tx.call {
             Call::Transfer { amount: 0, .. } => return Err(TxError::ZeroTransfer),
@@ -1016,7 +1500,12 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let keys: Vec<Keypair> = NAMES.iter().map(|n| key(n)).collect();
     let worker = key("worker-1");
-    let proposers = [addr("validator"), addr("alice"), addr("treasury"), addr("eve")];
+    let proposers = [
+        addr("validator"),
+        addr("alice"),
+        addr("treasury"),
+        addr("eve"),
+    ];
     let mut history: Vec<SignedTransaction> = Vec::new();
     let (mut total_included, mut total_dropped) = (0, 0);
     let mut reasons = std::collections::BTreeSet::new();
@@ -1054,8 +1543,11 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
                     _ => ctx.height + rng.below(50),
                 };
                 let call = if rng.chance(8) {
-                    let sequence =
-                        if rng.chance(80) { scratch.sequence } else { rng.below(scratch.sequence + 3) };
+                    let sequence = if rng.chance(80) {
+                        scratch.sequence
+                    } else {
+                        rng.below(scratch.sequence + 3)
+                    };
                     let payload: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
                     Call::SubmitUpward(upward(&worker, sequence, b"random", &payload))
                 } else {
@@ -1064,7 +1556,10 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
                         nonce,
                         fee: 0,
                         expiry,
-                        call: Call::Transfer { to: Address::default(), amount: 0 },
+                        call: Call::Transfer {
+                            to: Address::default(),
+                            amount: 0,
+                        },
                     };
                     let fee = min_fee(&probe);
                     let spendable = account.free.saturating_sub(fee);
@@ -1077,9 +1572,18 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
                         5 => 1 + rng.below(1 << 50) as Balance * rng.below(1 << 20) as Balance,
                         _ => 1 + rng.next() as Balance % (spendable / 4 + 1),
                     };
-                    Call::Transfer { to: rng.pick(&keys).address(), amount }
+                    Call::Transfer {
+                        to: rng.pick(&keys).address(),
+                        amount,
+                    }
                 };
-                let mut tx = Transaction { signer: from.address(), nonce, fee: 0, expiry, call };
+                let mut tx = Transaction {
+                    signer: from.address(),
+                    nonce,
+                    fee: 0,
+                    expiry,
+                    call,
+                };
                 let minimum = min_fee(&tx);
                 tx.fee = match rng.below(20) {
                     0 => minimum - 1,
@@ -1095,21 +1599,36 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
         }
 
         let (included, executed, dropped) =
-            chain.runtime.build_block(&chain.db, Changes::new(), &ctx, candidates);
-        let expected_included: Vec<_> =
-            expected.iter().filter(|(_, r)| r.is_ok()).map(|(stx, _)| stx.clone()).collect();
-        let expected_dropped: Vec<_> =
-            expected.iter().filter_map(|(stx, r)| r.clone().err().map(|e| (stx.clone(), e))).collect();
+            chain
+                .runtime
+                .build_block(&chain.db, Changes::new(), &ctx, candidates);
+        let expected_included: Vec<_> = expected
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(stx, _)| stx.clone())
+            .collect();
+        let expected_dropped: Vec<_> = expected
+            .iter()
+            .filter_map(|(stx, r)| r.clone().err().map(|e| (stx.clone(), e)))
+            .collect();
         assert_eq!(included, expected_included, "block {}", ctx.height);
         assert_eq!(dropped, expected_dropped, "block {}", ctx.height);
-        let upwards = included.iter().filter(|s| matches!(s.tx.call, Call::SubmitUpward(_))).count();
+        let upwards = included
+            .iter()
+            .filter(|s| matches!(s.tx.call, Call::SubmitUpward(_)))
+            .count();
         assert_eq!(executed.outbox.messages.len(), upwards);
         total_included += included.len();
         total_dropped += dropped.len();
         reasons.extend(dropped.iter().map(|(_, e)| e.code()));
 
         // Validators re-execute the proposal to the same result.
-        assert_eq!(chain.execute(&included), Ok(executed.clone()), "block {}", ctx.height);
+        assert_eq!(
+            chain.execute(&included),
+            Ok(executed.clone()),
+            "block {}",
+            ctx.height
+        );
         // Any dropped transaction appended makes the block invalid at its index (unless an
         // earlier transaction now makes it valid, e.g. a nonce gap filled).
         if let Some((bad, _)) = dropped.first() {
@@ -1124,12 +1643,25 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
         model = scratch;
         history.extend(included);
 
-        for address in keys.iter().map(Keypair::address).chain([addr("validator"), addr("treasury")]) {
-            assert_eq!(chain.account(&address), model.account(&address), "{address} at {}", ctx.height);
+        for address in keys
+            .iter()
+            .map(Keypair::address)
+            .chain([addr("validator"), addr("treasury")])
+        {
+            assert_eq!(
+                chain.account(&address),
+                model.account(&address),
+                "{address} at {}",
+                ctx.height
+            );
         }
         assert_eq!(chain.burned(), model.burned);
-        assert_eq!(mq::next_sequence(&Overlay::new(&chain.db), &worker.address()), Some(model.sequence));
-        let model_total: Balance = model.accounts.values().map(|a| a.free).sum::<Balance>() + model.burned;
+        assert_eq!(
+            mq::next_sequence(&Overlay::new(&chain.db), &worker.address()),
+            Some(model.sequence)
+        );
+        let model_total: Balance =
+            model.accounts.values().map(|a| a.free).sum::<Balance>() + model.burned;
         assert_eq!(model_total, TOTAL_SUPPLY);
     }
 
@@ -1137,8 +1669,14 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
     // The sequence really exercised both paths and every kind of rejection it can produce.
     assert!(total_included > 500, "{total_included} included");
     assert!(total_dropped > 300, "{total_dropped} dropped");
-    for code in ["bad_nonce", "expired", "fee_too_low", "insufficient_funds", "zero_transfer", "bad_sequence"]
-    {
+    for code in [
+        "bad_nonce",
+        "expired",
+        "fee_too_low",
+        "insufficient_funds",
+        "zero_transfer",
+        "bad_sequence",
+    ] {
         assert!(reasons.contains(code), "no {code} in {reasons:?}");
     }
     assert!(chain.burned() > 0);
@@ -1152,7 +1690,11 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
 fn mutate(rng: &mut Rng, bytes: &[u8]) -> Vec<u8> {
     let mut out = bytes.to_vec();
     for _ in 0..1 + rng.below(3) {
-        let at = if out.is_empty() { 0 } else { rng.below(out.len() as u64) as usize };
+        let at = if out.is_empty() {
+            0
+        } else {
+            rng.below(out.len() as u64) as usize
+        };
         match rng.below(6) {
             0 if !out.is_empty() => out[at] ^= 1 << rng.below(8),
             1 if !out.is_empty() => out[at] = rng.next() as u8,
@@ -1172,7 +1714,11 @@ fn mutate(rng: &mut Rng, bytes: &[u8]) -> Vec<u8> {
 fn assert_canonical<T: DecodeExt<()> + Encode + std::fmt::Debug>(bytes: &[u8]) -> bool {
     match T::decode(bytes.to_vec()) {
         Ok(value) => {
-            assert_eq!(&value.encode()[..], bytes, "non-canonical encoding of {value:?}");
+            assert_eq!(
+                &value.encode()[..],
+                bytes,
+                "non-canonical encoding of {value:?}"
+            );
             true
         }
         Err(_) => false,
@@ -1205,7 +1751,9 @@ fn decoders_accept_only_canonical_encodings() {
         topic: Bytes::from_static(b"from/x/y"),
         payload: Bytes::from_static(b"z"),
     };
-    let Call::SubmitUpward(up) = txs[1].tx.call.clone() else { unreachable!() };
+    let Call::SubmitUpward(up) = txs[1].tx.call.clone() else {
+        unreachable!()
+    };
 
     let decoded = Block::decode(block.encode()).expect("a block decodes");
     assert_eq!(decoded, block);

@@ -1,10 +1,10 @@
 //! The user-facing commands. Each prints human-readable text, or one JSON object with `--json`.
 
 use anyhow::{Context as _, anyhow, bail};
-use phala_client::{Client, api::TxStatus, verify_account, verify_finalization};
-use phala_crypto::Keypair;
 use commonware_codec::EncodeSize as _;
 use phala_chain::config::FeeSchedule;
+use phala_client::{Client, api::TxStatus, verify_account, verify_finalization};
+use phala_crypto::Keypair;
 use phala_types::{Address, Call, SignedTransaction, Transaction, format_pha, parse_pha};
 use serde_json::json;
 use std::{path::Path, time::Duration};
@@ -20,7 +20,10 @@ pub fn resolve_address(text: &str) -> anyhow::Result<Address> {
     if is_dev_name(text) {
         return Ok(Keypair::dev(text).address());
     }
-    Err(anyhow!("`{text}` is neither an address (pha1...) nor a dev account name ({})", dev_names()))
+    Err(anyhow!(
+        "`{text}` is neither an address (pha1...) nor a dev account name ({})",
+        dev_names()
+    ))
 }
 
 /// A key file, or a dev account name.
@@ -32,7 +35,10 @@ pub fn resolve_signer(text: &str) -> anyhow::Result<Keypair> {
     if path.exists() {
         return Ok(Keypair::load(path)?);
     }
-    Err(anyhow!("`{text}` is neither a key file nor a dev account name ({})", dev_names()))
+    Err(anyhow!(
+        "`{text}` is neither a key file nor a dev account name ({})",
+        dev_names()
+    ))
 }
 
 fn is_dev_name(text: &str) -> bool {
@@ -49,26 +55,40 @@ pub async fn account_show(client: &Client, who: &str, as_json: bool) -> anyhow::
     let account = client.account(&address).await?;
     verify_account(&account).context("the node's answer does not match its proof")?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&json!({
-            "address": account.address,
-            "free": account.free.to_string(),
-            "free_pha": format_pha(account.free),
-            "nonce": account.nonce,
-            "height": account.height,
-            "state_root": account.state_root,
-            "proof_verified": true,
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "address": account.address,
+                "free": account.free.to_string(),
+                "free_pha": format_pha(account.free),
+                "nonce": account.nonce,
+                "height": account.height,
+                "state_root": account.state_root,
+                "proof_verified": true,
+            }))?
+        );
     } else {
         println!("address  {}", account.address);
         println!("balance  {}", format_pha(account.free));
         println!("nonce    {}", account.nonce);
-        println!("as of    block {} (state root {}, proof verified)", account.height, &account.state_root[..16]);
+        println!(
+            "as of    block {} (state root {}, proof verified)",
+            account.height,
+            &account.state_root[..16]
+        );
     }
     Ok(())
 }
 
 /// `phala transfer`: signs, submits and (unless `no_wait`) waits for finality.
-pub async fn transfer(client: &Client, from: &str, to: &str, amount: &str, no_wait: bool, as_json: bool) -> anyhow::Result<()> {
+pub async fn transfer(
+    client: &Client,
+    from: &str,
+    to: &str,
+    amount: &str,
+    no_wait: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let signer = resolve_signer(from)?;
     let to = resolve_address(to)?;
     let amount = parse_pha(amount)?;
@@ -87,24 +107,39 @@ pub async fn transfer(client: &Client, from: &str, to: &str, amount: &str, no_wa
     tx.fee = minimum_fee(&info.fees, &signer.sign_transaction(&genesis, tx.clone()));
     let stx = signer.sign_transaction(&genesis, tx);
     let hash = client.submit(&stx).await?;
-    let status = if no_wait { TxStatus::Pending } else { client.wait_final(&hash, Duration::from_secs(60)).await? };
+    let status = if no_wait {
+        TxStatus::Pending
+    } else {
+        client.wait_final(&hash, Duration::from_secs(60)).await?
+    };
     if let TxStatus::Rejected { reason, .. } = &status {
         bail!("transaction {} rejected: {reason}", hex::encode(hash));
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&json!({
-            "hash": hex::encode(hash),
-            "from": signer.address(),
-            "to": to,
-            "amount": amount.to_string(),
-            "fee": stx.tx.fee.to_string(),
-            "status": status,
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "hash": hex::encode(hash),
+                "from": signer.address(),
+                "to": to,
+                "amount": amount.to_string(),
+                "fee": stx.tx.fee.to_string(),
+                "status": status,
+            }))?
+        );
     } else {
         println!("transaction {}", hex::encode(hash));
-        println!("  {} -> {}: {} (fee {})", signer.address(), to, format_pha(amount), format_pha(stx.tx.fee));
+        println!(
+            "  {} -> {}: {} (fee {})",
+            signer.address(),
+            to,
+            format_pha(amount),
+            format_pha(stx.tx.fee)
+        );
         match status {
-            TxStatus::Finalized { height, index, .. } => println!("  finalized in block {height} (index {index})"),
+            TxStatus::Finalized { height, index, .. } => {
+                println!("  finalized in block {height} (index {index})")
+            }
             other => println!("  {other:?}"),
         }
     }
@@ -113,7 +148,9 @@ pub async fn transfer(client: &Client, from: &str, to: &str, amount: &str, no_wa
 
 /// The least fee the chain accepts for this transaction.
 pub fn minimum_fee(fees: &FeeSchedule, stx: &SignedTransaction) -> u128 {
-    fees.per_byte.saturating_mul(stx.encode_size() as u128).saturating_add(fees.base)
+    fees.per_byte
+        .saturating_mul(stx.encode_size() as u128)
+        .saturating_add(fees.base)
 }
 
 /// `phala block`.

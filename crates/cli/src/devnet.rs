@@ -58,7 +58,10 @@ pub fn node_binary() -> anyhow::Result<PathBuf> {
     }
     let exe = std::env::current_exe()?;
     let here = exe.parent().map(Path::to_path_buf);
-    let above = here.as_deref().and_then(Path::parent).map(Path::to_path_buf);
+    let above = here
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
     for dir in [here, above].into_iter().flatten() {
         let binary = dir.join("phala-node");
         if binary.is_file() {
@@ -78,7 +81,9 @@ impl Devnet {
         for i in 0..options.validators {
             let port = options.rpc_port + i as u16;
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-                bail!("port {port} is in use (is another `phala dev` running?); choose others with --rpc-port");
+                bail!(
+                    "port {port} is in use (is another `phala dev` running?); choose others with --rpc-port"
+                );
             }
         }
         let (spec, keys) = generate(&GenesisOptions {
@@ -94,9 +99,17 @@ impl Devnet {
         })?;
         spec.save(&dir.path().join("spec.json"))?;
         for (i, key) in keys.iter().enumerate() {
-            std::fs::write(dir.path().join(format!("validator-{i}.json")), serde_json::to_string(key)?)?;
+            std::fs::write(
+                dir.path().join(format!("validator-{i}.json")),
+                serde_json::to_string(key)?,
+            )?;
         }
-        let mut devnet = Devnet { dir, spec, children: Vec::new(), options };
+        let mut devnet = Devnet {
+            dir,
+            spec,
+            children: Vec::new(),
+            options,
+        };
         for i in 0..devnet.options.validators {
             let child = devnet.spawn(i)?;
             devnet.children.push(Some(child));
@@ -119,7 +132,10 @@ impl Devnet {
             .arg("--data")
             .arg(dir.join(format!("data-{index}")))
             .arg("--rpc")
-            .arg(format!("127.0.0.1:{}", self.options.rpc_port + index as u16))
+            .arg(format!(
+                "127.0.0.1:{}",
+                self.options.rpc_port + index as u16
+            ))
             .arg("--log-level")
             .arg("warn")
             .stdin(Stdio::null())
@@ -138,7 +154,10 @@ impl Devnet {
                 if let Some(Some(child)) = self.children.get_mut(i)
                     && let Some(status) = child.try_wait()?
                 {
-                    bail!("validator {i} exited ({status}); see {}", self.log_path(i).display());
+                    bail!(
+                        "validator {i} exited ({status}); see {}",
+                        self.log_path(i).display()
+                    );
                 }
                 if let Ok(health) = client.health().await
                     && health.finalized_height >= 1
@@ -146,7 +165,10 @@ impl Devnet {
                     break;
                 }
                 if Instant::now() > deadline {
-                    bail!("validator {i} not ready after {timeout:?}; see {}", self.log_path(i).display());
+                    bail!(
+                        "validator {i} not ready after {timeout:?}; see {}",
+                        self.log_path(i).display()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -176,7 +198,9 @@ impl Devnet {
 
     /// Kills a validator abruptly (SIGKILL), as a crash would.
     pub fn kill(&mut self, index: usize) -> anyhow::Result<()> {
-        let mut child = self.children[index].take().ok_or_else(|| anyhow!("validator {index} is not running"))?;
+        let mut child = self.children[index]
+            .take()
+            .ok_or_else(|| anyhow!("validator {index} is not running"))?;
         child.kill()?;
         child.wait()?;
         Ok(())
@@ -211,7 +235,10 @@ impl Devnet {
 
 fn terminate(child: &Child) {
     // SIGTERM lets the process exit on its own; storage is crash-safe either way.
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
 }
 
 impl Drop for Devnet {

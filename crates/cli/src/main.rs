@@ -9,10 +9,19 @@ use phala_client::Client;
 use std::{path::PathBuf, time::Duration};
 
 #[derive(Parser)]
-#[command(name = "phala", version, about = "Use the Phala-style confidential cloud: accounts, transfers, blocks, a local network")]
+#[command(
+    name = "phala",
+    version,
+    about = "Use the Phala-style confidential cloud: accounts, transfers, blocks, a local network"
+)]
 struct Cli {
     /// The node's JSON-RPC endpoint.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:9944", env = "PHALA_RPC")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:9944",
+        env = "PHALA_RPC"
+    )]
     rpc: String,
     /// Print one JSON object instead of human-readable text.
     #[arg(long, global = true)]
@@ -92,21 +101,31 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = || Client::new(&cli.rpc);
     match cli.command {
-        Command::Dev { validators, rpc_port, p2p_port, block_interval_ms } => {
+        Command::Dev {
+            validators,
+            rpc_port,
+            p2p_port,
+            block_interval_ms,
+        } => {
             let mut options = DevnetOptions::new(validators)?;
             options.rpc_port = rpc_port;
             options.p2p_port = p2p_port;
             options.block_interval_ms = block_interval_ms;
             dev(options, cli.json).await
         }
-        Command::Account { command: AccountCommand::Show { who } } => {
-            commands::account_show(&client()?, &who, cli.json).await
-        }
-        Command::Transfer { from, to, amount, no_wait } => {
-            commands::transfer(&client()?, &from, &to, &amount, no_wait, cli.json).await
-        }
+        Command::Account {
+            command: AccountCommand::Show { who },
+        } => commands::account_show(&client()?, &who, cli.json).await,
+        Command::Transfer {
+            from,
+            to,
+            amount,
+            no_wait,
+        } => commands::transfer(&client()?, &from, &to, &amount, no_wait, cli.json).await,
         Command::Block { height } => commands::block(&client()?, height, cli.json).await,
-        Command::Key { command: KeyCommand::Generate { out } } => commands::key_generate(&out),
+        Command::Key {
+            command: KeyCommand::Generate { out },
+        } => commands::key_generate(&out),
     }
 }
 
@@ -116,28 +135,47 @@ async fn dev(options: DevnetOptions, as_json: bool) -> anyhow::Result<()> {
     }
     let mut devnet = Devnet::start(options)?;
     if !as_json {
-        println!("starting {} validators in {} ...", devnet.validators(), devnet.dir().display());
+        println!(
+            "starting {} validators in {} ...",
+            devnet.validators(),
+            devnet.dir().display()
+        );
     }
     devnet.wait_ready(Duration::from_secs(60)).await?;
     let accounts: Vec<_> = phala_node::spec::DEV_ACCOUNTS
         .iter()
         .map(|name| (name.to_string(), phala_crypto::Keypair::dev(name).address()))
         .collect();
-    let rpc: Vec<String> = (0..devnet.validators()).map(|i| devnet.rpc_url(i)).collect();
+    let rpc: Vec<String> = (0..devnet.validators())
+        .map(|i| devnet.rpc_url(i))
+        .collect();
     if as_json {
-        let accounts: serde_json::Map<String, serde_json::Value> =
-            accounts.iter().map(|(n, a)| (n.clone(), serde_json::json!(a.to_string()))).collect();
-        println!("{}", serde_json::json!({
-            "rpc": rpc[0],
-            "validators_rpc": rpc,
-            "chain_id": devnet.spec().chain_id,
-            "genesis_hash": hex::encode(devnet.spec().hash()),
-            "data_dir": devnet.dir(),
-            "accounts": accounts,
-        }));
+        let accounts: serde_json::Map<String, serde_json::Value> = accounts
+            .iter()
+            .map(|(n, a)| (n.clone(), serde_json::json!(a.to_string())))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "rpc": rpc[0],
+                "validators_rpc": rpc,
+                "chain_id": devnet.spec().chain_id,
+                "genesis_hash": hex::encode(devnet.spec().hash()),
+                "data_dir": devnet.dir(),
+                "accounts": accounts,
+            })
+        );
     } else {
-        println!("local network ready: {} validators, chain {}", devnet.validators(), devnet.spec().chain_id);
-        println!("  RPC          {}   (validators: {})", rpc[0], rpc.join(", "));
+        println!(
+            "local network ready: {} validators, chain {}",
+            devnet.validators(),
+            devnet.spec().chain_id
+        );
+        println!(
+            "  RPC          {}   (validators: {})",
+            rpc[0],
+            rpc.join(", ")
+        );
         println!("  data & logs  {}", devnet.dir().display());
         println!("  dev accounts (10,000,000 PHA each):");
         for (name, address) in &accounts {

@@ -39,6 +39,20 @@ pub struct HeaderJson {
 }
 
 impl HeaderJson {
+    /// Rebuilds the header from its fields; its hash is then computed, never taken on trust.
+    pub fn to_header(&self) -> Result<phala_types::Header, MalformedProof> {
+        Ok(phala_types::Header {
+            height: self.height,
+            parent: parse_digest(&self.parent)?,
+            timestamp: self.timestamp,
+            tx_root: parse_digest(&self.tx_root)?,
+            state_root: parse_digest(&self.state_root)?,
+            outbox_root: parse_digest(&self.outbox_root)?,
+            epoch: self.epoch,
+            proposer: self.proposer,
+        })
+    }
+
     pub fn from_header(header: &phala_types::Header) -> Self {
         HeaderJson {
             hash: hex::encode(header.hash()),
@@ -84,7 +98,11 @@ pub enum TxStatus {
     /// In the mempool, waiting for a block.
     Pending,
     /// In a finalized block; never reverts.
-    Finalized { height: u64, index: u32, block: String },
+    Finalized {
+        height: u64,
+        index: u32,
+        block: String,
+    },
     /// Dropped before inclusion, with the reason.
     Rejected { code: String, reason: String },
     /// Never seen (or forgotten after a restart while still pending).
@@ -136,8 +154,9 @@ pub struct MalformedProof(pub String);
 
 fn digest_from_hex(text: &str) -> Result<Digest, MalformedProof> {
     let bytes = hex::decode(text).map_err(|e| MalformedProof(e.to_string()))?;
-    let array: [u8; 32] =
-        bytes.try_into().map_err(|_| MalformedProof("digest is not 32 bytes".into()))?;
+    let array: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| MalformedProof("digest is not 32 bytes".into()))?;
     Ok(Digest(array))
 }
 
@@ -169,17 +188,26 @@ impl ProofJson {
             .leaves
             .iter()
             .map(|leaf| {
-                let siblings =
-                    leaf.siblings.iter().map(|s| digest_from_hex(s)).collect::<Result<_, _>>()?;
+                let siblings = leaf
+                    .siblings
+                    .iter()
+                    .map(|s| digest_from_hex(s))
+                    .collect::<Result<_, _>>()?;
                 Ok(ProvenLeaf {
                     position: leaf.position,
                     key: hex::decode(&leaf.key).map_err(bad)?,
                     value: hex::decode(&leaf.value).map_err(bad)?,
-                    proof: MerkleProof { leaf_count: self.leaf_count, siblings },
+                    proof: MerkleProof {
+                        leaf_count: self.leaf_count,
+                        siblings,
+                    },
                 })
             })
             .collect::<Result<_, MalformedProof>>()?;
-        Ok(StateProof { leaf_count: self.leaf_count, leaves })
+        Ok(StateProof {
+            leaf_count: self.leaf_count,
+            leaves,
+        })
     }
 }
 

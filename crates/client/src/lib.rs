@@ -42,8 +42,14 @@ impl Client {
         let http = HttpClientBuilder::default()
             .request_timeout(Duration::from_secs(30))
             .build(url)
-            .map_err(|source| Error::Unreachable { url: url.into(), source })?;
-        Ok(Client { url: url.into(), http })
+            .map_err(|source| Error::Unreachable {
+                url: url.into(),
+                source,
+            })?;
+        Ok(Client {
+            url: url.into(),
+            http,
+        })
     }
 
     async fn call<R: serde::de::DeserializeOwned>(
@@ -51,13 +57,17 @@ impl Client {
         method: &str,
         params: jsonrpsee::core::params::ArrayParams,
     ) -> Result<R, Error> {
-        self.http.request(method, params).await.map_err(|error| match error {
-            ClientError::Call(call) => Error::Rpc(call.message().to_string()),
-            ClientError::Transport(_) | ClientError::RestartNeeded(_) => {
-                Error::Unreachable { url: self.url.clone(), source: error }
-            }
-            other => Error::Malformed(other.to_string()),
-        })
+        self.http
+            .request(method, params)
+            .await
+            .map_err(|error| match error {
+                ClientError::Call(call) => Error::Rpc(call.message().to_string()),
+                ClientError::Transport(_) | ClientError::RestartNeeded(_) => Error::Unreachable {
+                    url: self.url.clone(),
+                    source: error,
+                },
+                other => Error::Malformed(other.to_string()),
+            })
     }
 
     pub async fn chain_info(&self) -> Result<ChainInfo, Error> {
@@ -70,12 +80,15 @@ impl Client {
 
     /// Submits a signed transaction; returns its hash once the node admitted it.
     pub async fn submit(&self, stx: &SignedTransaction) -> Result<Digest, Error> {
-        let hash: String = self.call("submit_transaction", rpc_params![hex::encode(stx.encode())]).await?;
+        let hash: String = self
+            .call("submit_transaction", rpc_params![hex::encode(stx.encode())])
+            .await?;
         api::parse_digest(&hash).map_err(|e| Error::Malformed(e.to_string()))
     }
 
     pub async fn transaction_status(&self, hash: &Digest) -> Result<TxStatus, Error> {
-        self.call("transaction_status", rpc_params![hex::encode(hash)]).await
+        self.call("transaction_status", rpc_params![hex::encode(hash)])
+            .await
     }
 
     /// Waits until a transaction is finalized or rejected.
@@ -83,7 +96,10 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let status = self.transaction_status(hash).await?;
-            if matches!(status, TxStatus::Finalized { .. } | TxStatus::Rejected { .. }) {
+            if matches!(
+                status,
+                TxStatus::Finalized { .. } | TxStatus::Rejected { .. }
+            ) {
                 return Ok(status);
             }
             if tokio::time::Instant::now() > deadline {
@@ -98,7 +114,8 @@ impl Client {
     }
 
     pub async fn state_value(&self, key: &[u8]) -> Result<StateValueJson, Error> {
-        self.call("state_value", rpc_params![hex::encode(key)]).await
+        self.call("state_value", rpc_params![hex::encode(key)])
+            .await
     }
 
     /// A finalized block by height, or the head when `None`.

@@ -33,20 +33,26 @@ pub enum VerifyError {
 /// reported nonce and balance. (That the state root is final is a separate check:
 /// [`verify_finalization`] on the header carrying it.)
 pub fn verify_account(account: &AccountJson) -> Result<(), VerifyError> {
-    let root = parse_digest(&account.state_root).map_err(|e| VerifyError::Malformed(e.to_string()))?;
-    let proof = account.proof.to_proof().map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let root =
+        parse_digest(&account.state_root).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let proof = account
+        .proof
+        .to_proof()
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?;
     let value = proof
         .verify(&root, &keys::account(&account.address))
         .map_err(|e| VerifyError::Proof(e.to_string()))?;
-    let proven = value.and_then(|bytes| Account::decode(&bytes)).unwrap_or_default();
+    let proven = value
+        .and_then(|bytes| Account::decode(&bytes))
+        .unwrap_or_default();
     if proven.nonce != account.nonce || proven.free != account.free {
         return Err(VerifyError::AccountMismatch);
     }
     Ok(())
 }
 
-/// Checks that `finalization_hex` certifies the block `header` with the chain's group key —
-/// all a light client needs to trust a block.
+/// Checks that `finalization_hex` certifies the block whose header has exactly these fields,
+/// with the chain's group key: all a light client needs to trust a block.
 pub fn verify_finalization(
     info: &ChainInfo,
     header: &HeaderJson,
@@ -56,25 +62,27 @@ pub fn verify_finalization(
     let bytes = hex::decode(finalization_hex).map_err(|_| malformed("certificate is not hex"))?;
     let finalization = Finalization::<Scheme, Digest>::decode(Copying(&bytes[..]))
         .map_err(|e| VerifyError::Malformed(format!("certificate: {e}")))?;
-    let expected = parse_digest(&header.hash).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    // The hash is recomputed from the fields: a node cannot pair a real certificate with a
+    // forged header.
+    let expected = header
+        .to_header()
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?
+        .hash();
     if finalization.proposal.payload != expected {
         return Err(VerifyError::WrongBlock {
             certified: hex::encode(finalization.proposal.payload),
-            expected: header.hash.clone(),
+            expected: hex::encode(expected),
         });
     }
-    let identity_bytes = hex::decode(&info.identity).map_err(|_| malformed("identity is not hex"))?;
+    let identity_bytes =
+        hex::decode(&info.identity).map_err(|_| malformed("identity is not hex"))?;
     let identity = G2::decode(Copying(&identity_bytes[..])).map_err(|_| malformed("identity"))?;
     let namespace = hex::decode(&info.namespace).map_err(|_| malformed("namespace is not hex"))?;
     let verifier = Scheme::certificate_verifier(&namespace, identity);
-    let mut rng = commonware_utils_rng();
+    let mut rng = commonware_utils::sys_rng();
     if finalization.verify(&mut rng, &verifier, &commonware_parallel::Sequential) {
         Ok(())
     } else {
         Err(VerifyError::BadSignature)
     }
-}
-
-fn commonware_utils_rng() -> impl rand_core::CryptoRng {
-    commonware_utils::sys_rng()
 }

@@ -17,7 +17,10 @@ pub use commonware_cryptography::BatchEntry;
 #[derive(Debug, Error)]
 pub enum KeyError {
     #[error("cannot read key file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("key file {0} is not a valid key file (expected JSON with a 32-byte hex `secret`)")]
     Format(String),
     #[error("{0} is not a valid ed25519 public key")]
@@ -48,7 +51,8 @@ impl Keypair {
     /// The key with this 32-byte ed25519 secret seed.
     pub fn from_secret(seed: [u8; 32]) -> Self {
         // A 32-byte ed25519 seed is always a valid private key, so decoding cannot fail.
-        let secret = PrivateKey::decode(Copying(&seed[..])).expect("32 bytes are a valid ed25519 seed");
+        let secret =
+            PrivateKey::decode(Copying(&seed[..])).expect("32 bytes are a valid ed25519 seed");
         let address = Address(public_bytes(&secret.public_key()));
         Keypair { secret, address }
     }
@@ -82,8 +86,14 @@ impl Keypair {
 
     /// Writes the key to a JSON file readable only by its owner.
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
-        let file = KeyFile { address: self.address, secret: hex::encode(self.secret.encode()) };
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = KeyFile {
+            address: self.address,
+            secret: hex::encode(self.secret.encode()),
+        };
         let text = serde_json::to_string_pretty(&file).expect("key file serializes");
         std::fs::write(path, text).map_err(io)?;
         #[cfg(unix)]
@@ -96,12 +106,16 @@ impl Keypair {
 
     /// Reads a key written by [`Keypair::save`].
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| KeyError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         let bad = || KeyError::Format(path.display().to_string());
         let file: KeyFile = serde_json::from_str(&text).map_err(|_| bad())?;
-        let seed: [u8; 32] =
-            hex::decode(&file.secret).ok().and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
+        let seed: [u8; 32] = hex::decode(&file.secret)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(bad)?;
         let key = Self::from_secret(seed);
         if key.address != file.address {
             return Err(bad());
@@ -136,19 +150,33 @@ pub fn public_key(address: &Address) -> Result<PublicKey, KeyError> {
 
 /// Checks one signature by `address` over `message` under `namespace`.
 pub fn verify(address: &Address, namespace: &[u8], message: &[u8], signature: &[u8; 64]) -> bool {
-    let Ok(key) = public_key(address) else { return false };
-    let Ok(signature) = Signature::decode(Copying(&signature[..])) else { return false };
+    let Ok(key) = public_key(address) else {
+        return false;
+    };
+    let Ok(signature) = Signature::decode(Copying(&signature[..])) else {
+        return false;
+    };
     key.verify(namespace, message, &signature)
 }
 
 /// Checks a transaction's signature.
 pub fn verify_transaction(genesis: &Digest, stx: &SignedTransaction) -> bool {
-    verify(&stx.tx.signer, namespace::TRANSACTION, &transaction_payload(genesis, &stx.tx), &stx.signature)
+    verify(
+        &stx.tx.signer,
+        namespace::TRANSACTION,
+        &transaction_payload(genesis, &stx.tx),
+        &stx.signature,
+    )
 }
 
 /// Checks an upward message's signature by its origin.
 pub fn verify_upward(genesis: &Digest, message: &UpwardMessage) -> bool {
-    verify(&message.origin, namespace::UPWARD, &upward_payload(genesis, message), &message.signature)
+    verify(
+        &message.origin,
+        namespace::UPWARD,
+        &upward_payload(genesis, message),
+        &message.signature,
+    )
 }
 
 /// Checks many transactions' signatures at once (several times faster than one by one); `false`
@@ -160,8 +188,10 @@ pub fn verify_transactions_batch(genesis: &Digest, txs: &[SignedTransaction]) ->
     }
     let mut decoded = Vec::with_capacity(txs.len());
     for stx in txs {
-        let (Ok(key), Ok(sig)) = (public_key(&stx.tx.signer), Signature::decode(Copying(&stx.signature[..])))
-        else {
+        let (Ok(key), Ok(sig)) = (
+            public_key(&stx.tx.signer),
+            Signature::decode(Copying(&stx.signature[..])),
+        ) else {
             return false;
         };
         decoded.push((key, sig, transaction_payload(genesis, &stx.tx)));
@@ -180,11 +210,15 @@ pub fn verify_transactions_batch(genesis: &Digest, txs: &[SignedTransaction]) ->
 }
 
 fn public_bytes(key: &PublicKey) -> [u8; 32] {
-    key.encode()[..].try_into().expect("ed25519 public keys are 32 bytes")
+    key.encode()[..]
+        .try_into()
+        .expect("ed25519 public keys are 32 bytes")
 }
 
 fn signature_bytes(signature: &Signature) -> [u8; 64] {
-    signature.encode()[..].try_into().expect("ed25519 signatures are 64 bytes")
+    signature.encode()[..]
+        .try_into()
+        .expect("ed25519 signatures are 64 bytes")
 }
 
 #[cfg(test)]
@@ -198,7 +232,10 @@ mod tests {
             nonce,
             fee: 1,
             expiry: 100,
-            call: Call::Transfer { to: Keypair::dev("bob").address(), amount: UNIT },
+            call: Call::Transfer {
+                to: Keypair::dev("bob").address(),
+                amount: UNIT,
+            },
         }
     }
 
@@ -213,17 +250,29 @@ mod tests {
         changed.tx.nonce = 1;
         assert!(!verify_transaction(&genesis, &changed), "changed content");
         let payload = transaction_payload(&genesis, &stx.tx);
-        assert!(!verify(&alice.address(), namespace::UPWARD, &payload, &stx.signature), "namespace");
+        assert!(
+            !verify(
+                &alice.address(),
+                namespace::UPWARD,
+                &payload,
+                &stx.signature
+            ),
+            "namespace"
+        );
     }
 
     #[test]
     fn batch_verification_finds_a_bad_signature() {
         let alice = Keypair::dev("alice");
         let genesis = Digest([1; 32]);
-        let mut txs: Vec<_> =
-            (0..8).map(|n| alice.sign_transaction(&genesis, transfer(&alice, n))).collect();
+        let mut txs: Vec<_> = (0..8)
+            .map(|n| alice.sign_transaction(&genesis, transfer(&alice, n)))
+            .collect();
         assert!(verify_transactions_batch(&genesis, &txs));
-        assert!(verify_transactions_batch(&genesis, &[]), "nothing to reject");
+        assert!(
+            verify_transactions_batch(&genesis, &[]),
+            "nothing to reject"
+        );
         txs[3].signature[0] ^= 1;
         assert!(!verify_transactions_batch(&genesis, &txs));
     }

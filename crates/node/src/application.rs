@@ -50,11 +50,16 @@ impl ChainApp {
 
     /// Makes sure `first` (and every unknown ancestor the stream yields) has been executed.
     /// False if an ancestor is invalid or the chain conflicts with finality.
-    async fn ensure_executed(&self, first: Digested<Block>, ancestry: &mut impl Ancestry<Block>) -> bool {
+    async fn ensure_executed(
+        &self,
+        first: Digested<Block>,
+        ancestry: &mut impl Ancestry<Block>,
+    ) -> bool {
         let mut unknown = vec![first];
         loop {
             let oldest = unknown.last().expect("non-empty").inner().clone();
-            if self.ledger.knows(&oldest.header.parent) || self.ledger.knows(&oldest.header.hash()) {
+            if self.ledger.knows(&oldest.header.parent) || self.ledger.knows(&oldest.header.hash())
+            {
                 break;
             }
             if oldest.header.height <= self.ledger.head().height + 1 {
@@ -128,20 +133,29 @@ impl<E: Clock + Send + Sync + 'static> Application<E> for ChainApp {
         mut ancestry: impl Ancestry<Block>,
     ) -> bool {
         self.ready(&clock).await;
-        let Some(block) = ancestry.next().await else { return false };
+        let Some(block) = ancestry.next().await else {
+            return false;
+        };
         // A block from the future is not invalid yet: wait for our clock rather than vote no.
         let timestamp = block.inner().header.timestamp;
         let now = now_ms(&clock);
         if timestamp > now + MAX_CLOCK_DRIFT_MS {
-            clock.sleep(Duration::from_millis(timestamp - now - MAX_CLOCK_DRIFT_MS)).await;
+            clock
+                .sleep(Duration::from_millis(timestamp - now - MAX_CLOCK_DRIFT_MS))
+                .await;
         }
         if !self.ledger.knows(&block.inner().header.parent) {
-            let Some(parent) = ancestry.next().await else { return false };
+            let Some(parent) = ancestry.next().await else {
+                return false;
+            };
             if !self.ensure_executed(parent, &mut ancestry).await {
                 return false;
             }
         }
-        match self.ledger.execute(block.inner(), &address_of(&context.leader)) {
+        match self
+            .ledger
+            .execute(block.inner(), &address_of(&context.leader))
+        {
             Ok(()) => true,
             Err(error) => {
                 warn!(height = block.inner().header.height, %error, "rejected proposal");
@@ -174,7 +188,10 @@ pub async fn run_finalizer(
     mut finalized: mpsc::UnboundedReceiver<(Digested<Block>, Exact)>,
 ) -> anyhow::Result<()> {
     if processed > 0 {
-        info!(blocks = processed, "replaying finalized blocks from storage");
+        info!(
+            blocks = processed,
+            "replaying finalized blocks from storage"
+        );
     }
     for height in 1..=processed {
         let block = marshal

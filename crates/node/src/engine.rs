@@ -26,13 +26,11 @@ use commonware_consensus::{
     types::{Epoch, FixedEpocher, ViewDelta},
 };
 use commonware_cryptography::{
-    Digestible as _, Digested, Sha256, certificate::ConstantProvider, ed25519::PublicKey,
+    Digested, Digestible as _, Sha256, certificate::ConstantProvider, ed25519::PublicKey,
 };
 use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
-use commonware_runtime::{
-    Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef,
-};
+use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef};
 use commonware_storage::archive::immutable;
 use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize};
 use phala_types::{Block, Digest, limits};
@@ -83,7 +81,12 @@ pub fn max_message_size(validators: u32) -> u32 {
     commonware_p2p::max_message_size(&[consensus, limits::MAX_BLOCK_SIZE + 4096])
 }
 
-fn archive_config<C>(prefix: &str, name: &str, page_cache: &CacheRef, codec_config: C) -> immutable::Config<C> {
+fn archive_config<C>(
+    prefix: &str,
+    name: &str,
+    page_cache: &CacheRef,
+    codec_config: C,
+) -> immutable::Config<C> {
     let write_buffer = NZUsize!(1 << 20);
     immutable::Config {
         metadata_partition: format!("{prefix}-{name}-metadata"),
@@ -141,7 +144,11 @@ where
         },
     );
     broadcast.start(channels.blocks);
-    crate::gossip::start(context.child("gossip"), channels.transactions, ledger.clone());
+    crate::gossip::start(
+        context.child("gossip"),
+        channels.transactions,
+        ledger.clone(),
+    );
 
     let resolver = backfill::init(
         context.child("backfill"),
@@ -201,11 +208,10 @@ where
 
     let (app, finalized) = ChainApp::new(ledger.clone());
     marshal.start(app.clone(), blocks, resolver);
-    let finalizer =
-        context.child("finalizer").spawn({
-            let mailbox = mailbox.clone();
-            move |_| run_finalizer(ledger, mailbox, processed, finalized)
-        });
+    let finalizer = context.child("finalizer").spawn({
+        let mailbox = mailbox.clone();
+        move |_| run_finalizer(ledger, mailbox, processed, finalized)
+    });
 
     let wrapper = Inline::new(context.child("application"), app, mailbox.clone(), epocher);
     let engine = simplex::Engine::new(
@@ -239,6 +245,10 @@ where
             track_historical_votes: false,
         },
     );
-    engine.start(channels.votes, channels.certificates, channels.certificate_fetch);
+    engine.start(
+        channels.votes,
+        channels.certificates,
+        channels.certificate_fetch,
+    );
     (mailbox, finalizer)
 }

@@ -18,7 +18,11 @@ const INTERVAL: Duration = Duration::from_millis(20);
 pub const MAX_BATCH: usize = 4_096;
 
 /// Starts the sender and receiver loops.
-pub fn start<E, Tx, Rx>(context: E, (mut sender, mut receiver): (Tx, Rx), ledger: Arc<Ledger>) -> Vec<Handle<()>>
+pub fn start<E, Tx, Rx>(
+    context: E,
+    (mut sender, mut receiver): (Tx, Rx),
+    ledger: Arc<Ledger>,
+) -> Vec<Handle<()>>
 where
     E: Spawner + Clock,
     Tx: Sender,
@@ -26,18 +30,20 @@ where
 {
     let outgoing = {
         let ledger = ledger.clone();
-        context.child("gossip_out").spawn(move |context| async move {
-            loop {
-                context.sleep(INTERVAL).await;
+        context
+            .child("gossip_out")
+            .spawn(move |context| async move {
                 loop {
-                    let batch = ledger.take_gossip(MAX_BATCH);
-                    if batch.is_empty() {
-                        break;
+                    context.sleep(INTERVAL).await;
+                    loop {
+                        let batch = ledger.take_gossip(MAX_BATCH);
+                        if batch.is_empty() {
+                            break;
+                        }
+                        sender.send(Recipients::All, batch.encode(), false);
                     }
-                    sender.send(Recipients::All, batch.encode(), false);
                 }
-            }
-        })
+            })
     };
     let incoming = context.child("gossip_in").spawn(move |_| async move {
         while let Ok((peer, message)) = receiver.recv().await {

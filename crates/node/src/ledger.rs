@@ -2,6 +2,8 @@
 //! blocks that are proposed or verified but not yet final, the mempool, and the indexes the RPC
 //! serves. Consensus, the finalizer and the RPC server share one [`Ledger`].
 //!
+//! Locks: when both are held, `inner` is taken before `state`.
+//!
 //! Invariants: `state` is exactly the genesis state plus every finalized block up to `head`,
 //! applied once each in height order; a speculative result holds the *cumulative* writes from
 //! the committed state to that block, which stay valid as the head advances along its ancestry.
@@ -122,11 +124,15 @@ impl Ledger {
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn state(&self) -> RwLockReadGuard<'_, StateDb> {
-        self.state.read().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -181,7 +187,8 @@ impl Ledger {
         let candidates = self.inner().mempool.candidates(limits::MAX_BLOCK_TXS);
         let (txs, executed, dropped, state_root) = {
             let state = self.state();
-            let (txs, executed, dropped) = self.runtime.build_block(&*state, pending, &ctx, candidates);
+            let (txs, executed, dropped) =
+                self.runtime.build_block(&*state, pending, &ctx, candidates);
             let root = state.root_with(&executed.changes);
             (txs, executed, dropped, root)
         };
@@ -212,7 +219,11 @@ impl Ledger {
         let block = Block::new(header.clone(), txs);
         self.inner().speculative.insert(
             block.header.hash(),
-            Speculative { header, changes: executed.changes, outbox: executed.outbox },
+            Speculative {
+                header,
+                changes: executed.changes,
+                outbox: executed.outbox,
+            },
         );
         Some(block)
     }
@@ -223,10 +234,14 @@ impl Ledger {
         if self.knows(&digest) {
             return Ok(());
         }
-        let parent = self.known_header(&block.header.parent).ok_or(BlockRejection::UnknownParent)?;
+        let parent = self
+            .known_header(&block.header.parent)
+            .ok_or(BlockRejection::UnknownParent)?;
         let header = &block.header;
         if header.height != parent.height + 1 {
-            return Err(BlockRejection::Header("height is not the parent's plus one"));
+            return Err(BlockRejection::Header(
+                "height is not the parent's plus one",
+            ));
         }
         if header.epoch != 0 {
             return Err(BlockRejection::Header("wrong epoch"));
@@ -235,28 +250,48 @@ impl Ledger {
             return Err(BlockRejection::Header("proposer is not the round's leader"));
         }
         if header.timestamp < parent.timestamp + self.block_interval_ms {
-            return Err(BlockRejection::Header("timestamp too close to the parent's"));
+            return Err(BlockRejection::Header(
+                "timestamp too close to the parent's",
+            ));
         }
         if header.tx_root != merkle::tx_root(&block.transactions) {
-            return Err(BlockRejection::Header("transaction root does not match the body"));
+            return Err(BlockRejection::Header(
+                "transaction root does not match the body",
+            ));
         }
-        let pending = self.changes_to(&header.parent).ok_or(BlockRejection::UnknownParent)?;
-        let ctx = BlockContext { height: header.height, timestamp: header.timestamp, proposer: header.proposer };
+        let pending = self
+            .changes_to(&header.parent)
+            .ok_or(BlockRejection::UnknownParent)?;
+        let ctx = BlockContext {
+            height: header.height,
+            timestamp: header.timestamp,
+            proposer: header.proposer,
+        };
         let (executed, state_root) = {
             let state = self.state();
-            let executed = self.runtime.execute_block(&*state, pending, &ctx, &block.transactions)?;
+            let executed =
+                self.runtime
+                    .execute_block(&*state, pending, &ctx, &block.transactions)?;
             let root = state.root_with(&executed.changes);
             (executed, root)
         };
         if header.state_root != state_root {
-            return Err(BlockRejection::Header("state root does not match execution"));
+            return Err(BlockRejection::Header(
+                "state root does not match execution",
+            ));
         }
         if header.outbox_root != merkle::outbox_root(&executed.outbox.messages) {
-            return Err(BlockRejection::Header("outbox root does not match execution"));
+            return Err(BlockRejection::Header(
+                "outbox root does not match execution",
+            ));
         }
         self.inner().speculative.insert(
             digest,
-            Speculative { header: header.clone(), changes: executed.changes, outbox: executed.outbox },
+            Speculative {
+                header: header.clone(),
+                changes: executed.changes,
+                outbox: executed.outbox,
+            },
         );
         Ok(())
     }
@@ -265,10 +300,17 @@ impl Ledger {
     pub fn finalize(&self, block: &Block) -> Result<(), FatalBlock> {
         let header = &block.header;
         let digest = header.hash();
-        let fatal = |reason: &str| FatalBlock { height: header.height, reason: reason.into() };
+        let fatal = |reason: &str| FatalBlock {
+            height: header.height,
+            reason: reason.into(),
+        };
         let (head_height, head_digest, speculative) = {
             let mut inner = self.inner();
-            (inner.head.height, inner.head_digest, inner.speculative.remove(&digest))
+            (
+                inner.head.height,
+                inner.head_digest,
+                inner.speculative.remove(&digest),
+            )
         };
         if header.height <= head_height {
             return Ok(());
@@ -279,7 +321,11 @@ impl Ledger {
         let (changes, outbox) = match speculative {
             Some(s) => (s.changes, s.outbox),
             None => {
-                let ctx = BlockContext { height: header.height, timestamp: header.timestamp, proposer: header.proposer };
+                let ctx = BlockContext {
+                    height: header.height,
+                    timestamp: header.timestamp,
+                    proposer: header.proposer,
+                };
                 let state = self.state();
                 let executed = self
                     .runtime
@@ -291,6 +337,9 @@ impl Ledger {
                 (executed.changes, executed.outbox)
             }
         };
+        // Head and state advance together under the inner lock (lock order: inner, then
+        // state), so no reader ever pairs the new state with the old head.
+        let mut inner = self.inner();
         let nonces: Vec<(Address, u64)> = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             state.apply(&changes);
@@ -300,16 +349,21 @@ impl Ledger {
                 .map(|stx| (stx.tx.signer, account_in(&state, &stx.tx.signer).nonce))
                 .collect()
         };
-        let mut inner = self.inner();
         inner.head = header.clone();
         inner.head_digest = digest;
-        inner.speculative.retain(|_, s| s.header.height > header.height);
+        inner
+            .speculative
+            .retain(|_, s| s.header.height > header.height);
         inner.chain.push(digest);
         inner.proposers.push(header.proposer);
         for (index, stx) in block.transactions.iter().enumerate() {
             let hash = stx.hash();
             inner.mempool.remove(&hash, None);
-            let location = TxLocation { height: header.height, index: index as u32, block: digest };
+            let location = TxLocation {
+                height: header.height,
+                index: index as u32,
+                block: digest,
+            };
             if inner.tx_index.insert(hash, location).is_some()
                 && let Some(audit) = inner.audit.as_mut()
             {
@@ -360,7 +414,9 @@ impl Ledger {
         if let Err(error) = &result
             && !matches!(error, AdmissionError::Duplicate)
         {
-            inner.mempool.remember_rejection(hash, error.code().into(), error.to_string());
+            inner
+                .mempool
+                .remember_rejection(hash, error.code().into(), error.to_string());
         }
         result
     }
@@ -412,15 +468,18 @@ impl Ledger {
             return TxStatus::Pending;
         }
         match inner.mempool.rejection(hash) {
-            Some((code, reason)) => TxStatus::Rejected { code: code.clone(), reason: reason.clone() },
+            Some((code, reason)) => TxStatus::Rejected {
+                code: code.clone(),
+                reason: reason.clone(),
+            },
             None => TxStatus::Unknown,
         }
     }
 
     /// A committed account, with its proof and the header it is proven against.
     pub fn account(&self, address: &Address) -> (balances::Account, StateProof, Header) {
-        let state = self.state();
         let inner = self.inner();
+        let state = self.state();
         let proof = state.prove(&keys::account(address));
         (account_in(&state, address), proof, inner.head.clone())
     }
@@ -428,14 +487,18 @@ impl Ledger {
     /// Any committed state value with its proof and the header it is proven against.
     pub fn state_value(&self, key: &[u8]) -> (Option<Vec<u8>>, StateProof, Header) {
         use phala_chain::state::StateRead;
-        let state = self.state();
         let inner = self.inner();
+        let state = self.state();
         (state.get(key), state.prove(key), inner.head.clone())
     }
 
     /// The downward messages a finalized block produced.
     pub fn outbox(&self, height: u64) -> Vec<DownwardMessage> {
-        self.inner().outboxes.get(&height).cloned().unwrap_or_default()
+        self.inner()
+            .outboxes
+            .get(&height)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn mempool_len(&self) -> usize {

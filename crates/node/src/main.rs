@@ -9,7 +9,11 @@ use phala_node::{
 use std::{net::SocketAddr, path::PathBuf};
 
 #[derive(Parser)]
-#[command(name = "phala-node", version, about = "A validator of the Phala-style confidential cloud chain")]
+#[command(
+    name = "phala-node",
+    version,
+    about = "A validator of the Phala-style confidential cloud chain"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,7 +69,15 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Genesis { out, validators, chain_id, host, base_port, dev, block_interval_ms } => {
+        Command::Genesis {
+            out,
+            validators,
+            chain_id,
+            host,
+            base_port,
+            dev,
+            block_interval_ms,
+        } => {
             let options = GenesisOptions {
                 chain_id,
                 validators,
@@ -78,7 +90,8 @@ fn main() -> anyhow::Result<()> {
                 timestamp: None,
             };
             let (spec, keys) = generate(&options)?;
-            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
             spec.save(&out.join("spec.json"))?;
             for (i, key) in keys.iter().enumerate() {
                 let path = out.join(format!("validator-{i}.json"));
@@ -86,13 +99,32 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 restrict(&path)?;
             }
-            println!("wrote {} and {} validator key files to {}", "spec.json", keys.len(), out.display());
+            println!(
+                "wrote {} and {} validator key files to {}",
+                "spec.json",
+                keys.len(),
+                out.display()
+            );
             println!("genesis hash {}", hex::encode(spec.hash()));
             Ok(())
         }
-        Command::Run { spec, key, data, rpc, metrics, log_level, threads } => {
-            service::run(RunOptions { spec, key, data, rpc, metrics, log_level, threads })
-        }
+        Command::Run {
+            spec,
+            key,
+            data,
+            rpc,
+            metrics,
+            log_level,
+            threads,
+        } => service::run(RunOptions {
+            spec,
+            key,
+            data,
+            rpc,
+            metrics,
+            log_level,
+            threads,
+        }),
     }
 }
 

@@ -89,17 +89,32 @@ impl Mempool {
         runtime.check_stateless(&stx)?;
         let tx = &stx.tx;
         if tx.expiry < height {
-            return Err(TxError::Expired { expiry: tx.expiry, height }.into());
+            return Err(TxError::Expired {
+                expiry: tx.expiry,
+                height,
+            }
+            .into());
         }
         let minimum = runtime.minimum_fee(stx.encode_size());
         if tx.fee < minimum {
-            return Err(TxError::FeeTooLow { offered: tx.fee, minimum }.into());
+            return Err(TxError::FeeTooLow {
+                offered: tx.fee,
+                minimum,
+            }
+            .into());
         }
         if tx.nonce < account.nonce {
-            return Err(TxError::BadNonce { expected: account.nonce, got: tx.nonce }.into());
+            return Err(TxError::BadNonce {
+                expected: account.nonce,
+                got: tx.nonce,
+            }
+            .into());
         }
         if tx.nonce >= account.nonce + MAX_NONCE_GAP {
-            return Err(AdmissionError::NonceGap { expected: account.nonce, got: tx.nonce });
+            return Err(AdmissionError::NonceGap {
+                expected: account.nonce,
+                got: tx.nonce,
+            });
         }
         let queued_spend: u128 = self
             .by_sender
@@ -108,7 +123,11 @@ impl Mempool {
             .unwrap_or(0);
         let needed = queued_spend.saturating_add(spend(&stx));
         if account.free < needed {
-            return Err(TxError::InsufficientFunds { needed, available: account.free }.into());
+            return Err(TxError::InsufficientFunds {
+                needed,
+                available: account.free,
+            }
+            .into());
         }
         let queue = self.by_sender.entry(tx.signer).or_default();
         if queue.contains_key(&tx.nonce) {
@@ -116,7 +135,14 @@ impl Mempool {
         }
         self.arrivals += 1;
         self.by_hash.insert(hash, (tx.signer, tx.nonce));
-        queue.insert(tx.nonce, Entry { tx: stx, hash, arrival: self.arrivals });
+        queue.insert(
+            tx.nonce,
+            Entry {
+                tx: stx,
+                hash,
+                arrival: self.arrivals,
+            },
+        );
         Ok(hash)
     }
 
@@ -129,7 +155,11 @@ impl Mempool {
             .filter_map(|q| q.values().map(|e| e.arrival).min().map(|a| (a, q)))
             .collect();
         senders.sort_by_key(|(arrival, _)| *arrival);
-        senders.into_iter().flat_map(|(_, q)| q.values().map(|e| e.tx.clone())).take(limit).collect()
+        senders
+            .into_iter()
+            .flat_map(|(_, q)| q.values().map(|e| e.tx.clone()))
+            .take(limit)
+            .collect()
     }
 
     /// Forgets a transaction, remembering why if it was rejected.
@@ -148,11 +178,12 @@ impl Mempool {
     }
 
     /// Drops the sender's transactions that a finalized block made stale (nonce below the
-    /// account's) and those expired at `height`.
+    /// account's).
     pub fn prune(&mut self, sender: &Address, account_nonce: u64) {
-        let Some(queue) = self.by_sender.get(sender) else { return };
-        let stale: Vec<Digest> =
-            queue.range(..account_nonce).map(|(_, e)| e.hash).collect();
+        let Some(queue) = self.by_sender.get(sender) else {
+            return;
+        };
+        let stale: Vec<Digest> = queue.range(..account_nonce).map(|(_, e)| e.hash).collect();
         for hash in stale {
             self.remove(&hash, None);
         }
@@ -165,7 +196,15 @@ impl Mempool {
             .values()
             .flat_map(|q| q.values())
             .filter(|e| e.tx.tx.expiry < height)
-            .map(|e| (e.hash, TxError::Expired { expiry: e.tx.tx.expiry, height }))
+            .map(|e| {
+                (
+                    e.hash,
+                    TxError::Expired {
+                        expiry: e.tx.tx.expiry,
+                        height,
+                    },
+                )
+            })
             .collect();
         for (hash, error) in expired {
             self.remove(&hash, Some(&error));

@@ -10,18 +10,18 @@ use jsonrpsee::{
     types::{ErrorObjectOwned, Params},
 };
 use phala_client::api::{
-    AccountJson, BlockJson, ChainInfo, FinalizedHead, Health, HeaderJson, OutboxMessageJson, ProofJson,
-    StateValueJson, TxStatus,
+    AccountJson, BlockJson, ChainInfo, FinalizedHead, HeaderJson, Health, OutboxMessageJson,
+    ProofJson, StateValueJson, TxStatus,
 };
 use phala_types::{Address, SignedTransaction, limits};
 use std::{net::SocketAddr, sync::Arc};
 
-/// JSON-RPC error codes beyond the standard ones.
+/// Application error codes, outside the range JSON-RPC and jsonrpsee reserve for themselves.
 pub mod code {
     /// The transaction was refused; `data.code` says why.
-    pub const TX_REJECTED: i32 = -32010;
+    pub const TX_REJECTED: i32 = 1001;
     /// Asked for something that does not exist (yet).
-    pub const NOT_FOUND: i32 = -32011;
+    pub const NOT_FOUND: i32 = 1002;
 }
 
 /// What the handlers share.
@@ -33,7 +33,11 @@ pub struct RpcContext {
 }
 
 fn invalid_params(message: impl Into<String>) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned(jsonrpsee::types::error::INVALID_PARAMS_CODE, message.into(), None::<()>)
+    ErrorObjectOwned::owned(
+        jsonrpsee::types::error::INVALID_PARAMS_CODE,
+        message.into(),
+        None::<()>,
+    )
 }
 
 fn not_found(message: impl Into<String>) -> ErrorObjectOwned {
@@ -41,7 +45,8 @@ fn not_found(message: impl Into<String>) -> ErrorObjectOwned {
 }
 
 fn parse_hex(text: &str, what: &str) -> Result<Vec<u8>, ErrorObjectOwned> {
-    hex::decode(text.trim_start_matches("0x")).map_err(|e| invalid_params(format!("{what} is not hex: {e}")))
+    hex::decode(text.trim_start_matches("0x"))
+        .map_err(|e| invalid_params(format!("{what} is not hex: {e}")))
 }
 
 fn one_string(params: &Params<'_>, what: &str) -> Result<String, ErrorObjectOwned> {
@@ -50,12 +55,22 @@ fn one_string(params: &Params<'_>, what: &str) -> Result<String, ErrorObjectOwne
         .map_err(|_| invalid_params(format!("expected one string parameter: {what}")))
 }
 
-async fn submit_transaction(params: Params<'static>, ctx: Arc<RpcContext>) -> Result<String, ErrorObjectOwned> {
-    let bytes = parse_hex(&one_string(&params, "the hex-encoded signed transaction")?, "transaction")?;
+async fn submit_transaction(
+    params: Params<'static>,
+    ctx: Arc<RpcContext>,
+) -> Result<String, ErrorObjectOwned> {
+    let bytes = parse_hex(
+        &one_string(&params, "the hex-encoded signed transaction")?,
+        "transaction",
+    )?;
     if bytes.len() > limits::MAX_TX_SIZE {
         return Err(ErrorObjectOwned::owned(
             code::TX_REJECTED,
-            format!("transaction is {} bytes, the limit is {}", bytes.len(), limits::MAX_TX_SIZE),
+            format!(
+                "transaction is {} bytes, the limit is {}",
+                bytes.len(),
+                limits::MAX_TX_SIZE
+            ),
             Some(serde_json::json!({ "code": "oversized" })),
         ));
     }
@@ -72,7 +87,9 @@ async fn submit_transaction(params: Params<'static>, ctx: Arc<RpcContext>) -> Re
 
 fn transaction_status(params: Params<'_>, ctx: &RpcContext) -> Result<TxStatus, ErrorObjectOwned> {
     let hash = parse_hex(&one_string(&params, "the transaction hash")?, "hash")?;
-    let hash: [u8; 32] = hash.try_into().map_err(|_| invalid_params("a hash is 32 bytes"))?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| invalid_params("a hash is 32 bytes"))?;
     Ok(ctx.ledger.tx_status(&phala_types::Digest(hash)))
 }
 
@@ -105,17 +122,22 @@ fn state_value(params: Params<'_>, ctx: &RpcContext) -> Result<StateValueJson, E
 }
 
 /// `block(height | hash | null)`: a finalized block; `null` or no parameter means the head.
-async fn block(params: Params<'static>, ctx: Arc<RpcContext>) -> Result<BlockJson, ErrorObjectOwned> {
+async fn block(
+    params: Params<'static>,
+    ctx: Arc<RpcContext>,
+) -> Result<BlockJson, ErrorObjectOwned> {
     let head = ctx.ledger.head().height;
     let args: Vec<serde_json::Value> = match params.as_str() {
         None => Vec::new(),
-        Some(_) => params.parse().map_err(|_| invalid_params("expected [height | hash | null]"))?,
+        Some(_) => params
+            .parse()
+            .map_err(|_| invalid_params("expected [height | hash | null]"))?,
     };
     let height = match args.into_iter().next() {
         None | Some(serde_json::Value::Null) => head,
-        Some(serde_json::Value::Number(n)) => {
-            n.as_u64().ok_or_else(|| invalid_params("height is a non-negative integer"))?
-        }
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| invalid_params("height is a non-negative integer"))?,
         Some(serde_json::Value::String(text)) => {
             let digest = phala_client::api::parse_digest(text.trim_start_matches("0x"))
                 .map_err(|e| invalid_params(e.to_string()))?;
@@ -128,7 +150,9 @@ async fn block(params: Params<'static>, ctx: Arc<RpcContext>) -> Result<BlockJso
         Some(_) => return Err(invalid_params("expected a height, a block hash or null")),
     };
     if height > head {
-        return Err(not_found(format!("block {height} is not finalized yet (head is {head})")));
+        return Err(not_found(format!(
+            "block {height} is not finalized yet (head is {head})"
+        )));
     }
     let stored = ctx
         .marshal
@@ -136,10 +160,18 @@ async fn block(params: Params<'static>, ctx: Arc<RpcContext>) -> Result<BlockJso
         .await
         .ok_or_else(|| not_found(format!("block {height} is not stored on this node")))?;
     let block = stored.inner();
-    let finalization = ctx.marshal.get_finalization(Height::new(height)).await.map(|f| hex::encode(f.encode()));
+    let finalization = ctx
+        .marshal
+        .get_finalization(Height::new(height))
+        .await
+        .map(|f| hex::encode(f.encode()));
     Ok(BlockJson {
         header: HeaderJson::from_header(&block.header),
-        transactions: block.transactions.iter().map(|t| hex::encode(t.hash())).collect(),
+        transactions: block
+            .transactions
+            .iter()
+            .map(|t| hex::encode(t.hash()))
+            .collect(),
         finalization,
         raw: hex::encode(block.encode()),
     })
@@ -147,8 +179,14 @@ async fn block(params: Params<'static>, ctx: Arc<RpcContext>) -> Result<BlockJso
 
 async fn finalized_head(ctx: Arc<RpcContext>) -> Result<FinalizedHead, ErrorObjectOwned> {
     let header = ctx.ledger.head();
-    let latest = ctx.marshal.get_info(Identifier::Latest).await.map(|(h, _)| h.get()).unwrap_or(0);
-    for height in header.height..=latest.max(header.height) {
+    let latest = ctx
+        .marshal
+        .get_info(Identifier::Latest)
+        .await
+        .map(|(h, _)| h.get())
+        .unwrap_or(0);
+    // The head is certified by its own finalization or by a nearby descendant's.
+    for height in header.height..=latest.clamp(header.height, header.height + 64) {
         if let Some(finalization) = ctx.marshal.get_finalization(Height::new(height)).await {
             return Ok(FinalizedHead {
                 header: HeaderJson::from_header(&header),
@@ -157,13 +195,25 @@ async fn finalized_head(ctx: Arc<RpcContext>) -> Result<FinalizedHead, ErrorObje
             });
         }
     }
-    Ok(FinalizedHead { header: HeaderJson::from_header(&header), certified_height: header.height, finalization: None })
+    Ok(FinalizedHead {
+        header: HeaderJson::from_header(&header),
+        certified_height: header.height,
+        finalization: None,
+    })
 }
 
-fn outbox(params: Params<'_>, ctx: &RpcContext) -> Result<Vec<OutboxMessageJson>, ErrorObjectOwned> {
-    let height: u64 = params.one().map_err(|_| invalid_params("expected one parameter: the block height"))?;
+fn outbox(
+    params: Params<'_>,
+    ctx: &RpcContext,
+) -> Result<Vec<OutboxMessageJson>, ErrorObjectOwned> {
+    let height: u64 = params
+        .one()
+        .map_err(|_| invalid_params("expected one parameter: the block height"))?;
     let messages = ctx.ledger.outbox(height);
-    let leaves: Vec<_> = messages.iter().map(phala_chain::merkle::message_leaf).collect();
+    let leaves: Vec<_> = messages
+        .iter()
+        .map(phala_chain::merkle::message_leaf)
+        .collect();
     Ok(messages
         .iter()
         .enumerate()
@@ -194,9 +244,15 @@ fn health(ctx: &RpcContext) -> Health {
 /// The RPC module with every method registered.
 pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
     let mut module = RpcModule::new(ctx);
-    module.register_method("chain_info", |_, ctx, _| Ok::<_, ErrorObjectOwned>(ctx.info.clone()))?;
-    module.register_async_method("submit_transaction", |params, ctx, _| submit_transaction(params, ctx))?;
-    module.register_method("transaction_status", |params, ctx, _| transaction_status(params, ctx))?;
+    module.register_method("chain_info", |_, ctx, _| {
+        Ok::<_, ErrorObjectOwned>(ctx.info.clone())
+    })?;
+    module.register_async_method("submit_transaction", |params, ctx, _| {
+        submit_transaction(params, ctx)
+    })?;
+    module.register_method("transaction_status", |params, ctx, _| {
+        transaction_status(params, ctx)
+    })?;
     module.register_method("account", |params, ctx, _| account(params, ctx))?;
     module.register_method("state_value", |params, ctx, _| state_value(params, ctx))?;
     module.register_async_method("block", |params, ctx, _| block(params, ctx))?;
@@ -227,12 +283,14 @@ pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
 }
 
 /// Serves the module on `address` (HTTP and WebSocket).
-pub async fn serve(address: SocketAddr, ctx: RpcContext) -> anyhow::Result<(SocketAddr, ServerHandle)> {
-    let config = ServerConfig::builder().max_request_body_size((limits::MAX_TX_SIZE * 2 + 1024) as u32).build();
-    let server = Server::builder()
-        .set_config(config)
-        .build(address)
-        .await?;
+pub async fn serve(
+    address: SocketAddr,
+    ctx: RpcContext,
+) -> anyhow::Result<(SocketAddr, ServerHandle)> {
+    let config = ServerConfig::builder()
+        .max_request_body_size((limits::MAX_TX_SIZE * 2 + 1024) as u32)
+        .build();
+    let server = Server::builder().set_config(config).build(address).await?;
     let local = server.local_addr()?;
     Ok((local, server.start(module(ctx)?)))
 }

@@ -44,9 +44,20 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         .validators
         .iter()
         .position(|v| v.address == keypair.address())
-        .ok_or_else(|| anyhow!("key {} is not a validator of chain {}", keypair.address(), spec.chain_id))?;
-    let scheme = Scheme::signer(&spec.namespace(), spec.participants()?, spec.sharing()?, share)
-        .ok_or_else(|| anyhow!("the key file's share does not belong to this chain's group key"))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "key {} is not a validator of chain {}",
+                keypair.address(),
+                spec.chain_id
+            )
+        })?;
+    let scheme = Scheme::signer(
+        &spec.namespace(),
+        spec.participants()?,
+        spec.sharing()?,
+        share,
+    )
+    .ok_or_else(|| anyhow!("the key file's share does not belong to this chain's group key"))?;
     std::fs::create_dir_all(&options.data)
         .with_context(|| format!("cannot create data directory {}", options.data.display()))?;
     let config = runtime::Config::new()
@@ -162,13 +173,21 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
 
 /// Publishes the ledger's figures as Prometheus gauges once a second.
 fn spawn_metrics(context: &runtime::Context, ledger: Arc<Ledger>) {
-    let height = context.gauge("chain_finalized_height", "Height of the last applied finalized block");
-    let mempool = context.gauge("chain_mempool_transactions", "Transactions waiting in the mempool");
-    context.child("chain_metrics").spawn(move |context| async move {
-        loop {
-            height.set(ledger.head().height as i64);
-            mempool.set(ledger.mempool_len() as i64);
-            context.sleep(Duration::from_secs(1)).await;
-        }
-    });
+    let height = context.gauge(
+        "chain_finalized_height",
+        "Height of the last applied finalized block",
+    );
+    let mempool = context.gauge(
+        "chain_mempool_transactions",
+        "Transactions waiting in the mempool",
+    );
+    context
+        .child("chain_metrics")
+        .spawn(move |context| async move {
+            loop {
+                height.set(ledger.head().height as i64);
+                mempool.set(ledger.mempool_len() as i64);
+                context.sleep(Duration::from_secs(1)).await;
+            }
+        });
 }

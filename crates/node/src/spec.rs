@@ -83,7 +83,12 @@ impl ChainSpec {
 
     /// The namespace consensus signs under, unique per chain.
     pub fn namespace(&self) -> Vec<u8> {
-        [phala_types::namespace::CONSENSUS, b"/", self.chain_id.as_bytes()].concat()
+        [
+            phala_types::namespace::CONSENSUS,
+            b"/",
+            self.chain_id.as_bytes(),
+        ]
+        .concat()
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -115,10 +120,15 @@ impl ChainSpec {
 
     pub fn sharing(&self) -> anyhow::Result<Sharing<MinSig>> {
         let bytes = hex::decode(&self.sharing).context("sharing is not hex")?;
-        let sharing = Sharing::<MinSig>::decode_cfg(bytes, &(NZU32!(MAX_VALIDATORS), ModeVersion::v0()))
-            .map_err(|e| anyhow!("invalid sharing: {e}"))?;
+        let sharing =
+            Sharing::<MinSig>::decode_cfg(bytes, &(NZU32!(MAX_VALIDATORS), ModeVersion::v0()))
+                .map_err(|e| anyhow!("invalid sharing: {e}"))?;
         if sharing.total().get() as usize != self.validators.len() {
-            bail!("the sharing is for {} validators, the spec lists {}", sharing.total(), self.validators.len());
+            bail!(
+                "the sharing is for {} validators, the spec lists {}",
+                sharing.total(),
+                self.validators.len()
+            );
         }
         Ok(sharing)
     }
@@ -130,7 +140,10 @@ impl ChainSpec {
 
     /// A scheme that verifies certificates with the group key alone (light clients, followers).
     pub fn certificate_verifier(&self) -> anyhow::Result<Scheme> {
-        Ok(Scheme::certificate_verifier(&self.namespace(), self.identity()?))
+        Ok(Scheme::certificate_verifier(
+            &self.namespace(),
+            self.identity()?,
+        ))
     }
 
     /// The genesis state and block; the block's parent is the spec hash, so chains differ.
@@ -189,7 +202,9 @@ pub fn generate(options: &GenesisOptions) -> anyhow::Result<(ChainSpec, Vec<Vali
     if options.validators == 0 || options.validators > MAX_VALIDATORS as usize {
         bail!("between 1 and {MAX_VALIDATORS} validators");
     }
-    let keys: Vec<Keypair> = (0..options.validators).map(|_| Keypair::generate()).collect();
+    let keys: Vec<Keypair> = (0..options.validators)
+        .map(|_| Keypair::generate())
+        .collect();
     generate_with(options, &keys, commonware_utils::sys_rng())
 }
 
@@ -221,21 +236,36 @@ pub fn generate_with(
     let mut allocations = Vec::new();
     if options.dev {
         for name in DEV_ACCOUNTS {
-            allocations.push(Allocation { address: Keypair::dev(name).address(), balance: 10_000_000 * UNIT });
+            allocations.push(Allocation {
+                address: Keypair::dev(name).address(),
+                balance: 10_000_000 * UNIT,
+            });
         }
     }
     for address in &options.extra_accounts {
-        allocations.push(Allocation { address: *address, balance: options.extra_balance });
+        allocations.push(Allocation {
+            address: *address,
+            balance: options.extra_balance,
+        });
     }
     let allocated: u128 = allocations.iter().map(|a| a.balance).sum();
-    let rest = TOTAL_SUPPLY.checked_sub(allocated).ok_or_else(|| anyhow!("allocations exceed the supply"))?;
-    allocations.push(Allocation { address: treasury, balance: rest });
+    let rest = TOTAL_SUPPLY
+        .checked_sub(allocated)
+        .ok_or_else(|| anyhow!("allocations exceed the supply"))?;
+    allocations.push(Allocation {
+        address: treasury,
+        balance: rest,
+    });
     let genesis = GenesisConfig {
         timestamp: options.timestamp.unwrap_or_else(now_ms),
         fees: FeeSchedule {
             base: UNIT / 1_000_000,
             per_byte: UNIT / 1_000_000_000,
-            split: FeeSplit { burn: 20, author: 40, treasury: 40 },
+            split: FeeSplit {
+                burn: 20,
+                author: 40,
+                treasury: 40,
+            },
             treasury,
         },
         allocations,

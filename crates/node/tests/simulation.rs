@@ -8,7 +8,9 @@
 
 use commonware_cryptography::{Signer as _, ed25519};
 use commonware_p2p::simulated::{Config as NetConfig, Link, Network, Oracle};
-use commonware_runtime::{Clock, Handle, Quota, Runner as _, Spawner, Supervisor as _, deterministic};
+use commonware_runtime::{
+    Clock, Handle, Quota, Runner as _, Spawner, Supervisor as _, deterministic,
+};
 use commonware_utils::{NZU32, NZUsize, Probability, TestRng};
 use phala_chain::Runtime;
 use phala_client::api::TxStatus;
@@ -44,7 +46,9 @@ struct Scenario {
 }
 
 fn keys(n: usize) -> Vec<Keypair> {
-    (0..n).map(|i| Keypair::dev(&format!("sim-validator-{i}"))).collect()
+    (0..n)
+        .map(|i| Keypair::dev(&format!("sim-validator-{i}")))
+        .collect()
 }
 
 fn spec(n: usize) -> (ChainSpec, Vec<ValidatorKey>) {
@@ -90,8 +94,13 @@ async fn start_validator(
         loaded
     };
     let me = keypair.private_key().public_key();
-    let scheme = Scheme::signer(&spec.namespace(), spec.participants().unwrap(), spec.sharing().unwrap(), share)
-        .expect("share matches the sharing");
+    let scheme = Scheme::signer(
+        &spec.namespace(),
+        spec.participants().unwrap(),
+        spec.sharing().unwrap(),
+        share,
+    )
+    .expect("share matches the sharing");
     let control = oracle.control(me.clone());
     let quota = Quota::per_second(NZU32!(100_000));
     let register = async |id| control.register(id, quota).await.expect("register channel");
@@ -111,7 +120,15 @@ async fn start_validator(
         genesis,
         leader_timeout: Duration::from_secs(1),
     };
-    let _ = engine::start_validator(context, config, channels, control.clone(), oracle.manager(), ledger).await;
+    let _ = engine::start_validator(
+        context,
+        config,
+        channels,
+        control.clone(),
+        oracle.manager(),
+        ledger,
+    )
+    .await;
 }
 
 /// Starts a validator in its own supervised task so that aborting the task crashes it.
@@ -124,11 +141,17 @@ fn spawn_validator(
     ledger: Arc<Ledger>,
 ) -> Handle<()> {
     let (oracle, spec) = (oracle.clone(), spec.clone());
-    let key = ValidatorKey { secret: key.secret.clone(), share: key.share.clone() };
-    context.child("validator").with_attribute("index", index).spawn(move |context| async move {
-        start_validator(context.child("node"), &oracle, &spec, &key, index, ledger).await;
-        futures::future::pending::<()>().await;
-    })
+    let key = ValidatorKey {
+        secret: key.secret.clone(),
+        share: key.share.clone(),
+    };
+    context
+        .child("validator")
+        .with_attribute("index", index)
+        .spawn(move |context| async move {
+            start_validator(context.child("node"), &oracle, &spec, &key, index, ledger).await;
+            futures::future::pending::<()>().await;
+        })
 }
 
 /// Sends random transfers among the dev accounts to random validators; returns the hashes
@@ -142,8 +165,16 @@ struct Load {
 
 impl Load {
     fn new(seed: u64) -> Self {
-        let accounts: Vec<Keypair> = phala_node::spec::DEV_ACCOUNTS.iter().map(|n| Keypair::dev(n)).collect();
-        Load { nonces: vec![0; accounts.len()], accounts, rng: seed | 1, admitted: Vec::new() }
+        let accounts: Vec<Keypair> = phala_node::spec::DEV_ACCOUNTS
+            .iter()
+            .map(|n| Keypair::dev(n))
+            .collect();
+        Load {
+            nonces: vec![0; accounts.len()],
+            accounts,
+            rng: seed | 1,
+            admitted: Vec::new(),
+        }
     }
 
     fn next(&mut self) -> u64 {
@@ -169,7 +200,10 @@ impl Load {
                 nonce: self.nonces[from],
                 fee: UNIT / 100,
                 expiry: height + 10_000,
-                call: Call::Transfer { to: self.accounts[to].address(), amount: amount as u128 },
+                call: Call::Transfer {
+                    to: self.accounts[to].address(),
+                    amount: amount as u128,
+                },
             };
             let stx = self.accounts[from].sign_transaction(&spec.hash(), tx);
             if let Ok(hash) = ledgers[target].submit(stx) {
@@ -184,44 +218,85 @@ fn min_height(ledgers: &[Arc<Ledger>]) -> u64 {
     ledgers.iter().map(|l| l.head().height).min().unwrap_or(0)
 }
 
-async fn wait_for_height(context: &Ctx, ledgers: &[Arc<Ledger>], height: u64, load: &mut Load, spec: &ChainSpec, live: &[bool]) {
-    while ledgers.iter().zip(live).any(|(l, live)| *live && l.head().height < height) {
+async fn wait_for_height(
+    context: &Ctx,
+    ledgers: &[Arc<Ledger>],
+    height: u64,
+    load: &mut Load,
+    spec: &ChainSpec,
+    live: &[bool],
+) {
+    while ledgers
+        .iter()
+        .zip(live)
+        .any(|(l, live)| *live && l.head().height < height)
+    {
         load.send_some(spec, ledgers, live);
         context.sleep(Duration::from_millis(50)).await;
     }
 }
 
-async fn link_all(oracle: &Oracle<ed25519::PublicKey, Ctx>, peers: &[ed25519::PublicKey], link: &Link) {
+async fn link_all(
+    oracle: &Oracle<ed25519::PublicKey, Ctx>,
+    peers: &[ed25519::PublicKey],
+    link: &Link,
+) {
     for a in peers {
         for b in peers {
             if a != b {
-                oracle.add_link(a.clone(), b.clone(), link.clone()).await.unwrap();
+                oracle
+                    .add_link(a.clone(), b.clone(), link.clone())
+                    .await
+                    .unwrap();
             }
         }
     }
 }
 
-async fn isolate(oracle: &Oracle<ed25519::PublicKey, Ctx>, peers: &[ed25519::PublicKey], victim: usize) {
+async fn isolate(
+    oracle: &Oracle<ed25519::PublicKey, Ctx>,
+    peers: &[ed25519::PublicKey],
+    victim: usize,
+) {
     for (i, other) in peers.iter().enumerate() {
         if i != victim {
-            oracle.remove_link(peers[victim].clone(), other.clone()).await.unwrap();
-            oracle.remove_link(other.clone(), peers[victim].clone()).await.unwrap();
+            oracle
+                .remove_link(peers[victim].clone(), other.clone())
+                .await
+                .unwrap();
+            oracle
+                .remove_link(other.clone(), peers[victim].clone())
+                .await
+                .unwrap();
         }
     }
 }
 
-async fn reconnect(oracle: &Oracle<ed25519::PublicKey, Ctx>, peers: &[ed25519::PublicKey], victim: usize, link: &Link) {
+async fn reconnect(
+    oracle: &Oracle<ed25519::PublicKey, Ctx>,
+    peers: &[ed25519::PublicKey],
+    victim: usize,
+    link: &Link,
+) {
     for (i, other) in peers.iter().enumerate() {
         if i != victim {
-            oracle.add_link(peers[victim].clone(), other.clone(), link.clone()).await.unwrap();
-            oracle.add_link(other.clone(), peers[victim].clone(), link.clone()).await.unwrap();
+            oracle
+                .add_link(peers[victim].clone(), other.clone(), link.clone())
+                .await
+                .unwrap();
+            oracle
+                .add_link(other.clone(), peers[victim].clone(), link.clone())
+                .await
+                .unwrap();
         }
     }
 }
 
 /// Runs one scenario with one seed and checks every invariant; panics naming the seed.
 fn run(scenario: &Scenario, seed: u64) {
-    let config = deterministic::Config::new().with_seed(seed).with_timeout(Some(Duration::from_secs(3_600)));
+    let config = deterministic::Config::new()
+        .with_seed(seed)
+        .with_timeout(Some(Duration::from_secs(3_600)));
     let validators = scenario.validators;
     let blocks = scenario.blocks;
     let fault = scenario.fault;
@@ -230,7 +305,10 @@ fn run(scenario: &Scenario, seed: u64) {
         let peers: Vec<ed25519::PublicKey> = spec.participants().unwrap().into_iter().collect();
         // Key files are in spec order; the engine's peer order is sorted.
         let peer_index = |spec_index: usize| {
-            peers.iter().position(|p| p.as_ref() == spec.validators[spec_index].address.0).unwrap()
+            peers
+                .iter()
+                .position(|p| p.as_ref() == spec.validators[spec_index].address.0)
+                .unwrap()
         };
         let (network, oracle) = Network::new_with_peers(
             context.child("network"),
@@ -272,7 +350,10 @@ fn run(scenario: &Scenario, seed: u64) {
                 let stuck = ledgers[0].head().height;
                 live[0] = false;
                 wait_for_height(&context, &ledgers, blocks / 2, &mut load, &spec, &live).await;
-                assert!(ledgers[0].head().height <= stuck + 1, "seed {seed}: an isolated validator kept finalizing");
+                assert!(
+                    ledgers[0].head().height <= stuck + 1,
+                    "seed {seed}: an isolated validator kept finalizing"
+                );
                 reconnect(&oracle, &peers, peer_index(0), &link).await;
                 live[0] = true;
             }
@@ -283,14 +364,20 @@ fn run(scenario: &Scenario, seed: u64) {
                 let crashed_at = ledgers[0].head().height;
                 wait_for_height(&context, &ledgers, blocks / 2, &mut load, &spec, &live).await;
                 // Restart from storage with a fresh in-memory ledger, as a real restart would.
-                let before: Vec<Digest> = (0..=crashed_at).map(|h| ledgers[0].finalized_digest(h).unwrap()).collect();
+                let before: Vec<Digest> = (0..=crashed_at)
+                    .map(|h| ledgers[0].finalized_digest(h).unwrap())
+                    .collect();
                 ledgers[0] = new_ledger(&spec);
-                handles[0] = spawn_validator(&context, &oracle, &spec, &keys[0], 0, ledgers[0].clone());
+                handles[0] =
+                    spawn_validator(&context, &oracle, &spec, &keys[0], 0, ledgers[0].clone());
                 live[0] = true;
                 wait_for_height(&context, &ledgers, blocks * 3 / 4, &mut load, &spec, &live).await;
                 for (height, digest) in before.iter().enumerate() {
-                    assert_eq!(ledgers[0].finalized_digest(height as u64).as_ref(), Some(digest),
-                        "seed {seed}: restarted validator lost or changed block {height}");
+                    assert_eq!(
+                        ledgers[0].finalized_digest(height as u64).as_ref(),
+                        Some(digest),
+                        "seed {seed}: restarted validator lost or changed block {height}"
+                    );
                 }
             }
             _ => {}
@@ -300,10 +387,20 @@ fn run(scenario: &Scenario, seed: u64) {
         // Let the admitted transactions drain: all must finalize everywhere.
         let admitted = load.admitted.clone();
         let mut rounds = 0;
-        while !admitted.iter().all(|h| ledgers.iter().all(|l| matches!(l.tx_status(h), TxStatus::Finalized { .. }))) {
+        while !admitted.iter().all(|h| {
+            ledgers
+                .iter()
+                .all(|l| matches!(l.tx_status(h), TxStatus::Finalized { .. }))
+        }) {
             rounds += 1;
-            assert!(rounds < 2_000, "seed {seed}: admitted transactions never finalized: {:?}",
-                admitted.iter().find_map(|h| ledgers.iter().map(|l| l.tx_status(h)).find(|s| !matches!(s, TxStatus::Finalized { .. }))));
+            assert!(
+                rounds < 2_000,
+                "seed {seed}: admitted transactions never finalized: {:?}",
+                admitted.iter().find_map(|h| ledgers
+                    .iter()
+                    .map(|l| l.tx_status(h))
+                    .find(|s| !matches!(s, TxStatus::Finalized { .. })))
+            );
             context.sleep(Duration::from_millis(50)).await;
         }
 
@@ -311,20 +408,42 @@ fn run(scenario: &Scenario, seed: u64) {
         for h in 0..=height {
             let reference = ledgers[0].finalized_digest(h);
             for (i, ledger) in ledgers.iter().enumerate() {
-                assert_eq!(ledger.finalized_digest(h), reference, "seed {seed}: validator {i} forked at height {h}");
+                assert_eq!(
+                    ledger.finalized_digest(h),
+                    reference,
+                    "seed {seed}: validator {i} forked at height {h}"
+                );
             }
         }
         for (i, ledger) in ledgers.iter().enumerate() {
             let audit = ledger.audit().expect("audit on");
-            assert_eq!(audit.issuance_violations, 0, "seed {seed}: validator {i} broke the total issuance");
-            assert_eq!(audit.duplicate_transactions, 0, "seed {seed}: validator {i} applied a transaction twice");
-            assert_eq!(ledger.total_issuance(), phala_types::TOTAL_SUPPLY, "seed {seed}");
+            assert_eq!(
+                audit.issuance_violations, 0,
+                "seed {seed}: validator {i} broke the total issuance"
+            );
+            assert_eq!(
+                audit.duplicate_transactions, 0,
+                "seed {seed}: validator {i} applied a transaction twice"
+            );
+            assert_eq!(
+                ledger.total_issuance(),
+                phala_types::TOTAL_SUPPLY,
+                "seed {seed}"
+            );
         }
-        assert!(!admitted.is_empty(), "seed {seed}: the load generator admitted nothing");
+        assert!(
+            !admitted.is_empty(),
+            "seed {seed}: the load generator admitted nothing"
+        );
         if matches!(fault, Fault::InvalidProposer) {
             let byzantine = &spec.validators[0].address;
-            assert!(ledgers[1].proposers_since_genesis().iter().all(|p| p != byzantine),
-                "seed {seed}: a block with a wrong state root was finalized");
+            assert!(
+                ledgers[1]
+                    .proposers_since_genesis()
+                    .iter()
+                    .all(|p| p != byzantine),
+                "seed {seed}: a block with a wrong state root was finalized"
+            );
         }
         drop(handles);
     });
@@ -334,7 +453,10 @@ fn seeds(default: u64) -> Vec<u64> {
     match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
         Err(_) => {
-            let count = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+            let count = std::env::var("SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(default);
             (1..=count).collect()
         }
     }
@@ -342,7 +464,8 @@ fn seeds(default: u64) -> Vec<u64> {
 
 fn run_seeds(scenario: Scenario, default_seeds: u64) {
     for seed in seeds(default_seeds) {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&scenario, seed)));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&scenario, seed)));
         if let Err(panic) = result {
             eprintln!("simulation failed with seed {seed}; replay with SIM_SEED={seed}");
             std::panic::resume_unwind(panic);
@@ -352,30 +475,72 @@ fn run_seeds(scenario: Scenario, default_seeds: u64) {
 
 #[test]
 fn four_validators_finalize_under_load() {
-    run_seeds(Scenario { validators: 4, blocks: 200, fault: Fault::None }, 3);
+    run_seeds(
+        Scenario {
+            validators: 4,
+            blocks: 200,
+            fault: Fault::None,
+        },
+        3,
+    );
 }
 
 #[test]
 fn seven_validators_finalize_under_load() {
-    run_seeds(Scenario { validators: 7, blocks: 200, fault: Fault::None }, 1);
+    run_seeds(
+        Scenario {
+            validators: 7,
+            blocks: 200,
+            fault: Fault::None,
+        },
+        1,
+    );
 }
 
 #[test]
 fn partitioned_validator_heals() {
-    run_seeds(Scenario { validators: 4, blocks: 120, fault: Fault::Partition }, 2);
+    run_seeds(
+        Scenario {
+            validators: 4,
+            blocks: 120,
+            fault: Fault::Partition,
+        },
+        2,
+    );
 }
 
 #[test]
 fn lossy_links() {
-    run_seeds(Scenario { validators: 4, blocks: 100, fault: Fault::Loss(10) }, 2);
+    run_seeds(
+        Scenario {
+            validators: 4,
+            blocks: 100,
+            fault: Fault::Loss(10),
+        },
+        2,
+    );
 }
 
 #[test]
 fn crashed_validator_restarts_from_storage() {
-    run_seeds(Scenario { validators: 4, blocks: 120, fault: Fault::CrashRestart }, 2);
+    run_seeds(
+        Scenario {
+            validators: 4,
+            blocks: 120,
+            fault: Fault::CrashRestart,
+        },
+        2,
+    );
 }
 
 #[test]
 fn invalid_proposals_are_never_finalized() {
-    run_seeds(Scenario { validators: 4, blocks: 80, fault: Fault::InvalidProposer }, 2);
+    run_seeds(
+        Scenario {
+            validators: 4,
+            blocks: 80,
+            fault: Fault::InvalidProposer,
+        },
+        2,
+    );
 }

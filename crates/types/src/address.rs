@@ -49,7 +49,10 @@ impl FromStr for Address {
         if hrp.as_str() != ADDRESS_HRP {
             return Err(AddressError::Prefix(hrp.to_string()));
         }
-        let bytes: [u8; 32] = data.as_slice().try_into().map_err(|_| AddressError::Length(data.len()))?;
+        let bytes: [u8; 32] = data
+            .as_slice()
+            .try_into()
+            .map_err(|_| AddressError::Length(data.len()))?;
         Ok(Address(bytes))
     }
 }
@@ -98,14 +101,20 @@ mod tests {
         let last = typo.len() - 1;
         typo[last] = if typo[last] == 'q' { 'p' } else { 'q' };
         let typo: String = typo.into_iter().collect();
-        assert!(matches!(typo.parse::<Address>(), Err(AddressError::Encoding(_))));
+        assert!(matches!(
+            typo.parse::<Address>(),
+            Err(AddressError::Encoding(_))
+        ));
     }
 
     #[test]
     fn rejects_foreign_prefix_and_length() {
         let hrp = Hrp::parse_unchecked("btc");
         let foreign = bech32::encode::<Bech32m>(hrp, &[1u8; 32]).unwrap();
-        assert_eq!(foreign.parse::<Address>(), Err(AddressError::Prefix("btc".into())));
+        assert_eq!(
+            foreign.parse::<Address>(),
+            Err(AddressError::Prefix("btc".into()))
+        );
         let short = bech32::encode::<Bech32m>(Hrp::parse_unchecked("pha"), &[1u8; 20]).unwrap();
         assert_eq!(short.parse::<Address>(), Err(AddressError::Length(20)));
     }

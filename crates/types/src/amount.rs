@@ -42,13 +42,20 @@ pub fn parse_pha(text: &str) -> Result<Balance, AmountError> {
         return Err(AmountError::TooPrecise(text.into()));
     }
     let too_large = || AmountError::TooLarge(text.into());
-    let whole: Balance = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| too_large())? };
+    let whole: Balance = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| too_large())?
+    };
     let frac_units: Balance = if frac.is_empty() {
         0
     } else {
         frac.parse::<Balance>().map_err(|_| too_large())? * 10u128.pow(DECIMALS - frac.len() as u32)
     };
-    let total = whole.checked_mul(UNIT).and_then(|w| w.checked_add(frac_units)).ok_or_else(too_large)?;
+    let total = whole
+        .checked_mul(UNIT)
+        .and_then(|w| w.checked_add(frac_units))
+        .ok_or_else(too_large)?;
     if total > TOTAL_SUPPLY {
         return Err(too_large());
     }
@@ -84,11 +91,23 @@ mod tests {
     #[test]
     fn rejects_bad_amounts() {
         assert_eq!(parse_pha(""), Err(AmountError::Empty));
-        assert!(matches!(parse_pha("1.2.3"), Err(AmountError::NotDecimal(_))));
+        assert!(matches!(
+            parse_pha("1.2.3"),
+            Err(AmountError::NotDecimal(_))
+        ));
         assert!(matches!(parse_pha("-1"), Err(AmountError::NotDecimal(_))));
         assert!(matches!(parse_pha("."), Err(AmountError::NotDecimal(_))));
-        assert!(matches!(parse_pha("0.0000000000001"), Err(AmountError::TooPrecise(_))));
-        assert!(matches!(parse_pha("1000000000.000000000001"), Err(AmountError::TooLarge(_))));
-        assert!(matches!(parse_pha("99999999999999999999999999999999999999999"), Err(AmountError::TooLarge(_))));
+        assert!(matches!(
+            parse_pha("0.0000000000001"),
+            Err(AmountError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            parse_pha("1000000000.000000000001"),
+            Err(AmountError::TooLarge(_))
+        ));
+        assert!(matches!(
+            parse_pha("99999999999999999999999999999999999999999"),
+            Err(AmountError::TooLarge(_))
+        ));
     }
 }

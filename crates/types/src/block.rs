@@ -83,7 +83,11 @@ impl Block {
     /// Seals a header and body into a block (the caller computed the header's roots).
     pub fn new(header: Header, transactions: Vec<SignedTransaction>) -> Self {
         let digest = header.hash();
-        Block { header, transactions, digest }
+        Block {
+            header,
+            transactions,
+            digest,
+        }
     }
 }
 
@@ -104,8 +108,10 @@ impl Read for Block {
     type Cfg = ();
     fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
         let header = Header::read(buf)?;
-        let transactions =
-            Vec::<SignedTransaction>::read_cfg(buf, &(RangeCfg::new(..=limits::MAX_BLOCK_TXS), ()))?;
+        let transactions = Vec::<SignedTransaction>::read_cfg(
+            buf,
+            &(RangeCfg::new(..=limits::MAX_BLOCK_TXS), ()),
+        )?;
         Ok(Block::new(header, transactions))
     }
 }

@@ -45,7 +45,10 @@ impl Read for Call {
     type Cfg = ();
     fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
         match u8::read(buf)? {
-            0 => Ok(Call::Transfer { to: Address::read(buf)?, amount: u128::read(buf)? }),
+            0 => Ok(Call::Transfer {
+                to: Address::read(buf)?,
+                amount: u128::read(buf)?,
+            }),
             1 => Ok(Call::SubmitUpward(UpwardMessage::read(buf)?)),
             tag => Err(CodecError::InvalidEnum(tag)),
         }
@@ -125,6 +128,9 @@ impl EncodeSize for SignedTransaction {
 impl Read for SignedTransaction {
     type Cfg = ();
     fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
-        Ok(SignedTransaction { tx: Transaction::read(buf)?, signature: <[u8; 64]>::read(buf)? })
+        Ok(SignedTransaction {
+            tx: Transaction::read(buf)?,
+            signature: <[u8; 64]>::read(buf)?,
+        })
     }
 }
