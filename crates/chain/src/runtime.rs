@@ -205,7 +205,7 @@ impl Runtime {
     }
 
     /// The size limits of [`Runtime::check_stateless`], without the signature check.
-    fn check_size(&self, stx: &SignedTransaction) -> Result<(), TxError> {
+    pub fn check_size(&self, stx: &SignedTransaction) -> Result<(), TxError> {
         let size = stx.encode_size();
         let oversized = TxError::Oversized {
             size,

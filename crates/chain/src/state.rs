@@ -19,9 +19,11 @@ pub type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 pub struct Overlay<'a, S: StateRead + ?Sized> {
     base: &'a S,
     changes: Changes,
-    /// Each write's key and the change it replaced (`None`: the key had no pending change).
-    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    undo: Vec<Undo>,
 }
+
+/// One write's key and the change it replaced (`None`: the key had no pending change).
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 /// A point to roll an [`Overlay`] back to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -965,7 +965,7 @@ fn no_transaction_applies_twice() {
     );
     // Once applied, in any later block.
     let bob_before = chain.free("bob");
-    chain.commit(&[stx.clone()]);
+    chain.commit(std::slice::from_ref(&stx));
     assert_eq!(chain.free("bob"), bob_before + UNIT);
     assert_eq!(
         chain.reject(&stx),
@@ -974,7 +974,7 @@ fn no_transaction_applies_twice() {
             got: 0
         }
     );
-    chain.commit(&[next.clone()]);
+    chain.commit(std::slice::from_ref(&next));
     chain.commit(&[]);
     for old in [&stx, &next] {
         assert_eq!(

@@ -49,11 +49,7 @@ where
         while let Ok((peer, message)) = receiver.recv().await {
             let cfg = (RangeCfg::new(..=MAX_BATCH), ());
             match Vec::<SignedTransaction>::decode_cfg(Copying(message.as_ref()), &cfg) {
-                Ok(batch) => {
-                    for stx in batch {
-                        let _ = ledger.admit_from_peer(stx);
-                    }
-                }
+                Ok(batch) => ledger.admit_from_peer(batch),
                 Err(error) => debug!(?peer, %error, "undecodable gossip"),
             }
         }

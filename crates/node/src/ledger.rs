@@ -262,6 +262,7 @@ impl Ledger {
         let pending = self
             .changes_to(&header.parent)
             .ok_or(BlockRejection::UnknownParent)?;
+        self.verify_unseen_signatures(&block.transactions)?;
         let ctx = BlockContext {
             height: header.height,
             timestamp: header.timestamp,
@@ -271,7 +272,7 @@ impl Ledger {
             let state = self.state();
             let executed =
                 self.runtime
-                    .execute_block(&*state, pending, &ctx, &block.transactions)?;
+                    .replay_block(&*state, pending, &ctx, &block.transactions)?;
             let root = state.root_with(&executed.changes);
             (executed, root)
         };
@@ -294,6 +295,29 @@ impl Ledger {
             },
         );
         Ok(())
+    }
+
+    /// Checks the signatures of a block's transactions, in one batch, except those this node
+    /// already verified when admitting them to its mempool (the same hash is the same signed
+    /// bytes): with gossip, most signatures are checked once per node, not twice.
+    fn verify_unseen_signatures(&self, txs: &[SignedTransaction]) -> Result<(), BlockRejection> {
+        let unseen: Vec<(usize, SignedTransaction)> = {
+            let inner = self.inner();
+            txs.iter()
+                .enumerate()
+                .filter(|(_, stx)| !inner.mempool.contains(&stx.hash()))
+                .map(|(i, stx)| (i, stx.clone()))
+                .collect()
+        };
+        let batch: Vec<SignedTransaction> = unseen.iter().map(|(_, stx)| stx.clone()).collect();
+        if phala_crypto::verify_transactions_batch(self.runtime.genesis_hash(), &batch) {
+            return Ok(());
+        }
+        let (index, error) = unseen
+            .iter()
+            .find_map(|(i, stx)| self.runtime.check_stateless(stx).err().map(|e| (*i, e)))
+            .unwrap_or((0, TxError::BadSignature));
+        Err(phala_chain::InvalidBlock { index, error }.into())
     }
 
     /// Applies a finalized block. Idempotent: a block at or below the head is ignored.
@@ -380,10 +404,11 @@ impl Ledger {
         }
         let audit = inner.audit.is_some();
         drop(inner);
-        if audit && self.total_issuance() != phala_types::TOTAL_SUPPLY {
-            if let Some(audit) = self.inner().audit.as_mut() {
-                audit.issuance_violations += 1;
-            }
+        if audit
+            && self.total_issuance() != phala_types::TOTAL_SUPPLY
+            && let Some(audit) = self.inner().audit.as_mut()
+        {
+            audit.issuance_violations += 1;
         }
         let _ = self.events.send(FinalizedEvent {
             header: HeaderJson::from_header(header),
@@ -400,16 +425,41 @@ impl Ledger {
         Ok(hash)
     }
 
-    /// Admits a transaction relayed by a peer (not relayed further).
-    pub fn admit_from_peer(&self, stx: SignedTransaction) -> Result<Digest, AdmissionError> {
-        self.admit(stx)
+    /// Admits a batch relayed by a peer (not relayed further). Signatures are checked in one
+    /// batch; if any is bad, each is checked alone so the good ones still get in.
+    pub fn admit_from_peer(&self, batch: Vec<SignedTransaction>) {
+        let verified = phala_crypto::verify_transactions_batch(self.runtime.genesis_hash(), &batch);
+        for stx in batch {
+            let _ = self.admit_checked(stx, verified);
+        }
     }
 
     fn admit(&self, stx: SignedTransaction) -> Result<Digest, AdmissionError> {
-        let account = account_in(&self.state(), &stx.tx.signer);
-        let mut inner = self.inner();
-        let height = inner.head.height + 1;
+        self.admit_checked(stx, false)
+    }
+
+    /// Admits a transaction; `signature_verified` skips the signature check (done in a batch).
+    fn admit_checked(
+        &self,
+        stx: SignedTransaction,
+        signature_verified: bool,
+    ) -> Result<Digest, AdmissionError> {
         let hash = stx.hash();
+        let checked = if signature_verified {
+            self.runtime.check_size(&stx)
+        } else {
+            self.runtime.check_stateless(&stx)
+        };
+        if let Err(error) = checked {
+            let error = AdmissionError::from(error);
+            self.inner()
+                .mempool
+                .remember_rejection(hash, error.code().into(), error.to_string());
+            return Err(error);
+        }
+        let mut inner = self.inner();
+        let account = account_in(&self.state(), &stx.tx.signer);
+        let height = inner.head.height + 1;
         let result = inner.mempool.admit(&self.runtime, account, height, stx);
         if let Err(error) = &result
             && !matches!(error, AdmissionError::Duplicate)

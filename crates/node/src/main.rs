@@ -100,8 +100,7 @@ fn main() -> anyhow::Result<()> {
                 restrict(&path)?;
             }
             println!(
-                "wrote {} and {} validator key files to {}",
-                "spec.json",
+                "wrote spec.json and {} validator key files to {}",
                 keys.len(),
                 out.display()
             );

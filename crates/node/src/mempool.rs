@@ -70,8 +70,9 @@ impl Mempool {
         self.by_hash.contains_key(hash)
     }
 
-    /// Admits a transaction whose signature is not yet checked, judged against the signer's
-    /// committed `account` at `height` (the next block's height).
+    /// Admits a transaction whose size and signature the caller already checked
+    /// ([`Runtime::check_stateless`], kept outside the pool's lock because it is the costly part),
+    /// judged against the signer's committed `account` at `height` (the next block's height).
     pub fn admit(
         &mut self,
         runtime: &Runtime,
@@ -86,7 +87,6 @@ impl Mempool {
         if self.by_hash.len() >= MAX_POOL {
             return Err(AdmissionError::Full);
         }
-        runtime.check_stateless(&stx)?;
         let tx = &stx.tx;
         if tx.expiry < height {
             return Err(TxError::Expired {
@@ -164,12 +164,12 @@ impl Mempool {
 
     /// Forgets a transaction, remembering why if it was rejected.
     pub fn remove(&mut self, hash: &Digest, rejection: Option<&TxError>) {
-        if let Some((sender, nonce)) = self.by_hash.remove(hash) {
-            if let Some(queue) = self.by_sender.get_mut(&sender) {
-                queue.remove(&nonce);
-                if queue.is_empty() {
-                    self.by_sender.remove(&sender);
-                }
+        if let Some((sender, nonce)) = self.by_hash.remove(hash)
+            && let Some(queue) = self.by_sender.get_mut(&sender)
+        {
+            queue.remove(&nonce);
+            if queue.is_empty() {
+                self.by_sender.remove(&sender);
             }
         }
         if let Some(error) = rejection {

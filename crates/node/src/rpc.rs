@@ -282,6 +282,11 @@ pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
     Ok(module)
 }
 
+/// Largest request body (a batch of transactions).
+pub const MAX_REQUEST_BYTES: u32 = 16 * 1024 * 1024;
+/// Largest response body (a full block, hex-encoded, with room to spare).
+pub const MAX_RESPONSE_BYTES: u32 = 3 * limits::MAX_BLOCK_SIZE as u32;
+
 /// Serves the module on `address` (HTTP and WebSocket).
 pub async fn serve(
     address: SocketAddr,

@@ -39,6 +39,7 @@ enum Fault {
     InvalidProposer,
 }
 
+#[derive(Debug)]
 struct Scenario {
     validators: usize,
     blocks: u64,
@@ -449,6 +450,7 @@ fn run(scenario: &Scenario, seed: u64) {
     });
 }
 
+/// The seeds to run: `SIM_SEED` replays one; `SIM_SEEDS=n` runs seeds 1..=n; else the default.
 fn seeds(default: u64) -> Vec<u64> {
     match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
@@ -467,11 +469,16 @@ fn run_seeds(scenario: Scenario, default_seeds: u64) {
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&scenario, seed)));
         if let Err(panic) = result {
-            eprintln!("simulation failed with seed {seed}; replay with SIM_SEED={seed}");
+            eprintln!(
+                "simulation {scenario:?} failed with seed {seed}; replay with SIM_SEED={seed}"
+            );
             std::panic::resume_unwind(panic);
         }
     }
 }
+
+// The default seed counts add up to 60 runs per `cargo test`; the ignored test below runs
+// every scenario over many more (`cargo test -p phala-node --test simulation -- --ignored`).
 
 #[test]
 fn four_validators_finalize_under_load() {
@@ -481,7 +488,7 @@ fn four_validators_finalize_under_load() {
             blocks: 200,
             fault: Fault::None,
         },
-        3,
+        40,
     );
 }
 
@@ -493,7 +500,7 @@ fn seven_validators_finalize_under_load() {
             blocks: 200,
             fault: Fault::None,
         },
-        1,
+        4,
     );
 }
 
@@ -505,7 +512,7 @@ fn partitioned_validator_heals() {
             blocks: 120,
             fault: Fault::Partition,
         },
-        2,
+        4,
     );
 }
 
@@ -517,7 +524,7 @@ fn lossy_links() {
             blocks: 100,
             fault: Fault::Loss(10),
         },
-        2,
+        4,
     );
 }
 
@@ -529,7 +536,7 @@ fn crashed_validator_restarts_from_storage() {
             blocks: 120,
             fault: Fault::CrashRestart,
         },
-        2,
+        4,
     );
 }
 
@@ -541,6 +548,39 @@ fn invalid_proposals_are_never_finalized() {
             blocks: 80,
             fault: Fault::InvalidProposer,
         },
-        2,
+        4,
     );
+}
+
+#[test]
+#[ignore = "long: many seeds of every scenario (nightly)"]
+fn many_seeds_every_scenario() {
+    let count = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    for (validators, blocks, fault) in [
+        (4, 200, Fault::None),
+        (7, 200, Fault::None),
+        (4, 120, Fault::Partition),
+        (4, 100, Fault::Loss(20)),
+        (4, 120, Fault::CrashRestart),
+        (4, 80, Fault::InvalidProposer),
+    ] {
+        let scenario = Scenario {
+            validators,
+            blocks,
+            fault,
+        };
+        for seed in 1_000..1_000 + count {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&scenario, seed)));
+            if let Err(panic) = result {
+                eprintln!(
+                    "simulation {scenario:?} failed with seed {seed}; replay with SIM_SEED={seed}"
+                );
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
 }

@@ -1,0 +1,151 @@
+//! The ledger's block checks, without consensus: what a validator votes for or against.
+
+use commonware_utils::TestRng;
+use phala_chain::{BlockContext, Runtime, TxError, merkle};
+use phala_crypto::Keypair;
+use phala_node::{
+    ledger::{BlockRejection, Ledger},
+    spec::{ChainSpec, GenesisOptions, generate_with},
+};
+use phala_types::{Block, Call, Transaction, UNIT};
+
+fn setup() -> (ChainSpec, Ledger, Ledger) {
+    let keys: Vec<Keypair> = (0..4)
+        .map(|i| Keypair::dev(&format!("ledger-validator-{i}")))
+        .collect();
+    let options = GenesisOptions {
+        chain_id: "ledger-test".into(),
+        validators: 4,
+        host: "127.0.0.1".parse().unwrap(),
+        base_port: 1,
+        dev: true,
+        block_interval_ms: 100,
+        extra_accounts: vec![],
+        extra_balance: 0,
+        timestamp: Some(0),
+    };
+    let (spec, _) = generate_with(&options, &keys, TestRng::new(1)).unwrap();
+    let ledger = || {
+        let (state, genesis) = spec.genesis();
+        Ledger::new(
+            Runtime::new(spec.hash(), spec.genesis.clone()),
+            spec.block_interval_ms,
+            state,
+            &genesis,
+        )
+    };
+    let (a, b) = (ledger(), ledger());
+    (spec, a, b)
+}
+
+fn transfer(spec: &ChainSpec, nonce: u64) -> phala_types::SignedTransaction {
+    let alice = Keypair::dev("alice");
+    let tx = Transaction {
+        signer: alice.address(),
+        nonce,
+        fee: UNIT / 100,
+        expiry: 1_000,
+        call: Call::Transfer {
+            to: Keypair::dev("bob").address(),
+            amount: UNIT,
+        },
+    };
+    alice.sign_transaction(&spec.hash(), tx)
+}
+
+fn propose(proposer: &Ledger, spec: &ChainSpec) -> Block {
+    let parent = proposer.head();
+    let ctx = BlockContext {
+        height: parent.height + 1,
+        timestamp: parent.timestamp + spec.block_interval_ms,
+        proposer: spec.validators[0].address,
+    };
+    proposer.build(&parent, ctx).expect("parent is the head")
+}
+
+#[test]
+fn valid_block_is_accepted_whether_or_not_its_transactions_were_seen() {
+    let (spec, proposer, verifier) = setup();
+    proposer.submit(transfer(&spec, 0)).unwrap();
+    let block = propose(&proposer, &spec);
+    assert_eq!(block.transactions.len(), 1);
+    // The verifier never saw the transaction: it checks the signature itself.
+    verifier
+        .execute(&block, &spec.validators[0].address)
+        .unwrap();
+    verifier.finalize(&block).unwrap();
+    proposer.finalize(&block).unwrap();
+    assert_eq!(verifier.head(), proposer.head());
+}
+
+#[test]
+fn tampered_signature_is_rejected_even_if_the_original_was_seen() {
+    let (spec, proposer, verifier) = setup();
+    let stx = transfer(&spec, 0);
+    proposer.submit(stx.clone()).unwrap();
+    verifier.submit(stx).unwrap();
+    let honest = propose(&proposer, &spec);
+    let mut transactions = honest.transactions.clone();
+    transactions[0].signature[5] ^= 1;
+    let mut header = honest.header.clone();
+    header.tx_root = merkle::tx_root(&transactions);
+    let forged = Block::new(header, transactions);
+    match verifier.execute(&forged, &spec.validators[0].address) {
+        Err(BlockRejection::Invalid(invalid)) => assert_eq!(invalid.error, TxError::BadSignature),
+        other => panic!("expected a bad signature, got {other:?}"),
+    }
+    verifier
+        .execute(&honest, &spec.validators[0].address)
+        .unwrap();
+}
+
+#[test]
+fn wrong_roots_proposer_or_timestamp_are_rejected() {
+    let (spec, proposer, verifier) = setup();
+    proposer.submit(transfer(&spec, 0)).unwrap();
+    let honest = propose(&proposer, &spec);
+    let leader = spec.validators[0].address;
+    let mutate = |change: &dyn Fn(&mut phala_types::Header)| {
+        let mut header = honest.header.clone();
+        change(&mut header);
+        Block::new(header, honest.transactions.clone())
+    };
+    let cases: Vec<(&str, Block)> = vec![
+        (
+            "state root",
+            mutate(&|h| h.state_root = phala_types::Digest([1; 32])),
+        ),
+        (
+            "outbox root",
+            mutate(&|h| h.outbox_root = phala_types::Digest([2; 32])),
+        ),
+        (
+            "tx root",
+            mutate(&|h| h.tx_root = phala_types::Digest([3; 32])),
+        ),
+        ("timestamp", mutate(&|h| h.timestamp = 1)),
+        ("height", mutate(&|h| h.height = 5)),
+        ("epoch", mutate(&|h| h.epoch = 1)),
+    ];
+    for (what, block) in cases {
+        assert!(
+            verifier.execute(&block, &leader).is_err(),
+            "a wrong {what} was accepted"
+        );
+    }
+    assert!(
+        verifier
+            .execute(&honest, &spec.validators[1].address)
+            .is_err(),
+        "a block by a non-leader was accepted"
+    );
+    verifier.execute(&honest, &leader).unwrap();
+    // Finalizing twice is harmless; a block that does not extend the head is fatal.
+    verifier.finalize(&honest).unwrap();
+    verifier.finalize(&honest).unwrap();
+    let orphan = mutate(&|h| {
+        h.height = 2;
+        h.parent = phala_types::Digest([9; 32]);
+    });
+    assert!(verifier.finalize(&orphan).is_err());
+}
