@@ -87,6 +87,9 @@ struct Args {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Also print every finalized block seen (height, size, timing) on stderr.
+    #[arg(long)]
+    timeline: bool,
 }
 
 impl Args {
@@ -144,6 +147,9 @@ impl Shared {
 struct BlockSeen {
     height: u64,
     timestamp_ms: u64,
+    /// When validator 0 announced it (as in `Shared`).
+    seen_at: u64,
+    transactions: usize,
     ours: usize,
 }
 
@@ -425,6 +431,8 @@ async fn bench(
                     shared.blocks.lock().expect("not poisoned").push(BlockSeen {
                         height: block.header.height,
                         timestamp_ms: block.header.timestamp,
+                        seen_at: at,
+                        transactions: block.transactions.len(),
                         ours,
                     });
                     shared.height.store(h, Ordering::Relaxed);
@@ -651,6 +659,21 @@ fn report(args: &Args, batch: usize, shared: &Shared, timed_out: bool) -> Report
     let submit_secs = secs(shared.submit_done_at.load(Ordering::Relaxed)) - secs(first_submit);
 
     let blocks = shared.blocks.lock().expect("not poisoned");
+    if args.timeline {
+        eprintln!("height  seen_s  header_gap_ms  txs  bench_txs");
+        let mut previous: Option<u64> = None;
+        for b in blocks.iter() {
+            eprintln!(
+                "{:>6}  {:>6.2}  {:>13}  {:>5}  {:>9}",
+                b.height,
+                secs(b.seen_at) - secs(first_submit),
+                previous.map_or(0, |p| b.timestamp_ms.saturating_sub(p)),
+                b.transactions,
+                b.ours
+            );
+            previous = Some(b.timestamp_ms);
+        }
+    }
     let first = blocks.iter().position(|b| b.ours > 0);
     let last = blocks.iter().rposition(|b| b.ours > 0);
     let window = match (first, last) {

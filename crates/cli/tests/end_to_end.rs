@@ -275,3 +275,83 @@ async fn killed_validator_restarts_and_catches_up_under_load() {
     verify_account(&dave_balance).unwrap();
     assert_eq!(dave_balance.nonce, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_verifies_the_chain_and_serves_it() {
+    let devnet = start(4).await;
+    let port = free_ports(1);
+    let mut follower = Command::new(phala_cli::devnet::node_binary().unwrap())
+        .arg("follow")
+        .arg("--spec")
+        .arg(devnet.dir().join("spec.json"))
+        .arg("--upstream")
+        .arg(devnet.rpc_url(1))
+        .arg("--upstream")
+        .arg(devnet.rpc_url(2))
+        .arg("--rpc")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--log-level")
+        .arg("warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("follower starts");
+    let result = async {
+        let follower_rpc = Client::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let validator = Client::new(&devnet.rpc_url(0)).unwrap();
+        // A transfer submitted to the follower is forwarded and finalized.
+        let alice = Keypair::dev("alice");
+        let eve = Keypair::dev("eve");
+        let mut ready = false;
+        for _ in 0..300 {
+            if follower_rpc
+                .health()
+                .await
+                .is_ok_and(|h| h.finalized_height >= 3)
+            {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "follower did not sync");
+        let nonce = validator.account(&alice.address()).await.unwrap().nonce;
+        let stx = transfer_tx(&validator, &alice, &eve, nonce, 3 * UNIT).await;
+        let hash = follower_rpc.submit(&stx).await.expect("forwarded");
+        let status = follower_rpc
+            .wait_final(&hash, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(matches!(status, TxStatus::Finalized { .. }), "{status:?}");
+        // The follower agrees with the validators on every block and serves verifiable state.
+        let top = follower_rpc.health().await.unwrap().finalized_height;
+        for height in 1..=top {
+            let ours = follower_rpc.block(Some(height)).await.unwrap().header.hash;
+            let theirs = validator.block(Some(height)).await.unwrap().header.hash;
+            assert_eq!(ours, theirs, "block {height}");
+        }
+        let account = follower_rpc.account(&eve.address()).await.unwrap();
+        verify_account(&account).unwrap();
+        let info = follower_rpc.chain_info().await.unwrap();
+        let head = follower_rpc.finalized_head().await.unwrap();
+        verify_finalization(
+            &info,
+            &head.header,
+            head.finalization.as_deref().expect("certified head"),
+        )
+        .unwrap();
+        // A rejection by the upstream comes back with its reason.
+        let mut bad = transfer_tx(&validator, &alice, &eve, nonce + 1, UNIT).await;
+        bad.signature[0] ^= 1;
+        match follower_rpc.submit(&bad).await {
+            Err(phala_client::Error::Rpc { code, data, .. }) => {
+                assert_eq!(code, 1001);
+                assert_eq!(data.unwrap()["code"], "bad_signature");
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+    .await;
+    let _ = follower.kill();
+    let _ = follower.wait();
+    result
+}

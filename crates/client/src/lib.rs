@@ -22,8 +22,13 @@ pub use verify::{VerifyError, verify_account, verify_finalization};
 pub enum Error {
     #[error("cannot reach the node at {url}: {source}")]
     Unreachable { url: String, source: ClientError },
-    #[error("{0}")]
-    Rpc(String),
+    /// The node answered with a JSON-RPC error.
+    #[error("{message}")]
+    Rpc {
+        code: i32,
+        message: String,
+        data: Option<serde_json::Value>,
+    },
     #[error("the node's answer is malformed: {0}")]
     Malformed(String),
     #[error("timed out waiting for {0}")]
@@ -61,7 +66,11 @@ impl Client {
             .request(method, params)
             .await
             .map_err(|error| match error {
-                ClientError::Call(call) => Error::Rpc(call.message().to_string()),
+                ClientError::Call(call) => Error::Rpc {
+                    code: call.code(),
+                    message: call.message().to_string(),
+                    data: call.data().and_then(|d| serde_json::from_str(d.get()).ok()),
+                },
                 ClientError::Transport(_) | ClientError::RestartNeeded(_) => Error::Unreachable {
                     url: self.url.clone(),
                     source: error,

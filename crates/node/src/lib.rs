@@ -4,6 +4,7 @@
 
 pub mod application;
 pub mod engine;
+pub mod follower;
 pub mod gossip;
 pub mod ledger;
 pub mod mempool;

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use phala_node::{
-    service::{self, RunOptions},
+    service::{self, FollowOptions, RunOptions},
     spec::{GenesisOptions, generate},
 };
 use std::{net::SocketAddr, path::PathBuf};
@@ -65,6 +65,19 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// Follows a chain without validating it: pulls finalized blocks from upstream nodes, checks
+    /// each against its finality certificate and by re-execution, and serves the same RPC.
+    Follow {
+        #[arg(long)]
+        spec: PathBuf,
+        /// An upstream node's RPC URL; repeat for fallbacks. Trusted for availability only.
+        #[arg(long = "upstream", required = true)]
+        upstreams: Vec<String>,
+        #[arg(long, default_value = "127.0.0.1:9955")]
+        rpc: SocketAddr,
+        #[arg(long, default_value = "info")]
+        log_level: tracing::Level,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -123,6 +136,17 @@ fn main() -> anyhow::Result<()> {
             metrics,
             log_level,
             threads,
+        }),
+        Command::Follow {
+            spec,
+            upstreams,
+            rpc,
+            log_level,
+        } => service::follow(FollowOptions {
+            spec,
+            upstreams,
+            rpc,
+            log_level,
         }),
     }
 }

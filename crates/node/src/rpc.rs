@@ -1,7 +1,7 @@
 //! JSON-RPC 2.0 over HTTP and WebSocket on one port (`docs/rpc.md` lists every method).
 //! Every handler answers bad input with a JSON-RPC error; none can panic or block consensus.
 
-use crate::{engine::Marshal, ledger::Ledger};
+use crate::{engine::Marshal, follower::VerifiedChain, ledger::Ledger};
 use commonware_codec::{Copying, DecodeExt, Encode};
 use commonware_consensus::{marshal::Identifier, types::Height};
 use jsonrpsee::{
@@ -13,7 +13,7 @@ use phala_client::api::{
     AccountJson, BlockJson, ChainInfo, FinalizedHead, HeaderJson, Health, OutboxMessageJson,
     ProofJson, StateValueJson, TxStatus,
 };
-use phala_types::{Address, SignedTransaction, limits};
+use phala_types::{Address, Block, SignedTransaction, limits};
 use std::{net::SocketAddr, sync::Arc};
 
 /// Application error codes, outside the range JSON-RPC and jsonrpsee reserve for themselves.
@@ -27,9 +27,74 @@ pub mod code {
 /// What the handlers share.
 pub struct RpcContext {
     pub ledger: Arc<Ledger>,
-    pub marshal: Marshal,
+    pub blocks: BlockSource,
+    /// On a follower: where submitted transactions are forwarded.
+    pub upstream: Option<phala_client::Client>,
     pub info: ChainInfo,
     pub validator: Option<Address>,
+}
+
+/// What clients need to know about the chain, from its spec.
+pub fn chain_info(spec: &crate::spec::ChainSpec) -> ChainInfo {
+    ChainInfo {
+        chain_id: spec.chain_id.clone(),
+        genesis_hash: hex::encode(spec.hash()),
+        identity: spec.identity.clone(),
+        namespace: hex::encode(spec.namespace()),
+        dev: spec.dev,
+        fees: spec.genesis.fees,
+        validators: spec.validators.iter().map(|v| v.address).collect(),
+    }
+}
+
+/// Where finalized blocks and their certificates come from.
+pub enum BlockSource {
+    /// A validator's marshal archives.
+    Marshal(Marshal),
+    /// A follower's verified chain.
+    Verified(Arc<VerifiedChain>),
+}
+
+impl BlockSource {
+    async fn block(&self, height: u64) -> Option<Arc<Block>> {
+        match self {
+            BlockSource::Marshal(m) => m
+                .get_block(Height::new(height))
+                .await
+                .map(|b| b.inner_shared()),
+            BlockSource::Verified(chain) => chain.block(height),
+        }
+    }
+
+    /// The encoded finalization certificate stored for this height, if any.
+    async fn finalization(&self, height: u64) -> Option<Vec<u8>> {
+        match self {
+            BlockSource::Marshal(m) => m
+                .get_finalization(Height::new(height))
+                .await
+                .map(|f| f.encode().to_vec()),
+            BlockSource::Verified(chain) => chain.finalization(height),
+        }
+    }
+
+    async fn height_of(&self, digest: &phala_types::Digest) -> Option<u64> {
+        match self {
+            BlockSource::Marshal(m) => m.get_info(digest).await.map(|(h, _)| h.get()),
+            BlockSource::Verified(chain) => chain.height_of(digest),
+        }
+    }
+
+    /// The highest height with a stored certificate.
+    async fn latest(&self) -> u64 {
+        match self {
+            BlockSource::Marshal(m) => m
+                .get_info(Identifier::Latest)
+                .await
+                .map(|(h, _)| h.get())
+                .unwrap_or(0),
+            BlockSource::Verified(chain) => chain.height(),
+        }
+    }
 }
 
 fn invalid_params(message: impl Into<String>) -> ErrorObjectOwned {
@@ -76,6 +141,9 @@ async fn submit_transaction(
     }
     let stx = SignedTransaction::decode(Copying(&bytes[..]))
         .map_err(|e| invalid_params(format!("not a signed transaction: {e}")))?;
+    if let Some(upstream) = &ctx.upstream {
+        return forward(upstream, &stx).await;
+    }
     ctx.ledger.submit(stx).map(hex::encode).map_err(|error| {
         ErrorObjectOwned::owned(
             code::TX_REJECTED,
@@ -83,6 +151,26 @@ async fn submit_transaction(
             Some(serde_json::json!({ "code": error.code() })),
         )
     })
+}
+
+/// A follower hands transactions to its upstream, passing its verdict through unchanged.
+async fn forward(
+    upstream: &phala_client::Client,
+    stx: &SignedTransaction,
+) -> Result<String, ErrorObjectOwned> {
+    match upstream.submit(stx).await {
+        Ok(hash) => Ok(hex::encode(hash)),
+        Err(phala_client::Error::Rpc {
+            code,
+            message,
+            data,
+        }) => Err(ErrorObjectOwned::owned(code, message, data)),
+        Err(other) => Err(ErrorObjectOwned::owned(
+            jsonrpsee::types::error::INTERNAL_ERROR_CODE,
+            format!("cannot forward to the upstream node: {other}"),
+            None::<()>,
+        )),
+    }
 }
 
 fn transaction_status(params: Params<'_>, ctx: &RpcContext) -> Result<TxStatus, ErrorObjectOwned> {
@@ -141,10 +229,9 @@ async fn block(
         Some(serde_json::Value::String(text)) => {
             let digest = phala_client::api::parse_digest(text.trim_start_matches("0x"))
                 .map_err(|e| invalid_params(e.to_string()))?;
-            ctx.marshal
-                .get_info(&digest)
+            ctx.blocks
+                .height_of(&digest)
                 .await
-                .map(|(h, _)| h.get())
                 .ok_or_else(|| not_found("no finalized block with this hash"))?
         }
         Some(_) => return Err(invalid_params("expected a height, a block hash or null")),
@@ -154,17 +241,12 @@ async fn block(
             "block {height} is not finalized yet (head is {head})"
         )));
     }
-    let stored = ctx
-        .marshal
-        .get_block(Height::new(height))
+    let block = ctx
+        .blocks
+        .block(height)
         .await
         .ok_or_else(|| not_found(format!("block {height} is not stored on this node")))?;
-    let block = stored.inner();
-    let finalization = ctx
-        .marshal
-        .get_finalization(Height::new(height))
-        .await
-        .map(|f| hex::encode(f.encode()));
+    let finalization = ctx.blocks.finalization(height).await.map(hex::encode);
     Ok(BlockJson {
         header: HeaderJson::from_header(&block.header),
         transactions: block
@@ -179,19 +261,14 @@ async fn block(
 
 async fn finalized_head(ctx: Arc<RpcContext>) -> Result<FinalizedHead, ErrorObjectOwned> {
     let header = ctx.ledger.head();
-    let latest = ctx
-        .marshal
-        .get_info(Identifier::Latest)
-        .await
-        .map(|(h, _)| h.get())
-        .unwrap_or(0);
+    let latest = ctx.blocks.latest().await;
     // The head is certified by its own finalization or by a nearby descendant's.
     for height in header.height..=latest.clamp(header.height, header.height + 64) {
-        if let Some(finalization) = ctx.marshal.get_finalization(Height::new(height)).await {
+        if let Some(finalization) = ctx.blocks.finalization(height).await {
             return Ok(FinalizedHead {
                 header: HeaderJson::from_header(&header),
                 certified_height: height,
-                finalization: Some(hex::encode(finalization.encode())),
+                finalization: Some(hex::encode(finalization)),
             });
         }
     }

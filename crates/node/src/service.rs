@@ -21,7 +21,6 @@ use commonware_stream::{
 };
 use commonware_utils::{NZU32, NZUsize, ordered::Map};
 use phala_chain::Runtime;
-use phala_client::api::ChainInfo;
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use tracing::{error, info};
 
@@ -139,16 +138,14 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         )
         .await;
 
-        let info = ChainInfo {
-            chain_id: spec.chain_id.clone(),
-            genesis_hash: hex::encode(spec.hash()),
-            identity: spec.identity.clone(),
-            namespace: hex::encode(spec.namespace()),
-            dev: spec.dev,
-            fees: spec.genesis.fees,
-            validators: spec.validators.iter().map(|v| v.address).collect(),
+        let info = rpc::chain_info(&spec);
+        let rpc_context = RpcContext {
+            ledger: ledger.clone(),
+            blocks: rpc::BlockSource::Marshal(marshal),
+            upstream: None,
+            info,
+            validator: Some(keypair.address()),
         };
-        let rpc_context = RpcContext { ledger: ledger.clone(), marshal, info, validator: Some(keypair.address()) };
         let (rpc_address, _rpc) = match rpc::serve(options.rpc, rpc_context).await {
             Ok(served) => served,
             Err(error) => {
@@ -190,4 +187,54 @@ fn spawn_metrics(context: &runtime::Context, ledger: Arc<Ledger>) {
                 context.sleep(Duration::from_secs(1)).await;
             }
         });
+}
+
+/// How `phala-node follow` was asked to run.
+pub struct FollowOptions {
+    pub spec: PathBuf,
+    pub upstreams: Vec<String>,
+    pub rpc: SocketAddr,
+    pub log_level: tracing::Level,
+}
+
+/// Runs a follower: verifies the chain from upstream nodes and serves RPC. It stores nothing:
+/// after a restart it verifies the chain again from genesis.
+pub fn follow(options: FollowOptions) -> anyhow::Result<()> {
+    let spec = ChainSpec::load(&options.spec)?;
+    if options.upstreams.is_empty() {
+        bail!("give at least one --upstream node");
+    }
+    tracing_subscriber::fmt()
+        .with_max_level(options.log_level)
+        .init();
+    let upstreams = options
+        .upstreams
+        .iter()
+        .map(|url| phala_client::Client::new(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    let forward = phala_client::Client::new(&options.upstreams[0])?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (state, genesis) = spec.genesis();
+        let ledger = Arc::new(Ledger::new(
+            Runtime::new(spec.hash(), spec.genesis.clone()),
+            spec.block_interval_ms,
+            state,
+            &genesis,
+        ));
+        let chain = Arc::new(crate::follower::VerifiedChain::new(genesis));
+        let rpc_context = RpcContext {
+            ledger: ledger.clone(),
+            blocks: rpc::BlockSource::Verified(chain.clone()),
+            upstream: Some(forward),
+            info: rpc::chain_info(&spec),
+            validator: None,
+        };
+        let (rpc_address, _rpc) = rpc::serve(options.rpc, rpc_context).await?;
+        info!(%rpc_address, chain = %spec.chain_id, "follower running");
+        crate::follower::follow(spec, ledger, chain, upstreams).await;
+        Ok(())
+    })
 }
