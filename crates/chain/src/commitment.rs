@@ -10,8 +10,12 @@ use crate::{
     state::{Changes, StateRead},
 };
 use commonware_cryptography::{Hasher, Sha256};
+use commonware_storage::bmt::{Builder, Tree};
 use phala_types::Digest;
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock},
+};
 
 /// The leaf of one key-value pair: SHA-256 over the length-prefixed key and the value.
 pub fn leaf(key: &[u8], value: &[u8]) -> Digest {
@@ -78,10 +82,19 @@ impl StateProof {
     }
 }
 
-/// The committed state: all key-value pairs with their leaf hashes cached.
+/// The committed state: all key-value pairs with their leaf hashes cached, and the Merkle tree
+/// over them built at most once per committed version (on the first root or proof asked of it).
 #[derive(Debug, Clone, Default)]
 pub struct StateDb {
     entries: BTreeMap<Vec<u8>, (Vec<u8>, Digest)>,
+    tree: OnceLock<Arc<Snapshot>>,
+}
+
+/// The tree of one committed version, with its keys in leaf order for O(log n) lookups.
+#[derive(Debug)]
+struct Snapshot {
+    keys: Vec<Vec<u8>>,
+    tree: Tree<Digest>,
 }
 
 impl StateRead for StateDb {
@@ -91,8 +104,22 @@ impl StateRead for StateDb {
 }
 
 impl StateDb {
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        self.tree.get_or_init(|| {
+            let mut builder = Builder::<Sha256>::new(self.entries.len());
+            for (_, leaf) in self.entries.values() {
+                builder.add(leaf);
+            }
+            Arc::new(Snapshot {
+                keys: self.entries.keys().cloned().collect(),
+                tree: builder.build(),
+            })
+        })
+    }
+
     /// Applies committed changes (a finalized block's writes).
     pub fn apply(&mut self, changes: &Changes) {
+        self.tree = OnceLock::new();
         for (key, value) in changes {
             match value {
                 Some(value) => {
@@ -108,7 +135,7 @@ impl StateDb {
 
     /// The root of the committed state.
     pub fn root(&self) -> Digest {
-        merkle::root(&self.entries.values().map(|(_, l)| *l).collect::<Vec<_>>())
+        self.snapshot().tree.root()
     }
 
     /// The root the state would have with `changes` applied, without applying them.
@@ -160,36 +187,30 @@ impl StateDb {
 
     /// Proves `key`'s value or absence against [`StateDb::root`].
     pub fn prove(&self, key: &[u8]) -> StateProof {
-        let leaves: Vec<Digest> = self.entries.values().map(|(_, l)| *l).collect();
-        let leaf_count = leaves.len() as u32;
+        let snapshot = self.snapshot();
+        let count = snapshot.keys.len();
         let shown = |position: usize| {
-            let (k, (v, _)) = self
-                .entries
-                .iter()
-                .nth(position)
-                .expect("position in range");
+            let key = &snapshot.keys[position];
             ProvenLeaf {
                 position: position as u32,
-                key: k.clone(),
-                value: v.clone(),
-                proof: merkle::prove(&leaves, position).expect("position in range"),
+                key: key.clone(),
+                value: self.entries[key].0.clone(),
+                proof: snapshot
+                    .tree
+                    .proof(position as u32)
+                    .expect("position in range"),
             }
         };
-        let below = self.entries.range(..key.to_vec()).count();
-        let present = self.entries.contains_key(key);
-        let positions: Vec<usize> = if present {
-            vec![below]
-        } else if leaves.is_empty() {
-            vec![]
-        } else if below == 0 {
-            vec![0]
-        } else if below == leaves.len() {
-            vec![below - 1]
-        } else {
-            vec![below - 1, below]
+        let positions: Vec<usize> = match snapshot.keys.binary_search_by(|k| k.as_slice().cmp(key))
+        {
+            Ok(found) => vec![found],
+            Err(_) if count == 0 => vec![],
+            Err(0) => vec![0],
+            Err(below) if below == count => vec![below - 1],
+            Err(below) => vec![below - 1, below],
         };
         StateProof {
-            leaf_count,
+            leaf_count: count as u32,
             leaves: positions.into_iter().map(shown).collect(),
         }
     }

@@ -528,18 +528,26 @@ impl Ledger {
 
     /// A committed account, with its proof and the header it is proven against.
     pub fn account(&self, address: &Address) -> (balances::Account, StateProof, Header) {
-        let inner = self.inner();
-        let state = self.state();
+        let (state, head) = self.committed();
         let proof = state.prove(&keys::account(address));
-        (account_in(&state, address), proof, inner.head.clone())
+        (account_in(&state, address), proof, head)
     }
 
     /// Any committed state value with its proof and the header it is proven against.
     pub fn state_value(&self, key: &[u8]) -> (Option<Vec<u8>>, StateProof, Header) {
         use phala_chain::state::StateRead;
+        let (state, head) = self.committed();
+        (state.get(key), state.prove(key), head)
+    }
+
+    /// The committed state and the head it belongs to, consistently: the inner lock is held
+    /// only to pair them, so proofs (read lock only) do not hold up consensus.
+    fn committed(&self) -> (RwLockReadGuard<'_, StateDb>, Header) {
         let inner = self.inner();
         let state = self.state();
-        (state.get(key), state.prove(key), inner.head.clone())
+        let head = inner.head.clone();
+        drop(inner);
+        (state, head)
     }
 
     /// The downward messages a finalized block produced.
