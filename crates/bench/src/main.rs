@@ -111,6 +111,8 @@ struct Prepared {
 /// What the submitters and the finality watcher record, shared.
 struct Shared {
     t0: Instant,
+    /// `t0` on the wall clock, in milliseconds since the Unix epoch (block timestamps use it).
+    t0_wall_ms: f64,
     /// Per transaction: nanoseconds since `t0` plus one when sent (0: not yet).
     submitted_at: Vec<AtomicU64>,
     /// Per transaction: nanoseconds since `t0` plus one when seen finalized (0: not yet).
@@ -198,6 +200,10 @@ struct Report {
     max_txs_per_block: usize,
     /// Average header-timestamp gap between those blocks.
     avg_block_interval_ms: f64,
+    /// Mean over finalized transactions of the time from their block's proposal (its header
+    /// timestamp) to its finalization being seen; the rest of the latency is waiting for
+    /// inclusion (mempool, gossip, full blocks).
+    mean_proposal_to_final_ms: f64,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -351,6 +357,10 @@ async fn bench(
     let n = txs.len();
     let shared = Arc::new(Shared {
         t0: Instant::now(),
+        t0_wall_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs_f64()
+            * 1e3,
         submitted_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
         finalized_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
         by_hash,
@@ -659,21 +669,35 @@ fn report(args: &Args, batch: usize, shared: &Shared, timed_out: bool) -> Report
     let submit_secs = secs(shared.submit_done_at.load(Ordering::Relaxed)) - secs(first_submit);
 
     let blocks = shared.blocks.lock().expect("not poisoned");
+    // Seconds after the first submission that a block was proposed (its header timestamp, on
+    // this machine's clock like everything else) and that its finalization was seen.
+    let proposed = |b: &BlockSeen| {
+        (b.timestamp_ms as f64 - shared.t0_wall_ms) / 1e3 - secs(first_submit)
+    };
+    let seen = |b: &BlockSeen| secs(b.seen_at) - secs(first_submit);
     if args.timeline {
-        eprintln!("height  seen_s  header_gap_ms  txs  bench_txs");
-        let mut previous: Option<u64> = None;
+        eprintln!("height  proposed_s  finalized_s  txs  bench_txs");
         for b in blocks.iter() {
             eprintln!(
-                "{:>6}  {:>6.2}  {:>13}  {:>5}  {:>9}",
+                "{:>6}  {:>10.3}  {:>11.3}  {:>5}  {:>9}",
                 b.height,
-                secs(b.seen_at) - secs(first_submit),
-                previous.map_or(0, |p| b.timestamp_ms.saturating_sub(p)),
+                proposed(b),
+                seen(b),
                 b.transactions,
                 b.ours
             );
-            previous = Some(b.timestamp_ms);
         }
     }
+    let ours: usize = blocks.iter().map(|b| b.ours).sum();
+    let mean_proposal_to_final_ms = if ours == 0 {
+        0.0
+    } else {
+        blocks
+            .iter()
+            .map(|b| (seen(b) - proposed(b)) * 1e3 * b.ours as f64)
+            .sum::<f64>()
+            / ours as f64
+    };
     let first = blocks.iter().position(|b| b.ours > 0);
     let last = blocks.iter().rposition(|b| b.ours > 0);
     let window = match (first, last) {
@@ -721,6 +745,7 @@ fn report(args: &Args, batch: usize, shared: &Shared, timed_out: bool) -> Report
         },
         max_txs_per_block: window.iter().map(|b| b.ours).max().unwrap_or(0),
         avg_block_interval_ms,
+        mean_proposal_to_final_ms,
     }
 }
 
@@ -766,5 +791,9 @@ fn print_table(r: &Report) {
     println!(
         "  blocks       {:>9}   avg {:.0} tx/block, max {}, avg interval {:.0} ms",
         r.blocks, r.avg_txs_per_block, r.max_txs_per_block, r.avg_block_interval_ms
+    );
+    println!(
+        "  finality     {:>9.0} ms mean from a block's proposal to its finalization",
+        r.mean_proposal_to_final_ms
     );
 }
