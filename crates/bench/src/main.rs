@@ -495,7 +495,13 @@ async fn bench(
                         }
                     }
                     Err(error) => {
-                        let reason = format!("request failed: {error}");
+                        let text = error.to_string();
+                        let reason = if text.contains("413") {
+                            "request body too large for the node (HTTP 413): use a smaller --batch"
+                                .to_string()
+                        } else {
+                            format!("request failed: {text}")
+                        };
                         for _ in start..end {
                             shared.reject(reason.clone());
                         }
@@ -671,9 +677,8 @@ fn report(args: &Args, batch: usize, shared: &Shared, timed_out: bool) -> Report
     let blocks = shared.blocks.lock().expect("not poisoned");
     // Seconds after the first submission that a block was proposed (its header timestamp, on
     // this machine's clock like everything else) and that its finalization was seen.
-    let proposed = |b: &BlockSeen| {
-        (b.timestamp_ms as f64 - shared.t0_wall_ms) / 1e3 - secs(first_submit)
-    };
+    let proposed =
+        |b: &BlockSeen| (b.timestamp_ms as f64 - shared.t0_wall_ms) / 1e3 - secs(first_submit);
     let seen = |b: &BlockSeen| secs(b.seen_at) - secs(first_submit);
     if args.timeline {
         eprintln!("height  proposed_s  finalized_s  txs  bench_txs");
@@ -755,7 +760,7 @@ fn print_table(r: &Report) {
         None => "max rate".into(),
     };
     println!(
-        "phala-bench: {} validators, {} accounts, {} transfers, {rate}, batch {} x {} submitters, block interval {} ms",
+        "phala-bench: {} validator(s), {} accounts, {} transfers, {rate}, batch {} x {} submitters, block interval {} ms",
         r.validators, r.accounts, r.transactions, r.batch, r.concurrency, r.block_interval_ms
     );
     println!(

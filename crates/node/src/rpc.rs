@@ -144,7 +144,18 @@ async fn submit_transaction(
     if let Some(upstream) = &ctx.upstream {
         return forward(upstream, &stx).await;
     }
-    ctx.ledger.submit(stx).map(hex::encode).map_err(|error| {
+    // Signature checking is CPU work: keep it off the async workers that consensus runs on.
+    let ledger = ctx.ledger.clone();
+    let admitted = tokio::task::spawn_blocking(move || ledger.submit(stx))
+        .await
+        .map_err(|_| {
+            ErrorObjectOwned::owned(
+                jsonrpsee::types::error::INTERNAL_ERROR_CODE,
+                "admission failed",
+                None::<()>,
+            )
+        })?;
+    admitted.map(hex::encode).map_err(|error| {
         ErrorObjectOwned::owned(
             code::TX_REJECTED,
             format!("transaction rejected: {error}"),
@@ -369,8 +380,10 @@ pub async fn serve(
     address: SocketAddr,
     ctx: RpcContext,
 ) -> anyhow::Result<(SocketAddr, ServerHandle)> {
+    // Room for a JSON-RPC batch of many transactions; each is still held to MAX_TX_SIZE.
     let config = ServerConfig::builder()
-        .max_request_body_size((limits::MAX_TX_SIZE * 2 + 1024) as u32)
+        .max_request_body_size(MAX_REQUEST_BYTES)
+        .max_response_body_size(MAX_RESPONSE_BYTES)
         .build();
     let server = Server::builder().set_config(config).build(address).await?;
     let local = server.local_addr()?;
