@@ -10,10 +10,7 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::Parser;
 use commonware_codec::Encode as _;
 use jsonrpsee::{
-    core::{
-        client::{ClientT as _, SubscriptionClientT as _},
-        params::BatchRequestBuilder,
-    },
+    core::client::{ClientT as _, SubscriptionClientT as _},
     http_client::{HttpClient, HttpClientBuilder},
     rpc_params,
     ws_client::WsClientBuilder,
@@ -472,25 +469,25 @@ async fn bench(
                     let due = send_start + Duration::from_secs_f64(start as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let mut request = BatchRequestBuilder::new();
-                for tx in &txs[start..end] {
-                    request
-                        .insert("submit_transaction", rpc_params![tx.hex.as_str()])
-                        .expect("a string serializes");
-                }
+                let hexes: Vec<&str> = txs[start..end].iter().map(|tx| tx.hex.as_str()).collect();
                 let now = shared.now();
                 for at in &shared.submitted_at[start..end] {
                     at.store(now, Ordering::Relaxed);
                 }
                 shared.sent.fetch_add(end - start, Ordering::Relaxed);
-                match http.batch_request::<String>(request).await {
-                    Ok(response) => {
-                        for entry in response {
-                            match entry {
-                                Ok(_) => {
+                let response: Result<Vec<serde_json::Value>, _> = http
+                    .request("submit_transactions", rpc_params![hexes])
+                    .await;
+                match response {
+                    Ok(answers) => {
+                        for answer in answers {
+                            match answer.get("error") {
+                                None => {
                                     shared.accepted.fetch_add(1, Ordering::Relaxed);
                                 }
-                                Err(error) => shared.reject(rejection_reason(&error)),
+                                Some(error) => shared.reject(
+                                    error["code"].as_str().unwrap_or("unknown").to_string(),
+                                ),
                             }
                         }
                     }
@@ -564,15 +561,6 @@ fn rpc_client(url: &str) -> anyhow::Result<HttpClient> {
         .max_response_size(MAX_RPC_BYTES)
         .request_timeout(Duration::from_secs(120))
         .build(url)?)
-}
-
-/// `data.code` of a refusal (see docs/rpc.md), else the message.
-fn rejection_reason(error: &jsonrpsee::types::ErrorObject<'_>) -> String {
-    error
-        .data()
-        .and_then(|data| serde_json::from_str::<serde_json::Value>(data.get()).ok())
-        .and_then(|data| data.get("code")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{} ({})", error.message(), error.code()))
 }
 
 /// Builds `count` items with `make`, spread over all cores.

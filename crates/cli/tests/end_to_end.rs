@@ -199,6 +199,22 @@ async fn transfers_blocks_proofs_and_bad_input() {
     );
     let (_, data, _) = submit(cheap).await;
     assert!(data.contains("fee_too_low"), "{data}");
+    // A batch: each transaction gets its own verdict, in order.
+    let good = transfer_tx(&client, &alice, &bob, nonce, UNIT).await;
+    let mut forged = transfer_tx(&client, &alice, &bob, nonce + 1, UNIT).await;
+    forged.signature[9] ^= 1;
+    let answers: Vec<serde_json::Value> = raw
+        .request(
+            "submit_transactions",
+            rpc_params![vec![
+                hex::encode(good.encode()),
+                hex::encode(forged.encode())
+            ]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answers[0]["hash"], hex::encode(good.hash()));
+    assert_eq!(answers[1]["error"]["code"], "bad_signature");
     let oversized = "00".repeat(phala_types::limits::MAX_TX_SIZE + 1);
     let (c, data, _) = code(
         raw.request("submit_transaction", rpc_params![oversized])

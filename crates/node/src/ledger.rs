@@ -425,6 +425,29 @@ impl Ledger {
         Ok(hash)
     }
 
+    /// Admits a client's batch, checking all signatures in one batch (several times cheaper
+    /// than one by one) and falling back to one by one if any is bad; queues the admitted ones
+    /// for gossip. Results are in input order.
+    pub fn submit_batch(
+        &self,
+        batch: Vec<SignedTransaction>,
+    ) -> Vec<Result<Digest, AdmissionError>> {
+        let verified = phala_crypto::verify_transactions_batch(self.runtime.genesis_hash(), &batch);
+        let mut admitted = Vec::new();
+        let results = batch
+            .into_iter()
+            .map(|stx| {
+                let result = self.admit_checked(stx.clone(), verified);
+                if result.is_ok() {
+                    admitted.push(stx);
+                }
+                result
+            })
+            .collect();
+        self.inner().gossip.extend(admitted);
+        results
+    }
+
     /// Admits a batch relayed by a peer (not relayed further). Signatures are checked in one
     /// batch; if any is bad, each is checked alone so the good ones still get in.
     pub fn admit_from_peer(&self, batch: Vec<SignedTransaction>) {

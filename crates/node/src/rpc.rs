@@ -164,6 +164,68 @@ async fn submit_transaction(
     })
 }
 
+/// Most transactions in one `submit_transactions` call.
+pub const MAX_SUBMIT_BATCH: usize = 4_096;
+
+/// `submit_transactions([hex, ...])`: admits many transactions with one batched signature
+/// check; answers, in order, `{"hash": ...}` or `{"error": {"code", "message"}}` for each.
+async fn submit_transactions(
+    params: Params<'static>,
+    ctx: Arc<RpcContext>,
+) -> Result<Vec<serde_json::Value>, ErrorObjectOwned> {
+    let hexes: Vec<String> = params.one().map_err(|_| {
+        invalid_params("expected one parameter: an array of hex-encoded signed transactions")
+    })?;
+    if hexes.len() > MAX_SUBMIT_BATCH {
+        return Err(invalid_params(format!(
+            "at most {MAX_SUBMIT_BATCH} transactions per call"
+        )));
+    }
+    let mut decoded = Vec::with_capacity(hexes.len());
+    for (index, text) in hexes.iter().enumerate() {
+        let bytes = parse_hex(text, "transaction")?;
+        if bytes.len() > limits::MAX_TX_SIZE {
+            return Err(invalid_params(format!(
+                "transaction {index} exceeds {} bytes",
+                limits::MAX_TX_SIZE
+            )));
+        }
+        let stx = SignedTransaction::decode(Copying(&bytes[..])).map_err(|e| {
+            invalid_params(format!(
+                "transaction {index} is not a signed transaction: {e}"
+            ))
+        })?;
+        decoded.push(stx);
+    }
+    if let Some(upstream) = &ctx.upstream {
+        let mut answers = Vec::with_capacity(decoded.len());
+        for stx in &decoded {
+            answers.push(match forward(upstream, stx).await {
+                Ok(hash) => serde_json::json!({ "hash": hash }),
+                Err(error) => serde_json::json!({ "error": { "code": error.data().map(|d| d.get().to_string()), "message": error.message() } }),
+            });
+        }
+        return Ok(answers);
+    }
+    let ledger = ctx.ledger.clone();
+    let results = tokio::task::spawn_blocking(move || ledger.submit_batch(decoded))
+        .await
+        .map_err(|_| {
+            ErrorObjectOwned::owned(
+                jsonrpsee::types::error::INTERNAL_ERROR_CODE,
+                "admission failed",
+                None::<()>,
+            )
+        })?;
+    Ok(results
+        .into_iter()
+        .map(|result| match result {
+            Ok(hash) => serde_json::json!({ "hash": hex::encode(hash) }),
+            Err(error) => serde_json::json!({ "error": { "code": error.code(), "message": error.to_string() } }),
+        })
+        .collect())
+}
+
 /// A follower hands transactions to its upstream, passing its verdict through unchanged.
 async fn forward(
     upstream: &phala_client::Client,
@@ -337,6 +399,9 @@ pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
     })?;
     module.register_async_method("submit_transaction", |params, ctx, _| {
         submit_transaction(params, ctx)
+    })?;
+    module.register_async_method("submit_transactions", |params, ctx, _| {
+        submit_transactions(params, ctx)
     })?;
     module.register_method("transaction_status", |params, ctx, _| {
         transaction_status(params, ctx)
