@@ -135,6 +135,16 @@ impl Ledger {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    /// A ledger at the genesis of `spec`, and the genesis block.
+    pub fn at_genesis(spec: &crate::spec::ChainSpec) -> (Self, Block) {
+        let (state, genesis) = spec.genesis();
+        let runtime = Runtime::new(spec.hash(), spec.genesis.clone());
+        (
+            Ledger::new(runtime, spec.block_interval_ms, state, &genesis),
+            genesis,
+        )
+    }
+
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }

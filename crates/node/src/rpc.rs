@@ -144,17 +144,8 @@ async fn submit_transaction(
     if let Some(upstream) = &ctx.upstream {
         return forward(upstream, &stx).await;
     }
-    // Signature checking is CPU work: keep it off the async workers that consensus runs on.
     let ledger = ctx.ledger.clone();
-    let admitted = tokio::task::spawn_blocking(move || ledger.submit(stx))
-        .await
-        .map_err(|_| {
-            ErrorObjectOwned::owned(
-                jsonrpsee::types::error::INTERNAL_ERROR_CODE,
-                "admission failed",
-                None::<()>,
-            )
-        })?;
+    let admitted = off_workers(move || ledger.submit(stx)).await?;
     admitted.map(hex::encode).map_err(|error| {
         ErrorObjectOwned::owned(
             code::TX_REJECTED,
@@ -208,15 +199,7 @@ async fn submit_transactions(
         return Ok(answers);
     }
     let ledger = ctx.ledger.clone();
-    let results = tokio::task::spawn_blocking(move || ledger.submit_batch(decoded))
-        .await
-        .map_err(|_| {
-            ErrorObjectOwned::owned(
-                jsonrpsee::types::error::INTERNAL_ERROR_CODE,
-                "admission failed",
-                None::<()>,
-            )
-        })?;
+    let results = off_workers(move || ledger.submit_batch(decoded)).await?;
     Ok(results
         .into_iter()
         .map(|result| match result {
@@ -224,6 +207,20 @@ async fn submit_transactions(
             Err(error) => serde_json::json!({ "error": { "code": error.code(), "message": error.to_string() } }),
         })
         .collect())
+}
+
+/// Runs CPU-heavy admission (signature checks) on the blocking pool, so the async workers
+/// that consensus runs on stay responsive.
+async fn off_workers<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ErrorObjectOwned> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| {
+        ErrorObjectOwned::owned(
+            jsonrpsee::types::error::INTERNAL_ERROR_CODE,
+            "admission failed",
+            None::<()>,
+        )
+    })
 }
 
 /// A follower hands transactions to its upstream, passing its verdict through unchanged.

@@ -20,7 +20,6 @@ use commonware_stream::{
     sake::{self, Sake},
 };
 use commonware_utils::{NZU32, NZUsize, ordered::Map};
-use phala_chain::Runtime;
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use tracing::{error, info};
 
@@ -114,13 +113,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         };
         network.start();
 
-        let (state, genesis) = spec.genesis();
-        let ledger = Arc::new(Ledger::new(
-            Runtime::new(spec.hash(), spec.genesis.clone()),
-            spec.block_interval_ms,
-            state,
-            &genesis,
-        ));
+        let (ledger, genesis) = Ledger::at_genesis(&spec);
+        let ledger = Arc::new(ledger);
         let validator_config = ValidatorConfig {
             me,
             scheme,
@@ -217,13 +211,8 @@ pub fn follow(options: FollowOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let (state, genesis) = spec.genesis();
-        let ledger = Arc::new(Ledger::new(
-            Runtime::new(spec.hash(), spec.genesis.clone()),
-            spec.block_interval_ms,
-            state,
-            &genesis,
-        ));
+        let (ledger, genesis) = Ledger::at_genesis(&spec);
+        let ledger = Arc::new(ledger);
         let chain = Arc::new(crate::follower::VerifiedChain::new(genesis));
         let rpc_context = RpcContext {
             ledger: ledger.clone(),

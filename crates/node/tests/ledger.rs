@@ -1,7 +1,7 @@
 //! The ledger's block checks, without consensus: what a validator votes for or against.
 
 use commonware_utils::TestRng;
-use phala_chain::{BlockContext, Runtime, TxError, merkle};
+use phala_chain::{BlockContext, TxError, merkle};
 use phala_crypto::Keypair;
 use phala_node::{
     ledger::{BlockRejection, Ledger},
@@ -25,15 +25,7 @@ fn setup() -> (ChainSpec, Ledger, Ledger) {
         timestamp: Some(0),
     };
     let (spec, _) = generate_with(&options, &keys, TestRng::new(1)).unwrap();
-    let ledger = || {
-        let (state, genesis) = spec.genesis();
-        Ledger::new(
-            Runtime::new(spec.hash(), spec.genesis.clone()),
-            spec.block_interval_ms,
-            state,
-            &genesis,
-        )
-    };
+    let ledger = || Ledger::at_genesis(&spec).0;
     let (a, b) = (ledger(), ledger());
     (spec, a, b)
 }

@@ -12,7 +12,6 @@ use commonware_runtime::{
     Clock, Handle, Quota, Runner as _, Spawner, Supervisor as _, deterministic,
 };
 use commonware_utils::{NZU32, NZUsize, Probability, TestRng};
-use phala_chain::Runtime;
 use phala_client::api::TxStatus;
 use phala_crypto::Keypair;
 use phala_node::{
@@ -68,13 +67,7 @@ fn spec(n: usize) -> (ChainSpec, Vec<ValidatorKey>) {
 }
 
 fn new_ledger(spec: &ChainSpec) -> Arc<Ledger> {
-    let (state, genesis) = spec.genesis();
-    let ledger = Ledger::new(
-        Runtime::new(spec.hash(), spec.genesis.clone()),
-        spec.block_interval_ms,
-        state,
-        &genesis,
-    );
+    let (ledger, _) = Ledger::at_genesis(spec);
     ledger.enable_audit();
     Arc::new(ledger)
 }
