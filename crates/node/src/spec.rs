@@ -166,18 +166,24 @@ impl ChainSpec {
 }
 
 impl ValidatorKey {
+    /// Reads a key file written by `genesis`.
     pub fn load(path: &Path) -> anyhow::Result<(Keypair, Share)> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read validator key {}", path.display()))?;
         let key: ValidatorKey = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a validator key file", path.display()))?;
-        let seed: [u8; 32] = hex::decode(&key.secret)
+        key.keys().with_context(|| format!("in {}", path.display()))
+    }
+
+    /// The identity key and the group-key share this file holds.
+    pub fn keys(&self) -> anyhow::Result<(Keypair, Share)> {
+        let seed: [u8; 32] = hex::decode(&self.secret)
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| anyhow!("{}: bad secret", path.display()))?;
-        let share_bytes = hex::decode(&key.share).context("share is not hex")?;
-        let share = Share::decode(Copying(&share_bytes[..]))
-            .map_err(|e| anyhow!("{}: bad share: {e}", path.display()))?;
+            .ok_or_else(|| anyhow!("bad secret: not 32 bytes of hex"))?;
+        let share_bytes = hex::decode(&self.share).context("share is not hex")?;
+        let share =
+            Share::decode(Copying(&share_bytes[..])).map_err(|e| anyhow!("bad share: {e}"))?;
         Ok((Keypair::from_secret(seed), share))
     }
 }

@@ -80,13 +80,7 @@ async fn start_validator(
     index: usize,
     ledger: Arc<Ledger>,
 ) {
-    let (keypair, share) = {
-        let dir = std::env::temp_dir().join(format!("sim-key-{}-{index}", std::process::id()));
-        std::fs::write(&dir, serde_json::to_string(key).unwrap()).unwrap();
-        let loaded = ValidatorKey::load(&dir).unwrap();
-        std::fs::remove_file(&dir).unwrap();
-        loaded
-    };
+    let (keypair, share) = key.keys().expect("genesis wrote valid keys");
     let me = keypair.private_key().public_key();
     let scheme = Scheme::signer(
         &spec.namespace(),
