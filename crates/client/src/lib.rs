@@ -15,7 +15,7 @@ use jsonrpsee::{
 use phala_types::{Address, Digest, SignedTransaction};
 use std::time::Duration;
 
-pub use verify::{VerifyError, verify_account, verify_finalization};
+pub use verify::{VerifyError, verify_account, verify_certificate, verify_finalization};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]

@@ -60,25 +60,37 @@ pub fn verify_finalization(
 ) -> Result<(), VerifyError> {
     let malformed = |what: &str| VerifyError::Malformed(what.to_string());
     let bytes = hex::decode(finalization_hex).map_err(|_| malformed("certificate is not hex"))?;
-    let finalization = Finalization::<Scheme, Digest>::decode(Copying(&bytes[..]))
-        .map_err(|e| VerifyError::Malformed(format!("certificate: {e}")))?;
     // The hash is recomputed from the fields: a node cannot pair a real certificate with a
     // forged header.
-    let expected = header
+    let block = header
         .to_header()
         .map_err(|e| VerifyError::Malformed(e.to_string()))?
         .hash();
-    if finalization.proposal.payload != expected {
+    let identity = hex::decode(&info.identity).map_err(|_| malformed("identity is not hex"))?;
+    let namespace = hex::decode(&info.namespace).map_err(|_| malformed("namespace is not hex"))?;
+    verify_certificate(&namespace, &identity, &block, &bytes)
+}
+
+/// Checks that the encoded `finalization` certifies the block with digest `block`, under the
+/// consensus `namespace` and the chain's group key `identity` (96 bytes): the light-client
+/// check, shared by every component that accepts blocks from an untrusted source.
+pub fn verify_certificate(
+    namespace: &[u8],
+    identity: &[u8],
+    block: &Digest,
+    finalization: &[u8],
+) -> Result<(), VerifyError> {
+    let finalization = Finalization::<Scheme, Digest>::decode(Copying(finalization))
+        .map_err(|e| VerifyError::Malformed(format!("certificate: {e}")))?;
+    if finalization.proposal.payload != *block {
         return Err(VerifyError::WrongBlock {
             certified: hex::encode(finalization.proposal.payload),
-            expected: hex::encode(expected),
+            expected: hex::encode(block),
         });
     }
-    let identity_bytes =
-        hex::decode(&info.identity).map_err(|_| malformed("identity is not hex"))?;
-    let identity = G2::decode(Copying(&identity_bytes[..])).map_err(|_| malformed("identity"))?;
-    let namespace = hex::decode(&info.namespace).map_err(|_| malformed("namespace is not hex"))?;
-    let verifier = Scheme::certificate_verifier(&namespace, identity);
+    let identity = G2::decode(Copying(identity))
+        .map_err(|_| VerifyError::Malformed("identity".to_string()))?;
+    let verifier = Scheme::certificate_verifier(namespace, identity);
     let mut rng = commonware_utils::sys_rng();
     if finalization.verify(&mut rng, &verifier, &commonware_parallel::Sequential) {
         Ok(())

@@ -4,9 +4,8 @@
 //! parent-hash chain below a certified descendant), and only if re-executing it yields the
 //! state root its header commits to. It then serves the same RPC as a validator.
 
-use crate::{engine::FinalizationCert, ledger::Ledger, spec::ChainSpec};
+use crate::{ledger::Ledger, spec::ChainSpec};
 use commonware_codec::{Copying, DecodeExt};
-use commonware_parallel::Sequential;
 use phala_client::Client;
 use phala_types::{Block, Digest};
 use std::{
@@ -88,14 +87,16 @@ impl VerifiedChain {
 
 /// Checks that `finalization` is a valid certificate, under this chain's group key, of `block`.
 pub fn certifies(spec: &ChainSpec, block: &Block, finalization: &[u8]) -> bool {
-    let Ok(verifier) = spec.certificate_verifier() else {
+    let Ok(identity) = hex::decode(&spec.identity) else {
         return false;
     };
-    let Ok(certificate) = FinalizationCert::decode(Copying(finalization)) else {
-        return false;
-    };
-    certificate.proposal.payload == block.header.hash()
-        && certificate.verify(&mut commonware_utils::sys_rng(), &verifier, &Sequential)
+    phala_client::verify_certificate(
+        &spec.namespace(),
+        &identity,
+        &block.header.hash(),
+        finalization,
+    )
+    .is_ok()
 }
 
 /// Checks that `run` is a chain from `head`: each block's parent is the previous block.

@@ -430,45 +430,41 @@ impl Ledger {
 
     /// Admits a client's transaction to the mempool and queues it for gossip.
     pub fn submit(&self, stx: SignedTransaction) -> Result<Digest, AdmissionError> {
-        let hash = self.admit(stx.clone())?;
-        self.inner().gossip.push(stx);
-        Ok(hash)
+        self.submit_batch(vec![stx])
+            .pop()
+            .expect("one result per transaction")
     }
 
-    /// Admits a client's batch, checking all signatures in one batch (several times cheaper
-    /// than one by one) and falling back to one by one if any is bad; queues the admitted ones
-    /// for gossip. Results are in input order.
+    /// Admits a client's batch and queues the admitted transactions for gossip. Results are in
+    /// input order.
     pub fn submit_batch(
         &self,
         batch: Vec<SignedTransaction>,
     ) -> Vec<Result<Digest, AdmissionError>> {
-        let verified = phala_crypto::verify_transactions_batch(self.runtime.genesis_hash(), &batch);
-        let mut admitted = Vec::new();
-        let results = batch
+        let results = self.admit_batch(&batch);
+        let admitted = batch
             .into_iter()
-            .map(|stx| {
-                let result = self.admit_checked(stx.clone(), verified);
-                if result.is_ok() {
-                    admitted.push(stx);
-                }
-                result
-            })
-            .collect();
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(stx, _)| stx);
         self.inner().gossip.extend(admitted);
         results
     }
 
-    /// Admits a batch relayed by a peer (not relayed further). Signatures are checked in one
-    /// batch; if any is bad, each is checked alone so the good ones still get in.
+    /// Admits a batch relayed by a peer (not relayed further).
     pub fn admit_from_peer(&self, batch: Vec<SignedTransaction>) {
-        let verified = phala_crypto::verify_transactions_batch(self.runtime.genesis_hash(), &batch);
-        for stx in batch {
-            let _ = self.admit_checked(stx, verified);
-        }
+        self.admit_batch(&batch);
     }
 
-    fn admit(&self, stx: SignedTransaction) -> Result<Digest, AdmissionError> {
-        self.admit_checked(stx, false)
+    /// Admits each transaction of a batch on its own merits, checking the signatures in one
+    /// batch (several times cheaper than one by one); if any is bad, each is checked alone so
+    /// the good ones still get in.
+    fn admit_batch(&self, batch: &[SignedTransaction]) -> Vec<Result<Digest, AdmissionError>> {
+        let verified = phala_crypto::verify_transactions_batch(self.runtime.genesis_hash(), batch);
+        batch
+            .iter()
+            .map(|stx| self.admit_checked(stx.clone(), verified))
+            .collect()
     }
 
     /// Admits a transaction; `signature_verified` skips the signature check (done in a batch).
