@@ -325,7 +325,7 @@ async fn bench(
         }
     };
     // The encoded size, and so the fee, does not depend on the fee's value (fixed width).
-    let fee = phala_cli::commands::minimum_fee(
+    let fee = phala_client::minimum_fee(
         &info.fees,
         &keys[0].sign_transaction(&genesis, unsigned(0, 0)),
     );

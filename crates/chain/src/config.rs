@@ -1,5 +1,6 @@
 //! Chain parameters fixed at genesis.
 
+use crate::registry::RegistryConfig;
 use phala_types::{Address, Balance, TOTAL_SUPPLY};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -33,6 +34,11 @@ pub struct GenesisConfig {
     pub allocations: Vec<Allocation>,
     /// Origins allowed to send upward messages from the start.
     pub upward_origins: Vec<Address>,
+    /// A development chain: the only kind that accepts simulated TEEs.
+    #[serde(default)]
+    pub dev: bool,
+    #[serde(default)]
+    pub registry: RegistryConfig,
 }
 
 /// One account's balance at genesis.
@@ -52,6 +58,8 @@ pub enum GenesisError {
     FeeSplit(u32),
     #[error("account {0} is allocated twice")]
     DuplicateAllocation(Address),
+    #[error("a production (non-dev) chain must not accept simulated TEEs")]
+    SimulatedOnProduction,
 }
 
 impl GenesisConfig {
@@ -72,6 +80,9 @@ impl GenesisConfig {
         }
         if total != TOTAL_SUPPLY {
             return Err(GenesisError::Supply(total));
+        }
+        if !self.dev && self.registry.policy.allow_simulated {
+            return Err(GenesisError::SimulatedOnProduction);
         }
         Ok(())
     }

@@ -30,6 +30,32 @@ pub enum TxError {
     },
     #[error("upward message signature is invalid")]
     BadOriginSignature,
+    #[error("{0} is not the registry admin")]
+    NotAdmin(Address),
+    #[error("the registration names operator {operator}, but {signer} signed the transaction")]
+    NotOperator { operator: Address, signer: Address },
+    #[error("the registration is not signed by the identity key it registers")]
+    BadRegistrationSignature,
+    #[error("attestation refused: {0}")]
+    Attestation(String),
+    #[error("attestation made at height {freshness} is not fresh at height {height} (window {window} blocks)")]
+    StaleAttestation { freshness: u64, height: u64, window: u64 },
+    #[error("worker {0} is not registered")]
+    UnknownWorker(Address),
+    #[error("worker {0} is already a gatekeeper")]
+    AlreadyGatekeeper(Address),
+    #[error("worker {0} did not register as a gatekeeper")]
+    NotGatekeeperCandidate(Address),
+    #[error("{0} is not a gatekeeper")]
+    NotGatekeeper(Address),
+    #[error("there is no master key yet")]
+    NoMasterKey,
+    #[error("a master key rotation is already under way")]
+    RotationPending,
+    #[error("malformed payload for topic {0}")]
+    BadPayload(String),
+    #[error("chain state is corrupt: {0}")]
+    Corrupt(&'static str),
 }
 
 impl TxError {
@@ -46,6 +72,19 @@ impl TxError {
             TxError::UnknownOrigin(_) => "unknown_origin",
             TxError::BadSequence { .. } => "bad_sequence",
             TxError::BadOriginSignature => "bad_origin_signature",
+            TxError::NotAdmin(_) => "not_admin",
+            TxError::NotOperator { .. } => "not_operator",
+            TxError::BadRegistrationSignature => "bad_registration_signature",
+            TxError::Attestation(_) => "attestation_refused",
+            TxError::StaleAttestation { .. } => "stale_attestation",
+            TxError::UnknownWorker(_) => "unknown_worker",
+            TxError::AlreadyGatekeeper(_) => "already_gatekeeper",
+            TxError::NotGatekeeperCandidate(_) => "not_gatekeeper_candidate",
+            TxError::NotGatekeeper(_) => "not_gatekeeper",
+            TxError::NoMasterKey => "no_master_key",
+            TxError::RotationPending => "rotation_pending",
+            TxError::BadPayload(_) => "bad_payload",
+            TxError::Corrupt(_) => "corrupt_state",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 pub mod merkle;
 pub mod mq;
+pub mod registry;
 mod runtime;
 pub mod state;
 

@@ -1,12 +1,15 @@
 //! The chain side of the message queue.
 //!
-//! Downward: any module pushes a [`DownwardMessage`] into the block's [`Outbox`]; the outbox root
-//! in the header commits to them so a worker can check each one with a Merkle proof.
-//! Upward: a registered origin's signed message is accepted only with the next sequence number,
-//! then re-published downward to every worker so the origin's peers can read it.
+//! Downward: a module calls [`send`]; the message gets the next sequence of its destination's
+//! stream and goes into the block's [`Outbox`], whose root the header commits to. The state
+//! records where each stream message lives ([`keys::stream_message`]), so a worker can be
+//! proven not only each message but also that none is missing.
+//! Upward: a registered origin's signed message is accepted only with the next sequence number.
+//! Registry topics are handled by the registry; others are re-published downward to every
+//! worker so the origin's peers can read them.
 
 use crate::{
-    TxError,
+    BlockContext, TxError,
     state::{Overlay, StateRead, keys},
 };
 use bytes::Bytes;
@@ -15,16 +18,59 @@ use phala_types::{Address, Destination, Digest, DownwardMessage, UpwardMessage};
 /// Topic prefix under which accepted upward messages are re-published downward.
 pub const RELAY_TOPIC_PREFIX: &[u8] = b"from/";
 
-/// The downward messages a block produces, in the order they were pushed.
+/// The downward messages a block produces, in the order they were sent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outbox {
     pub messages: Vec<DownwardMessage>,
 }
 
-impl Outbox {
-    pub fn push(&mut self, message: DownwardMessage) {
-        self.messages.push(message);
+/// Where a stream message is: the height of its block and its index in that block's outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLocation {
+    pub height: u64,
+    pub index: u32,
+}
+
+impl MessageLocation {
+    /// The 12-byte state value: height then index, big-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        [self.height.to_be_bytes().as_slice(), &self.index.to_be_bytes()].concat()
     }
+
+    /// Reads a state value written by [`MessageLocation::encode`].
+    pub fn decode(value: &[u8]) -> Option<Self> {
+        let height = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+        let index = u32::from_be_bytes(value.get(8..12)?.try_into().ok()?);
+        (value.len() == 12).then_some(MessageLocation { height, index })
+    }
+}
+
+/// Appends a message to its destination's stream and to the block's outbox.
+pub fn send<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    destination: Destination,
+    topic: &[u8],
+    payload: Bytes,
+) {
+    let next_key = keys::stream_next(&destination);
+    let sequence = state.get_u64(&next_key).unwrap_or(0);
+    state.set(next_key, (sequence + 1).to_be_bytes().to_vec());
+    let location = MessageLocation {
+        height: ctx.height,
+        index: outbox.messages.len() as u32,
+    };
+    state.set(
+        keys::stream_message(&destination, sequence),
+        location.encode(),
+    );
+    outbox.messages.push(DownwardMessage {
+        destination,
+        sequence,
+        topic: Bytes::copy_from_slice(topic),
+        payload,
+    });
 }
 
 /// Registers an origin, expecting sequence 0 first; re-registering keeps its sequence.
@@ -40,10 +86,10 @@ pub fn next_sequence<S: StateRead + ?Sized>(state: &Overlay<S>, origin: &Address
     state.get_u64(&keys::origin_sequence(origin))
 }
 
-/// Accepts an upward message: registered origin, valid domain-separated signature, next sequence.
+/// Checks and consumes an upward message: registered origin, valid domain-separated signature,
+/// next sequence. The caller then acts on its topic.
 pub fn accept_upward<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
-    outbox: &mut Outbox,
     genesis: &Digest,
     message: &UpwardMessage,
 ) -> Result<(), TxError> {
@@ -63,14 +109,26 @@ pub fn accept_upward<S: StateRead + ?Sized>(
         keys::origin_sequence(&message.origin),
         (expected + 1).to_be_bytes().to_vec(),
     );
+    Ok(())
+}
+
+/// Re-publishes an accepted upward message to every worker as `from/<origin>/<topic>`.
+pub fn relay<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    message: &UpwardMessage,
+) {
     let mut topic = RELAY_TOPIC_PREFIX.to_vec();
     topic.extend_from_slice(&message.origin.0);
     topic.extend_from_slice(b"/");
     topic.extend_from_slice(&message.topic);
-    outbox.push(DownwardMessage {
-        destination: Destination::All,
-        topic: Bytes::from(topic),
-        payload: message.payload.clone(),
-    });
-    Ok(())
+    send(
+        state,
+        outbox,
+        ctx,
+        Destination::All,
+        &topic,
+        message.payload.clone(),
+    );
 }

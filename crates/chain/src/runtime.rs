@@ -3,11 +3,15 @@
 use crate::{
     TxError, balances,
     config::GenesisConfig,
+    registry::{self, RegistrationContext},
     mq::{self, Outbox},
     state::{Changes, Overlay, StateRead},
 };
 use commonware_codec::EncodeSize;
-use phala_types::{Address, Balance, Call, Digest, SignedTransaction, limits};
+use phala_types::{
+    Address, Balance, Call, Digest, Evidence, SignedTransaction, limits,
+    registry::{MAX_COLLATERAL, MAX_QUOTE},
+};
 
 /// What a block needs from consensus besides its transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +73,7 @@ impl Runtime {
         for origin in &self.config.upward_origins {
             mq::register_origin(&mut state, origin);
         }
+        registry::genesis(&mut state, &self.config.registry);
         state.into_changes()
     }
 
@@ -138,10 +143,7 @@ impl Runtime {
                 got: tx.nonce,
             });
         }
-        let needed = tx.fee.saturating_add(match &tx.call {
-            Call::Transfer { amount, .. } => *amount,
-            Call::SubmitUpward(_) => 0,
-        });
+        let needed = tx.fee.saturating_add(tx.call.moves());
         if account.free < needed {
             return Err(TxError::InsufficientFunds {
                 needed,
@@ -151,11 +153,43 @@ impl Runtime {
         account.nonce += 1;
         balances::set_account(state, &tx.signer, account);
         balances::charge_fee(state, &self.config.fees, &tx.signer, &ctx.proposer, tx.fee)?;
-        match &tx.call {
-            Call::Transfer { to, amount } => balances::transfer(state, &tx.signer, to, *amount),
+        self.dispatch(state, outbox, ctx, &tx.signer, &tx.call)
+    }
+
+    /// Runs a call whose fee and nonce were paid.
+    fn dispatch<S: StateRead + ?Sized>(
+        &self,
+        state: &mut Overlay<S>,
+        outbox: &mut Outbox,
+        ctx: &BlockContext,
+        signer: &Address,
+        call: &Call,
+    ) -> Result<(), TxError> {
+        match call {
+            Call::Transfer { to, amount } => balances::transfer(state, signer, to, *amount),
             Call::SubmitUpward(message) => {
-                mq::accept_upward(state, outbox, &self.genesis_hash, message)
+                mq::accept_upward(state, &self.genesis_hash, message)?;
+                if !registry::on_upward(state, outbox, ctx, message)? {
+                    mq::relay(state, outbox, ctx, message);
+                }
+                Ok(())
             }
+            Call::RegisterWorker(signed) => {
+                let registration = RegistrationContext {
+                    genesis: &self.genesis_hash,
+                    dev: self.config.dev,
+                    block: ctx,
+                };
+                registry::register(state, &registration, signer, signed)
+            }
+            Call::SetAttestationPolicy(policy) => registry::set_policy(state, signer, policy),
+            Call::AddGatekeeper(worker) => {
+                registry::add_gatekeeper(state, outbox, ctx, signer, worker)
+            }
+            Call::AssignCluster { worker, cluster } => {
+                registry::assign_cluster(state, outbox, ctx, signer, worker, *cluster)
+            }
+            Call::RotateMasterKey => registry::rotate_master_key(state, outbox, ctx, signer),
         }
     }
 
@@ -216,10 +250,20 @@ impl Runtime {
         }
         // The decoder refuses these, so only a transaction built in memory can carry them; a
         // block holding one could not be decoded by peers, so the runtime refuses it too.
-        if let Call::SubmitUpward(message) = &stx.tx.call
-            && (message.topic.len() > limits::MAX_UPWARD_TOPIC
-                || message.payload.len() > limits::MAX_PAYLOAD)
-        {
+        let within_limits = match &stx.tx.call {
+            Call::SubmitUpward(message) => {
+                message.topic.len() <= limits::MAX_UPWARD_TOPIC
+                    && message.payload.len() <= limits::MAX_PAYLOAD
+            }
+            Call::RegisterWorker(signed) => match &signed.registration.evidence {
+                Evidence::SgxDcap { quote, collateral } | Evidence::Tdx { quote, collateral } => {
+                    quote.len() <= MAX_QUOTE && collateral.len() <= MAX_COLLATERAL
+                }
+                Evidence::Simulated { .. } => true,
+            },
+            _ => true,
+        };
+        if !within_limits {
             return Err(oversized);
         }
         Ok(())

@@ -114,7 +114,8 @@ impl StateRead for BTreeMap<Vec<u8>, Vec<u8>> {
 
 /// Where each module keeps its data: a module prefix, then the item.
 pub mod keys {
-    use phala_types::Address;
+    use commonware_codec::Encode;
+    use phala_types::{Address, Destination};
 
     /// An account record (nonce and free balance).
     pub fn account(address: &Address) -> Vec<u8> {
@@ -127,6 +128,21 @@ pub mod keys {
     /// The next expected sequence of a registered upward-message origin.
     pub fn origin_sequence(origin: &Address) -> Vec<u8> {
         [b"mq/origin/".as_slice(), &origin.0].concat()
+    }
+
+    /// The next sequence of a downward stream.
+    pub fn stream_next(destination: &Destination) -> Vec<u8> {
+        [b"mq/stream-next/".as_slice(), &destination.encode()].concat()
+    }
+
+    /// Where message `sequence` of a downward stream is ([`crate::mq::MessageLocation`]).
+    pub fn stream_message(destination: &Destination, sequence: u64) -> Vec<u8> {
+        [
+            b"mq/stream/".as_slice(),
+            &destination.encode(),
+            &sequence.to_be_bytes(),
+        ]
+        .concat()
     }
 
     /// The chain height and hash of the last applied block.

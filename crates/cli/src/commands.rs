@@ -1,16 +1,13 @@
 //! The user-facing commands. Each prints human-readable text, or one JSON object with `--json`.
 
 use anyhow::{Context as _, anyhow, bail};
-use commonware_codec::EncodeSize as _;
-use phala_chain::config::FeeSchedule;
 use phala_client::{Client, api::TxStatus, verify_account, verify_finalization};
 use phala_crypto::Keypair;
-use phala_types::{Address, Call, SignedTransaction, Transaction, format_pha, parse_pha};
+use phala_types::{Address, Call, format_pha, parse_pha};
 use serde_json::json;
 use std::{path::Path, time::Duration};
 
 /// How long a transaction stays includable, in blocks.
-const EXPIRY_BLOCKS: u64 = 600;
 
 /// An address, or a dev account name such as `alice`.
 pub fn resolve_address(text: &str) -> anyhow::Result<Address> {
@@ -92,20 +89,9 @@ pub async fn transfer(
     let signer = resolve_signer(from)?;
     let to = resolve_address(to)?;
     let amount = parse_pha(amount)?;
-    let info = client.chain_info().await?;
-    let genesis = phala_client::api::parse_digest(&info.genesis_hash)?;
-    let account = client.account(&signer.address()).await?;
-    let head = client.health().await?.finalized_height;
-    let mut tx = Transaction {
-        signer: signer.address(),
-        nonce: account.nonce,
-        fee: 0,
-        expiry: head + EXPIRY_BLOCKS,
-        call: Call::Transfer { to, amount },
-    };
-    // The fee depends on the encoded size, which does not depend on the fee (fixed width).
-    tx.fee = minimum_fee(&info.fees, &signer.sign_transaction(&genesis, tx.clone()));
-    let stx = signer.sign_transaction(&genesis, tx);
+    let stx = client
+        .sign_call(&signer, Call::Transfer { to, amount }, None)
+        .await?;
     let hash = client.submit(&stx).await?;
     let status = if no_wait {
         TxStatus::Pending
@@ -146,12 +132,6 @@ pub async fn transfer(
     Ok(())
 }
 
-/// The least fee the chain accepts for this transaction.
-pub fn minimum_fee(fees: &FeeSchedule, stx: &SignedTransaction) -> u128 {
-    fees.per_byte
-        .saturating_mul(stx.encode_size() as u128)
-        .saturating_add(fees.base)
-}
 
 /// `phala block`.
 pub async fn block(client: &Client, height: Option<u64>, as_json: bool) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use phala_chain::{
     config::FeeSchedule,
     merkle::MerkleProof,
 };
-use phala_types::{Address, Digest};
+use phala_types::{Address, Destination, Digest};
 use serde::{Deserialize, Serialize};
 
 /// What a client needs to know to talk to a chain.
@@ -240,4 +240,30 @@ pub struct FinalizedEvent {
     pub header: HeaderJson,
     pub transactions: u32,
     pub messages: u32,
+}
+
+/// Proof that a run of blocks left no queue message out: a certified header, and for each
+/// stream, a state proof of where its next message lives (or that it does not exist yet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Witness {
+    pub header: HeaderJson,
+    /// Finality certificate of `header` (hex).
+    pub certificate: String,
+    pub streams: Vec<StreamProof>,
+}
+
+/// A state proof of the key `mq/stream/<destination><sequence>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamProof {
+    pub destination: Destination,
+    pub sequence: u64,
+    pub proof: ProofJson,
+}
+
+/// Consecutive finalized headers ending at a certified one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeadersJson {
+    pub headers: Vec<HeaderJson>,
+    /// Finality certificate of the last header (hex).
+    pub certificate: String,
 }

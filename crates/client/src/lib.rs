@@ -5,8 +5,14 @@
 pub mod api;
 mod verify;
 
-use api::{AccountJson, BlockJson, ChainInfo, FinalizedHead, Health, StateValueJson, TxStatus};
-use commonware_codec::Encode;
+use api::{
+    AccountJson, BlockJson, ChainInfo, FinalizedHead, HeadersJson, Health, OutboxMessageJson,
+    StateValueJson, TxStatus, Witness,
+};
+use commonware_codec::{Encode, EncodeSize};
+use phala_chain::config::FeeSchedule;
+use phala_crypto::Keypair;
+use phala_types::{Call, Destination, Transaction, WorkerRecord};
 use jsonrpsee::{
     core::{ClientError, client::ClientT},
     http_client::{HttpClient, HttpClientBuilder},
@@ -135,4 +141,82 @@ impl Client {
     pub async fn finalized_head(&self) -> Result<FinalizedHead, Error> {
         self.call("finalized_head", rpc_params![]).await
     }
+
+    /// Signs `call` as a transaction paying the minimum fee, with the signer's next nonce
+    /// unless `nonce` is given, valid for [`EXPIRY_BLOCKS`].
+    pub async fn sign_call(
+        &self,
+        signer: &Keypair,
+        call: Call,
+        nonce: Option<u64>,
+    ) -> Result<SignedTransaction, Error> {
+        let info = self.chain_info().await?;
+        let genesis =
+            api::parse_digest(&info.genesis_hash).map_err(|e| Error::Malformed(e.to_string()))?;
+        let nonce = match nonce {
+            Some(nonce) => nonce,
+            None => self.account(&signer.address()).await?.nonce,
+        };
+        let head = self.health().await?.finalized_height;
+        let mut tx = Transaction {
+            signer: signer.address(),
+            nonce,
+            fee: 0,
+            expiry: head + EXPIRY_BLOCKS,
+            call,
+        };
+        // The fee depends on the encoded size, which does not depend on the fee (fixed width).
+        tx.fee = minimum_fee(&info.fees, &signer.sign_transaction(&genesis, tx.clone()));
+        Ok(signer.sign_transaction(&genesis, tx))
+    }
+
+    /// Signs, submits and waits for `call` to be finalized; a rejection is an error.
+    pub async fn execute(&self, signer: &Keypair, call: Call) -> Result<Digest, Error> {
+        let stx = self.sign_call(signer, call, None).await?;
+        let hash = self.submit(&stx).await?;
+        match self.wait_final(&hash, Duration::from_secs(60)).await? {
+            TxStatus::Rejected { code, reason } => Err(Error::Rpc {
+                code: 1001,
+                message: format!("transaction rejected: {reason}"),
+                data: Some(serde_json::json!({ "code": code })),
+            }),
+            _ => Ok(hash),
+        }
+    }
+
+    /// Consecutive finalized headers from `from`, ending at a certified one.
+    pub async fn headers(&self, from: u64, limit: u64) -> Result<HeadersJson, Error> {
+        self.call("headers", rpc_params![from, limit]).await
+    }
+
+    /// A queue stream's messages from `from` up to block `to_height`, with proofs.
+    pub async fn stream_messages(
+        &self,
+        destination: Destination,
+        from: u64,
+        to_height: u64,
+    ) -> Result<Vec<OutboxMessageJson>, Error> {
+        self.call("stream_messages", rpc_params![destination, from, to_height])
+            .await
+    }
+
+    /// A certified head with proofs of where each stream's next message is.
+    pub async fn stream_witness(&self, streams: &[(Destination, u64)]) -> Result<Witness, Error> {
+        self.call("stream_witness", rpc_params![streams]).await
+    }
+
+    /// The registry's workers.
+    pub async fn workers(&self) -> Result<Vec<WorkerRecord>, Error> {
+        self.call("workers", rpc_params![]).await
+    }
+}
+
+/// How many blocks a transaction built by [`Client::sign_call`] stays valid.
+pub const EXPIRY_BLOCKS: u64 = 600;
+
+/// The least fee the chain accepts for this transaction.
+pub fn minimum_fee(fees: &FeeSchedule, stx: &SignedTransaction) -> u128 {
+    fees.per_byte
+        .saturating_mul(stx.encode_size() as u128)
+        .saturating_add(fees.base)
 }

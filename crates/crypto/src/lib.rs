@@ -2,12 +2,17 @@
 //! verification included), each signature domain-separated by a namespace from
 //! [`phala_types::namespace`] and bound to one chain by its genesis hash.
 
+pub mod secrets;
+
 use commonware_codec::{Copying, DecodeExt, Encode};
 use commonware_cryptography::{
     BatchVerifier, Hasher, Sha256, Signer, Verifier,
     ed25519::{PrivateKey, PublicKey, Signature},
 };
-use phala_types::{Address, Digest, SignedTransaction, Transaction, UpwardMessage, namespace};
+use phala_types::{
+    Address, Digest, SignedRegistration, SignedTransaction, Transaction, UpwardMessage,
+    WorkerRegistration, namespace,
+};
 use std::path::Path;
 use thiserror::Error;
 
@@ -82,6 +87,19 @@ impl Keypair {
     pub fn sign_upward(&self, genesis: &Digest, message: &mut UpwardMessage) {
         message.origin = self.address;
         message.signature = self.sign(namespace::UPWARD, &upward_payload(genesis, message));
+    }
+
+    /// Signs a worker registration with this (identity) key.
+    pub fn sign_registration(
+        &self,
+        genesis: &Digest,
+        registration: WorkerRegistration,
+    ) -> SignedRegistration {
+        let payload = registration_payload(genesis, &registration);
+        SignedRegistration {
+            signature: self.sign(namespace::REGISTRATION, &payload),
+            registration,
+        }
     }
 
     /// Writes the key to a JSON file readable only by its owner.
@@ -177,6 +195,21 @@ pub fn verify_upward(genesis: &Digest, message: &UpwardMessage) -> bool {
         &upward_payload(genesis, message),
         &message.signature,
     )
+}
+
+/// Checks that a registration was signed by the identity key it registers.
+pub fn verify_registration(genesis: &Digest, signed: &SignedRegistration) -> bool {
+    verify(
+        &signed.registration.identity,
+        namespace::REGISTRATION,
+        &registration_payload(genesis, &signed.registration),
+        &signed.signature,
+    )
+}
+
+/// The bytes an identity key signs for a registration: genesis hash, then the registration.
+pub fn registration_payload(genesis: &Digest, registration: &WorkerRegistration) -> Vec<u8> {
+    [genesis.as_ref(), &registration.signing_payload()].concat()
 }
 
 /// Checks many transactions' signatures at once (several times faster than one by one); `false`

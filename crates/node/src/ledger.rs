@@ -569,6 +569,22 @@ impl Ledger {
         (state.get(key), state.prove(key), head)
     }
 
+    /// Several committed values with proofs against one head.
+    pub fn state_values(&self, keys: &[Vec<u8>]) -> (Vec<(Option<Vec<u8>>, StateProof)>, Header) {
+        use phala_chain::state::StateRead;
+        let (state, head) = self.committed();
+        let values = keys.iter().map(|k| (state.get(k), state.prove(k))).collect();
+        (values, head)
+    }
+
+    /// Committed values whose keys start with `prefix` (unproven: for listings).
+    pub fn scan(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
+        self.state()
+            .scan_prefix(prefix)
+            .map(|(_, v)| v.to_vec())
+            .collect()
+    }
+
     /// The committed state and the head it belongs to, consistently: the inner lock is held
     /// only to pair them, so proofs (read lock only) do not hold up consensus.
     fn committed(&self) -> (RwLockReadGuard<'_, StateDb>, Header) {

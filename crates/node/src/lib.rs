@@ -8,6 +8,7 @@ pub mod follower;
 pub mod gossip;
 pub mod ledger;
 pub mod mempool;
+pub mod relay_rpc;
 pub mod rpc;
 pub mod service;
 pub mod spec;

@@ -3,7 +3,7 @@
 
 use commonware_codec::EncodeSize;
 use phala_chain::{Runtime, TxError, balances::Account};
-use phala_types::{Address, Call, Digest, SignedTransaction};
+use phala_types::{Address, Digest, SignedTransaction};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Most transactions held at once.
@@ -230,8 +230,5 @@ impl Mempool {
 
 /// What a transaction can take from its signer's balance.
 fn spend(stx: &SignedTransaction) -> u128 {
-    stx.tx.fee.saturating_add(match &stx.tx.call {
-        Call::Transfer { amount, .. } => *amount,
-        Call::SubmitUpward(_) => 0,
-    })
+    stx.tx.fee.saturating_add(stx.tx.call.moves())
 }

@@ -41,7 +41,7 @@ pub fn chain_info(spec: &crate::spec::ChainSpec) -> ChainInfo {
         genesis_hash: hex::encode(spec.hash()),
         identity: spec.identity.clone(),
         namespace: hex::encode(spec.namespace()),
-        dev: spec.dev,
+        dev: spec.genesis.dev,
         fees: spec.genesis.fees,
         validators: spec.validators.iter().map(|v| v.address).collect(),
     }
@@ -56,7 +56,7 @@ pub enum BlockSource {
 }
 
 impl BlockSource {
-    async fn block(&self, height: u64) -> Option<Arc<Block>> {
+    pub(crate) async fn block(&self, height: u64) -> Option<Arc<Block>> {
         match self {
             BlockSource::Marshal(m) => m
                 .get_block(Height::new(height))
@@ -67,7 +67,7 @@ impl BlockSource {
     }
 
     /// The encoded finalization certificate stored for this height, if any.
-    async fn finalization(&self, height: u64) -> Option<Vec<u8>> {
+    pub(crate) async fn finalization(&self, height: u64) -> Option<Vec<u8>> {
         match self {
             BlockSource::Marshal(m) => m
                 .get_finalization(Height::new(height))
@@ -97,7 +97,7 @@ impl BlockSource {
     }
 }
 
-fn invalid_params(message: impl Into<String>) -> ErrorObjectOwned {
+pub(crate) fn invalid_params(message: impl Into<String>) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(
         jsonrpsee::types::error::INVALID_PARAMS_CODE,
         message.into(),
@@ -105,7 +105,7 @@ fn invalid_params(message: impl Into<String>) -> ErrorObjectOwned {
     )
 }
 
-fn not_found(message: impl Into<String>) -> ErrorObjectOwned {
+pub(crate) fn not_found(message: impl Into<String>) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(code::NOT_FOUND, message.into(), None::<()>)
 }
 
@@ -409,6 +409,7 @@ pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
     module.register_async_method("finalized_head", |_, ctx, _| finalized_head(ctx))?;
     module.register_method("outbox", |params, ctx, _| outbox(params, ctx))?;
     module.register_method("health", |_, ctx, _| Ok::<_, ErrorObjectOwned>(health(ctx)))?;
+    crate::relay_rpc::register(&mut module)?;
     module.register_subscription(
         "subscribe_finalized",
         "finalized",

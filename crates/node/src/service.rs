@@ -83,7 +83,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         );
         let validators = spec.validators.len();
         let max_message = engine::max_message_size(validators as u32);
-        let mut p2p_config = if spec.dev {
+        let mut p2p_config = if spec.genesis.dev {
             lookup::Config::local(handshake, &spec.namespace(), listen, NZUsize!(validators), max_message, NZUsize!(1024))
         } else {
             lookup::Config::recommended(handshake, &spec.namespace(), listen, NZUsize!(validators), max_message, NZUsize!(1024))

@@ -23,10 +23,11 @@ use commonware_utils::{N3f1, NZU32, TryCollect as _, ordered::Set};
 use phala_chain::{
     commitment::StateDb,
     config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig},
+    registry::RegistryConfig,
     merkle,
 };
 use phala_crypto::Keypair;
-use phala_types::{Address, Block, Digest, Header, TOTAL_SUPPLY, UNIT};
+use phala_types::{Address, AttestationPolicy, Block, Digest, Header, TOTAL_SUPPLY, UNIT};
 use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, path::Path};
 
@@ -39,6 +40,15 @@ pub const MAX_VALIDATORS: u32 = 1024;
 
 /// Names of the development accounts funded by a dev genesis.
 pub const DEV_ACCOUNTS: [&str; 6] = ["alice", "bob", "charlie", "dave", "eve", "ferdie"];
+
+/// Funded dev accounts that operate `phala dev`'s workers (one per pherry, so their nonces
+/// never collide with a user's).
+pub const DEV_OPERATORS: usize = 16;
+
+/// The dev account that operates pRuntime `index` in `phala dev`.
+pub fn dev_operator(index: usize) -> Keypair {
+    Keypair::dev(&format!("operator-{index}"))
+}
 
 /// One validator as every node knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +63,6 @@ pub struct ValidatorInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainSpec {
     pub chain_id: String,
-    /// A development chain: dev accounts are funded and simulated TEEs will be accepted.
-    pub dev: bool,
     /// The least time between a block and its parent, in milliseconds.
     pub block_interval_ms: u64,
     pub genesis: GenesisConfig,
@@ -241,9 +249,10 @@ pub fn generate_with(
     let treasury = Keypair::dev("treasury").address();
     let mut allocations = Vec::new();
     if options.dev {
-        for name in DEV_ACCOUNTS {
+        let operators = (0..DEV_OPERATORS).map(dev_operator);
+        for key in DEV_ACCOUNTS.iter().map(|name| Keypair::dev(name)).chain(operators) {
             allocations.push(Allocation {
-                address: Keypair::dev(name).address(),
+                address: key.address(),
                 balance: 10_000_000 * UNIT,
             });
         }
@@ -276,11 +285,12 @@ pub fn generate_with(
         },
         allocations,
         upward_origins: Vec::new(),
+        dev: options.dev,
+        registry: registry_config(options.dev),
     };
     genesis.validate()?;
     let spec = ChainSpec {
         chain_id: options.chain_id.clone(),
-        dev: options.dev,
         block_interval_ms: options.block_interval_ms,
         genesis,
         validators,
@@ -298,6 +308,20 @@ pub fn generate_with(
         });
     }
     Ok((spec, files))
+}
+
+/// The registry at genesis: a dev chain accepts simulated TEEs and makes alice its admin; a
+/// production chain starts with an empty allowlist (no worker admitted until the admin, later
+/// governance, allows measurements) and no simulated TEEs.
+fn registry_config(dev: bool) -> RegistryConfig {
+    if dev {
+        RegistryConfig {
+            admin: Some(Keypair::dev("alice").address()),
+            policy: AttestationPolicy::dev(),
+        }
+    } else {
+        RegistryConfig::default()
+    }
 }
 
 /// Milliseconds since the Unix epoch on this machine's clock.

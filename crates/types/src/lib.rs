@@ -6,6 +6,7 @@ mod address;
 mod amount;
 mod block;
 mod mq;
+pub mod registry;
 mod tx;
 
 pub use address::{ADDRESS_HRP, Address, AddressError};
@@ -13,6 +14,10 @@ pub use amount::{AmountError, Balance, DECIMALS, TOTAL_SUPPLY, UNIT, format_pha,
 pub use block::{Block, Header};
 pub use commonware_cryptography::sha256::Digest;
 pub use mq::{Destination, DownwardMessage, UpwardMessage};
+pub use registry::{
+    AttestationPolicy, ClusterAssignment, Evidence, GatekeeperJoined, KeyDelivery,
+    MasterPublicKey, SignedRegistration, TeeKind, WorkerRecord, WorkerRegistration,
+};
 pub use tx::{Call, SignedTransaction, Transaction};
 
 /// Size limits enforced by every decoder, so that no peer or user can make us allocate freely.
@@ -40,4 +45,8 @@ pub mod namespace {
     pub const UPWARD: &[u8] = b"phala/mq-upward/v1";
     /// Consensus votes and certificates (suffixed by the chain id by the node).
     pub const CONSENSUS: &[u8] = b"phala/consensus/v1";
+    /// The binding of a worker's keys into its TEE report data.
+    pub const ATTESTATION: &[u8] = b"phala/attestation/v1";
+    /// Identity-key signatures over worker registrations.
+    pub const REGISTRATION: &[u8] = b"phala/registration/v1";
 }

@@ -9,8 +9,8 @@ use bytes::{BufMut, Bytes};
 use commonware_codec::Buf;
 use commonware_codec::{EncodeSize, Error as CodecError, RangeCfg, Read, ReadExt, Write};
 
-/// Who a downward message is for.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// Who a downward message is for. Each destination is one ordered stream.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "id")]
 pub enum Destination {
     /// Every worker and gatekeeper.
@@ -66,6 +66,8 @@ impl Read for Destination {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DownwardMessage {
     pub destination: Destination,
+    /// Position in the destination's stream (0, 1, 2, ...): a reader detects any gap or repeat.
+    pub sequence: u64,
     pub topic: Bytes,
     pub payload: Bytes,
 }
@@ -73,6 +75,7 @@ pub struct DownwardMessage {
 impl Write for DownwardMessage {
     fn write(&self, buf: &mut impl BufMut) {
         self.destination.write(buf);
+        self.sequence.write(buf);
         self.topic.write(buf);
         self.payload.write(buf);
     }
@@ -80,7 +83,10 @@ impl Write for DownwardMessage {
 
 impl EncodeSize for DownwardMessage {
     fn encode_size(&self) -> usize {
-        self.destination.encode_size() + self.topic.encode_size() + self.payload.encode_size()
+        self.destination.encode_size()
+            + 8
+            + self.topic.encode_size()
+            + self.payload.encode_size()
     }
 }
 
@@ -89,6 +95,7 @@ impl Read for DownwardMessage {
     fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, CodecError> {
         Ok(DownwardMessage {
             destination: Destination::read(buf)?,
+            sequence: u64::read(buf)?,
             topic: Bytes::read_cfg(buf, &RangeCfg::new(..=limits::MAX_TOPIC))?,
             payload: Bytes::read_cfg(buf, &RangeCfg::new(..=limits::MAX_PAYLOAD))?,
         })

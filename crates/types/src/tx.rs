@@ -1,7 +1,7 @@
 //! Transactions: a call signed by an account, with a nonce against replay, a fee, and an expiry
 //! height after which it can never be included.
 
-use crate::{Address, Balance, UpwardMessage};
+use crate::{Address, AttestationPolicy, Balance, SignedRegistration, UpwardMessage};
 use bytes::BufMut;
 use commonware_codec::Buf;
 use commonware_codec::{Encode, EncodeSize, Error as CodecError, Read, ReadExt, Write};
@@ -14,6 +14,27 @@ pub enum Call {
     Transfer { to: Address, amount: Balance },
     /// Relays a message signed by a registered origin (pherry pays the fee, the origin signs).
     SubmitUpward(UpwardMessage),
+    /// Registers (or re-attests) the worker whose identity key signed the registration; the
+    /// transaction's signer must be its operator.
+    RegisterWorker(SignedRegistration),
+    /// Admin: replaces the attestation policy (governance will take this over).
+    SetAttestationPolicy(AttestationPolicy),
+    /// Admin: admits a registered worker to the gatekeeper set.
+    AddGatekeeper(Address),
+    /// Admin: places a registered worker in a cluster; the gatekeepers send it the cluster key.
+    AssignCluster { worker: Address, cluster: u32 },
+    /// Admin: orders the gatekeepers to create the next master key generation.
+    RotateMasterKey,
+}
+
+impl Call {
+    /// PHA the call moves out of the signer's balance, besides the fee.
+    pub fn moves(&self) -> Balance {
+        match self {
+            Call::Transfer { amount, .. } => *amount,
+            _ => 0,
+        }
+    }
 }
 
 impl Write for Call {
@@ -28,6 +49,24 @@ impl Write for Call {
                 1u8.write(buf);
                 message.write(buf);
             }
+            Call::RegisterWorker(registration) => {
+                2u8.write(buf);
+                registration.write(buf);
+            }
+            Call::SetAttestationPolicy(policy) => {
+                3u8.write(buf);
+                policy.write(buf);
+            }
+            Call::AddGatekeeper(worker) => {
+                4u8.write(buf);
+                worker.write(buf);
+            }
+            Call::AssignCluster { worker, cluster } => {
+                5u8.write(buf);
+                worker.write(buf);
+                cluster.write(buf);
+            }
+            Call::RotateMasterKey => 6u8.write(buf),
         }
     }
 }
@@ -37,6 +76,11 @@ impl EncodeSize for Call {
         1 + match self {
             Call::Transfer { .. } => 32 + 16,
             Call::SubmitUpward(message) => message.encode_size(),
+            Call::RegisterWorker(registration) => registration.encode_size(),
+            Call::SetAttestationPolicy(policy) => policy.encode_size(),
+            Call::AddGatekeeper(_) => 32,
+            Call::AssignCluster { .. } => 32 + 4,
+            Call::RotateMasterKey => 0,
         }
     }
 }
@@ -50,6 +94,14 @@ impl Read for Call {
                 amount: u128::read(buf)?,
             }),
             1 => Ok(Call::SubmitUpward(UpwardMessage::read(buf)?)),
+            2 => Ok(Call::RegisterWorker(SignedRegistration::read(buf)?)),
+            3 => Ok(Call::SetAttestationPolicy(AttestationPolicy::read(buf)?)),
+            4 => Ok(Call::AddGatekeeper(Address::read(buf)?)),
+            5 => Ok(Call::AssignCluster {
+                worker: Address::read(buf)?,
+                cluster: u32::read(buf)?,
+            }),
+            6 => Ok(Call::RotateMasterKey),
             tag => Err(CodecError::InvalidEnum(tag)),
         }
     }

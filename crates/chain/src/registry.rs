@@ -1,0 +1,347 @@
+//! The worker registry: the attestation policy, registered workers, the gatekeeper set and the
+//! master public key, plus the routing of the gatekeepers' key messages.
+//!
+//! Invariants:
+//! - a worker is recorded only with evidence that verifies under the policy at the block's time
+//!   and whose report data binds exactly its keys, this chain and a recent height;
+//! - simulated evidence is refused on any chain whose genesis is not `dev`;
+//! - gatekeeper messages with the same topic and payload take effect once (the first copy):
+//!   gatekeepers run the same deterministic logic and all send them.
+
+use crate::{
+    BlockContext, TxError,
+    mq::{self, Outbox},
+    state::{Overlay, StateRead},
+};
+use bytes::Bytes;
+use commonware_codec::{Copying, Decode, Encode, RangeCfg};
+use commonware_cryptography::{Hasher, Sha256};
+use phala_types::{
+    Address, AttestationPolicy, ClusterAssignment, Destination, Digest, Evidence,
+    GatekeeperJoined, KeyDelivery, MasterPublicKey, SignedRegistration, UpwardMessage,
+    WorkerRecord,
+    registry::{decode_payload, topics},
+};
+use serde::{Deserialize, Serialize};
+
+/// The registry's genesis settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryConfig {
+    /// The account allowed the admin calls until governance replaces it.
+    pub admin: Option<Address>,
+    pub policy: AttestationPolicy,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        let mut policy = AttestationPolicy::dev();
+        policy.allow_simulated = false;
+        RegistryConfig {
+            admin: None,
+            policy,
+        }
+    }
+}
+
+/// Where the registry keeps its data.
+pub mod keys {
+    use phala_types::Address;
+
+    pub const POLICY: &[u8] = b"registry/policy";
+    pub const ADMIN: &[u8] = b"registry/admin";
+    pub const GATEKEEPERS: &[u8] = b"registry/gatekeepers";
+    /// The newest master key generation recorded (absent: none yet).
+    pub const MASTER_GENERATION: &[u8] = b"registry/master-generation";
+    /// The generation a rotation order asked for and the gatekeepers have not published yet.
+    pub const PENDING_ROTATION: &[u8] = b"registry/pending-rotation";
+    /// Prefix of every worker record; the node lists workers by it.
+    pub const WORKER_PREFIX: &[u8] = b"registry/worker/";
+
+    pub fn worker(identity: &Address) -> Vec<u8> {
+        [WORKER_PREFIX, &identity.0].concat()
+    }
+
+    pub fn master_key(generation: u32) -> Vec<u8> {
+        [b"registry/master-key/".as_slice(), &generation.to_be_bytes()].concat()
+    }
+
+    /// Marks a gatekeeper message as handled (the first copy won).
+    pub fn seen(digest: &[u8]) -> Vec<u8> {
+        [b"registry/seen/".as_slice(), digest].concat()
+    }
+}
+
+const MAX_GATEKEEPERS: usize = 256;
+
+/// Writes the registry's genesis state.
+pub fn genesis<S: StateRead + ?Sized>(state: &mut Overlay<S>, config: &RegistryConfig) {
+    state.set(keys::POLICY.to_vec(), config.policy.encode().to_vec());
+    if let Some(admin) = config.admin {
+        state.set(keys::ADMIN.to_vec(), admin.0.to_vec());
+    }
+}
+
+/// The policy in force.
+pub fn policy<S: StateRead + ?Sized>(state: &Overlay<S>) -> Result<AttestationPolicy, TxError> {
+    let bytes = state.get(keys::POLICY).ok_or(TxError::Corrupt("policy"))?;
+    decode_payload(&bytes).map_err(|_| TxError::Corrupt("policy"))
+}
+
+/// A worker's record, if registered.
+pub fn worker<S: StateRead + ?Sized>(state: &Overlay<S>, identity: &Address) -> Option<WorkerRecord> {
+    decode_payload(&state.get(&keys::worker(identity))?).ok()
+}
+
+fn set_worker<S: StateRead + ?Sized>(state: &mut Overlay<S>, record: &WorkerRecord) {
+    state.set(keys::worker(&record.identity), record.encode().to_vec());
+}
+
+/// The gatekeeper set, in the order they joined.
+pub fn gatekeepers<S: StateRead + ?Sized>(state: &Overlay<S>) -> Vec<Address> {
+    let cfg = (RangeCfg::new(..=MAX_GATEKEEPERS), ());
+    state
+        .get(keys::GATEKEEPERS)
+        .and_then(|bytes| Vec::<Address>::decode_cfg(Copying(bytes.as_slice()), &cfg).ok())
+        .unwrap_or_default()
+}
+
+/// The newest recorded master key generation, 0 before the first.
+pub fn master_generation<S: StateRead + ?Sized>(state: &Overlay<S>) -> u32 {
+    state
+        .get(keys::MASTER_GENERATION)
+        .and_then(|v| v.try_into().ok().map(u32::from_be_bytes))
+        .unwrap_or(0)
+}
+
+fn require_admin<S: StateRead + ?Sized>(state: &Overlay<S>, signer: &Address) -> Result<(), TxError> {
+    match state.get(keys::ADMIN) {
+        Some(admin) if admin == signer.0 => Ok(()),
+        _ => Err(TxError::NotAdmin(*signer)),
+    }
+}
+
+/// The facts a registration is judged against.
+pub struct RegistrationContext<'a> {
+    pub genesis: &'a Digest,
+    /// A dev chain: the only kind that may accept simulated evidence.
+    pub dev: bool,
+    pub block: &'a BlockContext,
+}
+
+/// Registers a worker, or renews its attestation. The transaction's signer must be the
+/// operator the worker's identity key named.
+pub fn register<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    ctx: &RegistrationContext<'_>,
+    signer: &Address,
+    signed: &SignedRegistration,
+) -> Result<(), TxError> {
+    let registration = &signed.registration;
+    if registration.operator != *signer {
+        return Err(TxError::NotOperator {
+            operator: registration.operator,
+            signer: *signer,
+        });
+    }
+    if !phala_crypto::verify_registration(ctx.genesis, signed) {
+        return Err(TxError::BadRegistrationSignature);
+    }
+    if matches!(registration.evidence, Evidence::Simulated { .. }) && !ctx.dev {
+        return Err(TxError::Attestation(
+            "simulated evidence is accepted on dev chains only".into(),
+        ));
+    }
+    let policy = policy(state)?;
+    let height = ctx.block.height;
+    if registration.freshness > height
+        || height - registration.freshness > policy.freshness_blocks
+    {
+        return Err(TxError::StaleAttestation {
+            freshness: registration.freshness,
+            height,
+            window: policy.freshness_blocks,
+        });
+    }
+    let expected = registration.expected_report_data(ctx.genesis.as_ref());
+    let verdict = phala_attestation::attest(
+        &registration.evidence,
+        &policy,
+        &expected,
+        ctx.block.timestamp / 1000,
+    )
+    .map_err(|error| TxError::Attestation(error.to_string()))?;
+    let previous = worker(state, &registration.identity);
+    if let Some(previous) = &previous
+        && previous.ecdh != registration.ecdh
+    {
+        return Err(TxError::Attestation(
+            "a registered worker cannot change its ECDH key".into(),
+        ));
+    }
+    let record = WorkerRecord {
+        identity: registration.identity,
+        ecdh: registration.ecdh,
+        operator: registration.operator,
+        tee: registration.evidence.kind(),
+        measurement: verdict.measurement.clone(),
+        confidence: verdict.confidence,
+        cores: registration.cores,
+        benchmark: registration.benchmark,
+        registered_at: previous.as_ref().map_or(height, |p| p.registered_at),
+        attested_at: height,
+        gatekeeper_candidate: registration.gatekeeper,
+        gatekeeper: previous.as_ref().is_some_and(|p| p.gatekeeper),
+        cluster: previous.as_ref().and_then(|p| p.cluster),
+    };
+    set_worker(state, &record);
+    mq::register_origin(state, &registration.identity);
+    Ok(())
+}
+
+/// Admin: replaces the policy. Simulated evidence stays refused on non-dev chains regardless.
+pub fn set_policy<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    signer: &Address,
+    new: &AttestationPolicy,
+) -> Result<(), TxError> {
+    require_admin(state, signer)?;
+    state.set(keys::POLICY.to_vec(), new.encode().to_vec());
+    Ok(())
+}
+
+/// Admin: admits a registered worker that asked to be a gatekeeper. The first gatekeeper of a
+/// chain without a master key is told to create it.
+pub fn add_gatekeeper<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    signer: &Address,
+    identity: &Address,
+) -> Result<(), TxError> {
+    require_admin(state, signer)?;
+    let mut record = worker(state, identity).ok_or(TxError::UnknownWorker(*identity))?;
+    if !record.gatekeeper_candidate {
+        return Err(TxError::NotGatekeeperCandidate(*identity));
+    }
+    let mut set = gatekeepers(state);
+    if set.contains(identity) {
+        return Err(TxError::AlreadyGatekeeper(*identity));
+    }
+    if set.len() >= MAX_GATEKEEPERS {
+        return Err(TxError::Corrupt("gatekeeper set full"));
+    }
+    let bootstrap = set.is_empty() && master_generation(state) == 0;
+    set.push(*identity);
+    state.set(keys::GATEKEEPERS.to_vec(), set.encode().to_vec());
+    record.gatekeeper = true;
+    set_worker(state, &record);
+    let joined = GatekeeperJoined {
+        identity: *identity,
+        ecdh: record.ecdh,
+        bootstrap,
+    };
+    let payload = Bytes::from(joined.encode().to_vec());
+    mq::send(state, outbox, ctx, Destination::Gatekeepers, topics::GATEKEEPER_JOINED, payload);
+    Ok(())
+}
+
+/// Admin: places a registered worker in a cluster; the gatekeepers send it the cluster key.
+pub fn assign_cluster<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    signer: &Address,
+    identity: &Address,
+    cluster: u32,
+) -> Result<(), TxError> {
+    require_admin(state, signer)?;
+    let mut record = worker(state, identity).ok_or(TxError::UnknownWorker(*identity))?;
+    record.cluster = Some(cluster);
+    set_worker(state, &record);
+    let assignment = ClusterAssignment {
+        worker: *identity,
+        ecdh: record.ecdh,
+        cluster,
+    };
+    let payload = Bytes::from(assignment.encode().to_vec());
+    mq::send(state, outbox, ctx, Destination::Gatekeepers, topics::WORKER_ASSIGNED, payload);
+    Ok(())
+}
+
+/// Admin: orders the next master key generation.
+pub fn rotate_master_key<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    signer: &Address,
+) -> Result<(), TxError> {
+    require_admin(state, signer)?;
+    let current = master_generation(state);
+    if current == 0 {
+        return Err(TxError::NoMasterKey);
+    }
+    if state.get(keys::PENDING_ROTATION).is_some() {
+        return Err(TxError::RotationPending);
+    }
+    let next = current + 1;
+    state.set(keys::PENDING_ROTATION.to_vec(), next.to_be_bytes().to_vec());
+    let payload = Bytes::copy_from_slice(&next.to_be_bytes());
+    mq::send(state, outbox, ctx, Destination::Gatekeepers, topics::ROTATE_MASTER_KEY, payload);
+    Ok(())
+}
+
+/// Acts on an accepted upward message with a registry topic; `Ok(false)` if the topic is not
+/// the registry's.
+pub fn on_upward<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    message: &UpwardMessage,
+) -> Result<bool, TxError> {
+    let topic = message.topic.as_ref();
+    if topic != topics::PUBLISH_MASTER_KEY && topic != topics::DELIVER_KEY {
+        return Ok(false);
+    }
+    if !gatekeepers(state).contains(&message.origin) {
+        return Err(TxError::NotGatekeeper(message.origin));
+    }
+    let bad_payload = |_| TxError::BadPayload(String::from_utf8_lossy(topic).into_owned());
+    // Gatekeepers send identical copies; the first one takes effect.
+    let seen = keys::seen(Sha256::hash(&[topic, &message.payload]).as_ref());
+    if state.get(&seen).is_some() {
+        return Ok(true);
+    }
+    state.set(seen, Vec::new());
+    if topic == topics::PUBLISH_MASTER_KEY {
+        let key: MasterPublicKey = decode_payload(&message.payload).map_err(bad_payload)?;
+        publish_master_key(state, outbox, ctx, &key);
+    } else {
+        let delivery: KeyDelivery = decode_payload(&message.payload).map_err(bad_payload)?;
+        if worker(state, &delivery.recipient).is_none() {
+            return Err(TxError::UnknownWorker(delivery.recipient));
+        }
+        let destination = Destination::Worker(delivery.recipient);
+        mq::send(state, outbox, ctx, destination, topics::DELIVER_KEY, message.payload.clone());
+    }
+    Ok(true)
+}
+
+/// Records the next master key generation (later or repeated ones are ignored: the first wins).
+fn publish_master_key<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    key: &MasterPublicKey,
+) {
+    if key.generation != master_generation(state) + 1 {
+        return;
+    }
+    state.set(keys::master_key(key.generation), key.public_key.to_vec());
+    state.set(
+        keys::MASTER_GENERATION.to_vec(),
+        key.generation.to_be_bytes().to_vec(),
+    );
+    state.remove(keys::PENDING_ROTATION.to_vec());
+    let payload = Bytes::from(key.encode().to_vec());
+    mq::send(state, outbox, ctx, Destination::All, topics::MASTER_KEY_PUBLISHED, payload);
+}

@@ -1,0 +1,160 @@
+//! RPC methods for relayers (pherry): what a pRuntime's light client needs, each piece with the
+//! proof that lets the enclave check it, so the relayer itself is never trusted.
+//!
+//! - `headers(from, limit)`: consecutive headers ending at a certified one, with its certificate;
+//! - `stream_messages(destination, from_sequence, to_height)`: a stream's messages, with proofs;
+//! - `stream_witness([[destination, sequence], ...])`: a certified head and, per stream, a state
+//!   proof of where message `sequence` lives (or that it does not exist yet);
+//! - `workers()`: the registry's worker records (a listing, unproven).
+
+use crate::rpc::{RpcContext, invalid_params, not_found};
+use commonware_codec::{Copying, DecodeExt, Encode};
+use jsonrpsee::{RpcModule, types::ErrorObjectOwned, types::Params};
+use phala_chain::{merkle, mq::MessageLocation, registry, state::keys};
+use phala_client::api::{
+    HeaderJson, HeadersJson, OutboxMessageJson, ProofJson, StreamProof, Witness,
+};
+use phala_types::{Destination, WorkerRecord};
+use std::sync::Arc;
+
+/// Most headers per `headers` call.
+const MAX_HEADERS: u64 = 20_000;
+/// Most messages per `stream_messages` call.
+const MAX_MESSAGES: usize = 10_000;
+/// How far past the asked range `headers` looks for a certified block to end on.
+const CERTIFICATE_SEARCH: u64 = 64;
+
+pub fn register(module: &mut RpcModule<RpcContext>) -> anyhow::Result<()> {
+    module.register_async_method("headers", |params, ctx, _| headers(params, ctx))?;
+    module.register_method("stream_messages", |params, ctx, _| {
+        stream_messages(params, ctx)
+    })?;
+    module.register_async_method("stream_witness", |params, ctx, _| {
+        stream_witness(params, ctx)
+    })?;
+    module.register_method("workers", |_, ctx, _| workers(ctx))?;
+    Ok(())
+}
+
+async fn headers(
+    params: Params<'static>,
+    ctx: Arc<RpcContext>,
+) -> Result<HeadersJson, ErrorObjectOwned> {
+    let (from, limit): (u64, u64) = params
+        .parse()
+        .map_err(|_| invalid_params("expected [from_height, limit]"))?;
+    let head = ctx.ledger.head().height;
+    if from == 0 || from > head {
+        return Err(not_found(format!("no finalized block {from} (head is {head})")));
+    }
+    let wanted_end = from.saturating_add(limit.clamp(1, MAX_HEADERS) - 1).min(head);
+    // End on the nearest certified block: below the wanted end if one is there, else above.
+    let mut end = None;
+    for height in (from..=wanted_end).rev().chain(wanted_end + 1..=(wanted_end + CERTIFICATE_SEARCH).min(head)) {
+        if let Some(certificate) = ctx.blocks.finalization(height).await {
+            end = Some((height, certificate));
+            break;
+        }
+    }
+    let (end, certificate) =
+        end.ok_or_else(|| not_found(format!("no certified block near {wanted_end} yet")))?;
+    let mut headers = Vec::with_capacity((end - from + 1) as usize);
+    for height in from..=end {
+        let block = ctx
+            .blocks
+            .block(height)
+            .await
+            .ok_or_else(|| not_found(format!("block {height} is not stored on this node")))?;
+        headers.push(HeaderJson::from_header(&block.header));
+    }
+    Ok(HeadersJson {
+        headers,
+        certificate: hex::encode(certificate),
+    })
+}
+
+fn stream_messages(
+    params: Params<'_>,
+    ctx: &RpcContext,
+) -> Result<Vec<OutboxMessageJson>, ErrorObjectOwned> {
+    let (destination, from, to_height): (Destination, u64, u64) = params
+        .parse()
+        .map_err(|_| invalid_params("expected [destination, from_sequence, to_height]"))?;
+    let mut out = Vec::new();
+    for sequence in from.. {
+        if out.len() >= MAX_MESSAGES {
+            break;
+        }
+        let key = keys::stream_message(&destination, sequence);
+        let Some(location) = ctx.ledger.state_values(&[key]).0[0]
+            .0
+            .as_deref()
+            .and_then(MessageLocation::decode)
+        else {
+            break;
+        };
+        if location.height > to_height {
+            break;
+        }
+        let messages = ctx.ledger.outbox(location.height);
+        let leaves: Vec<_> = messages.iter().map(merkle::message_leaf).collect();
+        let index = location.index as usize;
+        let (Some(message), Some(proof)) = (messages.get(index), merkle::prove(&leaves, index))
+        else {
+            return Err(not_found(format!(
+                "the outbox of block {} is not kept on this node",
+                location.height
+            )));
+        };
+        out.push(OutboxMessageJson {
+            height: location.height,
+            index: location.index,
+            message: hex::encode(message.encode()),
+            leaf_count: proof.leaf_count,
+            siblings: proof.siblings.iter().map(hex::encode).collect(),
+        });
+    }
+    Ok(out)
+}
+
+async fn stream_witness(
+    params: Params<'static>,
+    ctx: Arc<RpcContext>,
+) -> Result<Witness, ErrorObjectOwned> {
+    let (streams,): (Vec<(Destination, u64)>,) = params
+        .parse()
+        .map_err(|_| invalid_params("expected [[[destination, sequence], ...]]"))?;
+    if streams.len() > 16 {
+        return Err(invalid_params("at most 16 streams"));
+    }
+    let keys: Vec<_> = streams
+        .iter()
+        .map(|(d, s)| keys::stream_message(d, *s))
+        .collect();
+    let (values, header) = ctx.ledger.state_values(&keys);
+    let certificate = ctx.blocks.finalization(header.height).await.ok_or_else(|| {
+        not_found(format!("head {} has no certificate of its own yet; retry", header.height))
+    })?;
+    Ok(Witness {
+        header: HeaderJson::from_header(&header),
+        certificate: hex::encode(certificate),
+        streams: streams
+            .iter()
+            .zip(values)
+            .map(|((destination, sequence), (_, proof))| StreamProof {
+                destination: *destination,
+                sequence: *sequence,
+                proof: ProofJson::from_proof(&proof),
+            })
+            .collect(),
+    })
+}
+
+fn workers(ctx: &RpcContext) -> Result<Vec<WorkerRecord>, ErrorObjectOwned> {
+    Ok(ctx
+        .ledger
+        .scan(registry::keys::WORKER_PREFIX)
+        .iter()
+        .filter_map(|bytes| WorkerRecord::decode(Copying(bytes)).ok())
+        .collect())
+}

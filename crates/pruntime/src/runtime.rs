@@ -1,0 +1,320 @@
+//! The pRuntime itself: sealed keys, the light client's position, the key state, and the
+//! signed messages waiting to go up. Everything that must survive a crash is in one sealed
+//! checkpoint written after each accepted batch, so a restart resumes exactly where the last
+//! accepted batch left off, and re-syncing the same blocks produces the same messages.
+
+use crate::{
+    api::{Info, Mode, RegistrationRequest, SyncBatch, SyncOutcome},
+    keys::{KeyState, Me},
+    light::{LightClient, LightState, SyncError, TrustAnchor},
+    seal::{SealError, Sealer},
+    tee::{Tee, TeeError},
+};
+use bytes::Bytes;
+use commonware_codec::{Copying, DecodeExt, Encode};
+use phala_crypto::{Keypair, secrets::EcdhKeypair};
+use phala_types::{
+    Address, Destination, SignedRegistration, TeeKind, UpwardMessage, WorkerRegistration,
+    registry::report_data,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+const KEYS_FILE: &str = "keys.sealed";
+const CHECKPOINT_FILE: &str = "checkpoint.sealed";
+/// Most signed messages kept waiting for the chain.
+const MAX_EGRESS: usize = 65_536;
+
+/// Why the pRuntime cannot start or do what was asked.
+#[derive(Debug, Error)]
+pub enum PruntimeError {
+    #[error(transparent)]
+    Tee(#[from] TeeError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The secrets generated inside at first start.
+#[derive(Serialize, Deserialize)]
+struct SealedKeys {
+    identity: [u8; 32],
+    ecdh: [u8; 32],
+    mode: Mode,
+}
+
+/// Everything else that must survive a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    anchor: TrustAnchor,
+    genesis_block: String,
+    light: LightState,
+    keys: KeyState,
+    /// Sequence of `egress[0]`.
+    egress_base: u64,
+    /// Signed upward messages not yet known to be on chain (hex encodings).
+    egress: Vec<String>,
+}
+
+impl Checkpoint {
+    fn egress_next(&self) -> u64 {
+        self.egress_base + self.egress.len() as u64
+    }
+}
+
+/// What the operator chooses when starting a pRuntime.
+pub struct Options {
+    pub data_dir: PathBuf,
+    pub anchor: TrustAnchor,
+    /// Hash of the genesis block (height 0), which block 1 names as parent.
+    pub genesis_block: String,
+    pub mode: Mode,
+    pub cores: u32,
+}
+
+/// A running pRuntime.
+pub struct Pruntime {
+    tee: Box<dyn Tee>,
+    sealer: Sealer,
+    dir: PathBuf,
+    identity: Keypair,
+    ecdh: EcdhKeypair,
+    mode: Mode,
+    light: LightClient,
+    checkpoint: Checkpoint,
+    benchmark: u64,
+    cores: u32,
+}
+
+impl Pruntime {
+    /// Opens the sealed keys and checkpoint in `data_dir`, creating them at first start.
+    /// A restart with another chain or mode than the sealed one is refused.
+    pub fn open(tee: Box<dyn Tee>, options: Options) -> Result<Self, PruntimeError> {
+        let sealer = Sealer::new(&tee.sealing_key()?);
+        let dir = options.data_dir.clone();
+        let keys = load_or_create_keys(&sealer, &dir, options.mode)?;
+        if keys.mode != options.mode {
+            return Err(PruntimeError::Invalid(format!(
+                "this pRuntime was created in {:?} mode",
+                keys.mode
+            )));
+        }
+        let light = LightClient::new(&options.anchor)?;
+        let checkpoint = match sealer.read(&dir.join(CHECKPOINT_FILE), b"checkpoint")? {
+            Some(bytes) => {
+                let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
+                    .map_err(|e| PruntimeError::Invalid(format!("checkpoint: {e}")))?;
+                if checkpoint.anchor != options.anchor
+                    || checkpoint.genesis_block != options.genesis_block
+                {
+                    return Err(PruntimeError::Invalid(
+                        "this pRuntime is sealed to another chain".into(),
+                    ));
+                }
+                checkpoint
+            }
+            None => Checkpoint {
+                light: LightClient::initial(
+                    options.genesis_block.clone(),
+                    &streams(keys.mode, Keypair::from_secret(keys.identity).address()),
+                ),
+                anchor: options.anchor,
+                genesis_block: options.genesis_block,
+                keys: KeyState::default(),
+                egress_base: 0,
+                egress: Vec::new(),
+            },
+        };
+        Ok(Pruntime {
+            tee,
+            sealer,
+            dir,
+            identity: Keypair::from_secret(keys.identity),
+            ecdh: EcdhKeypair::from_seed(&keys.ecdh),
+            mode: keys.mode,
+            light,
+            checkpoint,
+            benchmark: benchmark(),
+            cores: options.cores,
+        })
+    }
+
+    pub fn identity(&self) -> Address {
+        self.identity.address()
+    }
+
+    pub fn height(&self) -> u64 {
+        self.checkpoint.light.height
+    }
+
+    pub fn keys(&self) -> &KeyState {
+        &self.checkpoint.keys
+    }
+
+    pub fn info(&self) -> Info {
+        let cp = &self.checkpoint;
+        Info {
+            identity: self.identity(),
+            ecdh: hex::encode(self.ecdh.public()),
+            mode: self.mode,
+            tee: self.tee.kind(),
+            insecure: self.tee.kind() == TeeKind::Simulated,
+            chain_id: cp.anchor.chain_id.clone(),
+            genesis_hash: cp.anchor.genesis_hash.clone(),
+            height: cp.light.height,
+            hash: cp.light.hash.clone(),
+            streams: cp.light.streams.clone(),
+            egress_next: cp.egress_next(),
+            master_generations: cp.keys.master.keys().copied().collect(),
+            cluster_keys: cp
+                .keys
+                .cluster_keys
+                .iter()
+                .map(|k| (k.cluster, k.generation))
+                .collect(),
+            benchmark: self.benchmark,
+            cores: self.cores,
+        }
+    }
+
+    /// A registration signed by the identity key, with evidence binding both keys, the chain
+    /// and `freshness`.
+    pub fn registration(
+        &self,
+        request: &RegistrationRequest,
+    ) -> Result<SignedRegistration, PruntimeError> {
+        let genesis = *self.light.genesis();
+        let identity = self.identity();
+        let report = report_data(&identity, &self.ecdh.public(), genesis.as_ref(), request.freshness);
+        let registration = WorkerRegistration {
+            identity,
+            ecdh: self.ecdh.public(),
+            operator: request.operator,
+            cores: self.cores,
+            benchmark: self.benchmark,
+            freshness: request.freshness,
+            gatekeeper: self.mode == Mode::Gatekeeper,
+            evidence: self.tee.evidence(&report)?,
+        };
+        Ok(self.identity.sign_registration(&genesis, registration))
+    }
+
+    /// Verifies and applies a batch; on any error nothing changes.
+    pub fn sync(&mut self, batch: &SyncBatch) -> Result<SyncOutcome, PruntimeError> {
+        let verified = self.light.verify(&self.checkpoint.light, batch)?;
+        let mut next = self.checkpoint.clone();
+        let me = Me {
+            identity: self.identity(),
+            ecdh: &self.ecdh,
+            gatekeeper: self.mode == Mode::Gatekeeper,
+        };
+        for message in &verified.messages {
+            for (topic, payload) in next.keys.handle(&me, message) {
+                let sequence = next.egress_next();
+                next.egress.push(self.sign_upward(topic, payload, sequence));
+            }
+        }
+        if next.egress.len() > MAX_EGRESS {
+            return Err(PruntimeError::Invalid(
+                "too many messages waiting for the chain; is pherry submitting them?".into(),
+            ));
+        }
+        next.light = verified.next;
+        self.save(&next)?;
+        self.checkpoint = next;
+        Ok(SyncOutcome {
+            height: self.checkpoint.light.height,
+            messages: verified.messages.len(),
+            egress_next: self.checkpoint.egress_next(),
+        })
+    }
+
+    /// Signed messages from `from` on. Earlier ones are on chain (the caller read the chain's
+    /// next sequence for this origin), so they are dropped.
+    pub fn egress(&mut self, from: u64) -> Result<Vec<UpwardMessage>, PruntimeError> {
+        let cp = &self.checkpoint;
+        if from > cp.egress_base && from <= cp.egress_next() {
+            let mut next = cp.clone();
+            next.egress.drain(..(from - cp.egress_base) as usize);
+            next.egress_base = from;
+            self.save(&next)?;
+            self.checkpoint = next;
+        }
+        let cp = &self.checkpoint;
+        let skip = from.saturating_sub(cp.egress_base) as usize;
+        cp.egress
+            .iter()
+            .skip(skip)
+            .map(|hex_message| {
+                let bytes = hex::decode(hex_message)
+                    .map_err(|e| PruntimeError::Invalid(format!("egress: {e}")))?;
+                UpwardMessage::decode(Copying(&bytes))
+                    .map_err(|e| PruntimeError::Invalid(format!("egress: {e}")))
+            })
+            .collect()
+    }
+
+    fn sign_upward(&self, topic: &[u8], payload: Bytes, sequence: u64) -> String {
+        let mut message = UpwardMessage {
+            origin: self.identity(),
+            topic: Bytes::copy_from_slice(topic),
+            payload,
+            sequence,
+            signature: [0; 64],
+        };
+        self.identity.sign_upward(self.light.genesis(), &mut message);
+        hex::encode(message.encode())
+    }
+
+    fn save(&self, checkpoint: &Checkpoint) -> Result<(), PruntimeError> {
+        let bytes = serde_json::to_vec(checkpoint)
+            .map_err(|e| PruntimeError::Invalid(format!("checkpoint: {e}")))?;
+        self.sealer
+            .write(&self.dir.join(CHECKPOINT_FILE), b"checkpoint", &bytes)?;
+        Ok(())
+    }
+}
+
+/// The streams a pRuntime reads: everyone's, its own, and the gatekeepers' in gatekeeper mode.
+pub fn streams(mode: Mode, identity: Address) -> Vec<Destination> {
+    let mut streams = vec![Destination::All, Destination::Worker(identity)];
+    if mode == Mode::Gatekeeper {
+        streams.push(Destination::Gatekeepers);
+    }
+    streams
+}
+
+fn load_or_create_keys(sealer: &Sealer, dir: &Path, mode: Mode) -> Result<SealedKeys, PruntimeError> {
+    let path = dir.join(KEYS_FILE);
+    if let Some(bytes) = sealer.read(&path, b"keys")? {
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| PruntimeError::Invalid(format!("sealed keys: {e}")));
+    }
+    let keys = SealedKeys {
+        identity: rand::random(),
+        ecdh: rand::random(),
+        mode,
+    };
+    let bytes = serde_json::to_vec(&keys).map_err(|e| PruntimeError::Invalid(e.to_string()))?;
+    sealer.write(&path, b"keys", &bytes)?;
+    Ok(keys)
+}
+
+/// A rough CPU score: SHA-256 compressions of a 1 KiB block per millisecond over 20 ms.
+fn benchmark() -> u64 {
+    use commonware_cryptography::{Hasher, Sha256};
+    let block = [7u8; 1024];
+    let start = std::time::Instant::now();
+    let mut rounds = 0u64;
+    while start.elapsed() < std::time::Duration::from_millis(20) {
+        for _ in 0..64 {
+            std::hint::black_box(Sha256::hash(&[&block]));
+        }
+        rounds += 64;
+    }
+    rounds / 20
+}
