@@ -49,7 +49,8 @@ fn main() {
             .collect();
         micros.sort_by(f64::total_cmp);
         let mean = micros.iter().sum::<f64>() / micros.len() as f64;
-        let percentile = |p: f64| micros[((micros.len() as f64 * p).ceil() as usize).saturating_sub(1)];
+        let percentile =
+            |p: f64| micros[((micros.len() as f64 * p).ceil() as usize).saturating_sub(1)];
         println!(
             "  {name}: mean {mean:>8.0} µs   p50 {:>8.0} µs   p99 {:>8.0} µs   ({:.0} quotes/s)",
             percentile(0.50),

@@ -428,11 +428,9 @@ fn check_collateral_dates(
     ] {
         if let Ok(dates) = serde_json::from_str::<Dates>(json) {
             let issued = time::parse_rfc3339(&dates.issue_date);
-            if let Some(next) = time::parse_rfc3339(&dates.next_update) {
-                windows.push((item, issued, next, now > next));
-            } else {
-                windows.push((item, issued, u64::MAX, false));
-            }
+            let next = time::parse_rfc3339(&dates.next_update);
+            let expired = next.is_some_and(|next| now > next);
+            windows.push((item, issued, next.unwrap_or(u64::MAX), expired));
         }
     }
     for (item, der) in [
@@ -486,15 +484,18 @@ pub fn appraise(verdict: &Verdict, policy: &AttestationPolicy) -> Result<(), Att
             if !policy.allow_simulated {
                 return Err(AttestationError::SimulatedNotAllowed);
             }
-            let measurement: [u8; 32] = verdict.measurement.as_slice().try_into().map_err(|_| {
-                AttestationError::MalformedQuote(format!(
-                    "a simulated measurement has 32 bytes, not {}",
-                    verdict.measurement.len()
-                ))
-            })?;
+            let measurement: [u8; 32] =
+                verdict.measurement.as_slice().try_into().map_err(|_| {
+                    AttestationError::MalformedQuote(format!(
+                        "a simulated measurement has 32 bytes, not {}",
+                        verdict.measurement.len()
+                    ))
+                })?;
             if !policy.simulated.is_empty() && !policy.simulated.iter().any(|m| m.0 == measurement)
             {
-                return Err(AttestationError::SimulatedMeasurementNotAllowed(measurement));
+                return Err(AttestationError::SimulatedMeasurementNotAllowed(
+                    measurement,
+                ));
             }
         }
         TeeDetails::Sgx(sgx) => appraise_sgx(sgx, &policy.sgx)?,
@@ -561,20 +562,22 @@ fn appraise_tdx(
 ) -> Result<(), AttestationError> {
     let mut first_mismatch = None;
     for rule in rules.iter().filter(|rule| rule.mr_td == tdx.mr_td) {
-        let mismatch = rule
-            .rtmrs
-            .iter()
-            .zip(&tdx.rtmrs)
-            .enumerate()
-            .find_map(|(index, (expected, found))| match expected {
-                Some(expected) if expected.0 != *found => Some(AttestationError::RtmrMismatch {
-                    mr_td: tdx.mr_td,
-                    index,
-                    found: *found,
-                    expected: expected.0,
-                }),
-                _ => None,
-            });
+        let mismatch =
+            rule.rtmrs
+                .iter()
+                .zip(&tdx.rtmrs)
+                .enumerate()
+                .find_map(|(index, (expected, found))| match expected {
+                    Some(expected) if expected.0 != *found => {
+                        Some(AttestationError::RtmrMismatch {
+                            mr_td: tdx.mr_td,
+                            index,
+                            found: *found,
+                            expected: expected.0,
+                        })
+                    }
+                    _ => None,
+                });
         match mismatch {
             None => return Ok(()),
             Some(error) => {

@@ -86,15 +86,11 @@ fn digits(text: &[u8]) -> Option<u32> {
     if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        text.iter()
-            .fold(0u32, |n, c| n * 10 + u32::from(c - b'0')),
-    )
+    Some(text.iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0')))
 }
 
 fn civil_seconds(year: i64, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> Option<i64> {
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
     let days = days_from_civil(year, month, day);
@@ -194,7 +190,12 @@ mod tests {
             parse_rfc3339("2025-07-19T12:01:18.5+02:00"),
             Some(1_752_919_278)
         );
-        for bad in ["", "2025-07-19", "2025-13-19T10:01:18Z", "1969-12-31T23:59:59Z"] {
+        for bad in [
+            "",
+            "2025-07-19",
+            "2025-13-19T10:01:18Z",
+            "1969-12-31T23:59:59Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
@@ -202,7 +203,10 @@ mod tests {
     #[test]
     fn der_times() {
         assert_eq!(parse_der_time(0x17, b"250719100118Z"), Some(1_752_919_278));
-        assert_eq!(parse_der_time(0x18, b"20250719100118Z"), Some(1_752_919_278));
+        assert_eq!(
+            parse_der_time(0x18, b"20250719100118Z"),
+            Some(1_752_919_278)
+        );
         assert_eq!(parse_der_time(0x17, b"2507191001Z"), None);
         assert_eq!(crl_next_update(&[0x30, 0x85]), None);
     }

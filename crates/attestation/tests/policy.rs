@@ -111,7 +111,10 @@ fn signer_rule_checks_product_and_min_svn() {
             min_isv_svn: 1,
         }
     );
-    assert!(error.to_string().contains("below the policy's minimum 1"), "{error}");
+    assert!(
+        error.to_string().contains("below the policy's minimum 1"),
+        "{error}"
+    );
 
     assert!(matches!(
         appraise(&sgx_verdict(), &with_sgx(vec![signer(1, 0)])),
@@ -221,7 +224,10 @@ fn simulated_evidence_is_flagged_and_needs_the_policy() {
     };
     appraise(&verdict, &listed(vec![[1; 32], [5; 32]])).unwrap();
     let error = appraise(&verdict, &listed(vec![[1; 32]])).unwrap_err();
-    assert_eq!(error, AttestationError::SimulatedMeasurementNotAllowed([5; 32]));
+    assert_eq!(
+        error,
+        AttestationError::SimulatedMeasurementNotAllowed([5; 32])
+    );
     assert!(error.to_string().contains(&hex::encode([5; 32])), "{error}");
 
     // Simulated evidence has confidence 1: a policy asking for more refuses it.
@@ -299,8 +305,13 @@ fn binding_mismatch_is_refused() {
         },
     ];
     for other in others {
-        let error = attest(&evidence, &AttestationPolicy::dev(), &other.report_data(), 0)
-            .unwrap_err();
+        let error = attest(
+            &evidence,
+            &AttestationPolicy::dev(),
+            &other.report_data(),
+            0,
+        )
+        .unwrap_err();
         assert_eq!(
             error,
             AttestationError::ReportDataMismatch {

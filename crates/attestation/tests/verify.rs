@@ -143,7 +143,10 @@ fn expired_collateral_is_refused() {
             now: AFTER_EXPIRY,
         }
     );
-    assert!(error.to_string().contains("2025-07-19T10:01:18Z"), "{error}");
+    assert!(
+        error.to_string().contains("2025-07-19T10:01:18Z"),
+        "{error}"
+    );
 
     // Only the TDX collateral's PCK CRL has expired at this time.
     let error = refused(&tdx(TDX_QUOTE, TDX_COLLATERAL), TDX_CRL_ONLY_EXPIRED);
@@ -314,8 +317,28 @@ fn random_quotes_are_errors_not_panics() {
 
 #[test]
 fn corrupted_bytes_are_errors_not_panics() {
-    // Every 11th byte of the signed SGX quote, and of its authentication data.
-    for at in (0..SGX_QUOTE.len()).step_by(11) {
+    // Every 7th byte of the SGX quote up to its PCK certificate chain: the signed header and
+    // report, the signature, attestation key, QE report, its signature and auth data.
+    for at in (0..SGX_CERT_CHAIN_AT).step_by(7) {
+        assert_refused_cleanly(verify_evidence(
+            &sgx(&flipped(SGX_QUOTE, at), SGX_COLLATERAL),
+            AT,
+        ));
+    }
+    // The PEM chain that follows is transport, not signed content: a changed line break, or a
+    // change in the root CA copy (the verifier uses its own), still verifies. Nothing panics.
+    for at in (SGX_CERT_CHAIN_AT..SGX_QUOTE.len()).step_by(7) {
+        let result = verify_evidence(&sgx(&flipped(SGX_QUOTE, at), SGX_COLLATERAL), AT);
+        if let Err(AttestationError::Invalid(reason)) = &result {
+            assert!(!reason.contains("panicked"), "the verifier panicked");
+        }
+    }
+    // Within the PCK leaf certificate's body, any change breaks the chain.
+    let leaf = SGX_CERT_CHAIN_AT + 2 + 4 + "-----BEGIN CERTIFICATE-----\n".len();
+    for at in (leaf..leaf + 600)
+        .filter(|at| SGX_QUOTE[*at] != b'\n')
+        .step_by(5)
+    {
         assert_refused_cleanly(verify_evidence(
             &sgx(&flipped(SGX_QUOTE, at), SGX_COLLATERAL),
             AT,

@@ -38,8 +38,14 @@ pub enum TxError {
     BadRegistrationSignature,
     #[error("attestation refused: {0}")]
     Attestation(String),
-    #[error("attestation made at height {freshness} is not fresh at height {height} (window {window} blocks)")]
-    StaleAttestation { freshness: u64, height: u64, window: u64 },
+    #[error(
+        "attestation made at height {freshness} is not fresh at height {height} (window {window} blocks)"
+    )]
+    StaleAttestation {
+        freshness: u64,
+        height: u64,
+        window: u64,
+    },
     #[error("worker {0} is not registered")]
     UnknownWorker(Address),
     #[error("worker {0} is already a gatekeeper")]

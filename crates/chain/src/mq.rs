@@ -34,7 +34,11 @@ pub struct MessageLocation {
 impl MessageLocation {
     /// The 12-byte state value: height then index, big-endian.
     pub fn encode(&self) -> Vec<u8> {
-        [self.height.to_be_bytes().as_slice(), &self.index.to_be_bytes()].concat()
+        [
+            self.height.to_be_bytes().as_slice(),
+            &self.index.to_be_bytes(),
+        ]
+        .concat()
     }
 
     /// Reads a state value written by [`MessageLocation::encode`].

@@ -17,9 +17,8 @@ use bytes::Bytes;
 use commonware_codec::{Copying, Decode, Encode, RangeCfg};
 use commonware_cryptography::{Hasher, Sha256};
 use phala_types::{
-    Address, AttestationPolicy, ClusterAssignment, Destination, Digest, Evidence,
-    GatekeeperJoined, KeyDelivery, MasterPublicKey, SignedRegistration, UpwardMessage,
-    WorkerRecord,
+    Address, AttestationPolicy, ClusterAssignment, Destination, Digest, Evidence, GatekeeperJoined,
+    KeyDelivery, MasterPublicKey, SignedRegistration, UpwardMessage, WorkerRecord,
     registry::{decode_payload, topics},
 };
 use serde::{Deserialize, Serialize};
@@ -62,7 +61,11 @@ pub mod keys {
     }
 
     pub fn master_key(generation: u32) -> Vec<u8> {
-        [b"registry/master-key/".as_slice(), &generation.to_be_bytes()].concat()
+        [
+            b"registry/master-key/".as_slice(),
+            &generation.to_be_bytes(),
+        ]
+        .concat()
     }
 
     /// Marks a gatekeeper message as handled (the first copy won).
@@ -88,7 +91,10 @@ pub fn policy<S: StateRead + ?Sized>(state: &Overlay<S>) -> Result<AttestationPo
 }
 
 /// A worker's record, if registered.
-pub fn worker<S: StateRead + ?Sized>(state: &Overlay<S>, identity: &Address) -> Option<WorkerRecord> {
+pub fn worker<S: StateRead + ?Sized>(
+    state: &Overlay<S>,
+    identity: &Address,
+) -> Option<WorkerRecord> {
     decode_payload(&state.get(&keys::worker(identity))?).ok()
 }
 
@@ -113,7 +119,10 @@ pub fn master_generation<S: StateRead + ?Sized>(state: &Overlay<S>) -> u32 {
         .unwrap_or(0)
 }
 
-fn require_admin<S: StateRead + ?Sized>(state: &Overlay<S>, signer: &Address) -> Result<(), TxError> {
+fn require_admin<S: StateRead + ?Sized>(
+    state: &Overlay<S>,
+    signer: &Address,
+) -> Result<(), TxError> {
     match state.get(keys::ADMIN) {
         Some(admin) if admin == signer.0 => Ok(()),
         _ => Err(TxError::NotAdmin(*signer)),
@@ -153,8 +162,7 @@ pub fn register<S: StateRead + ?Sized>(
     }
     let policy = policy(state)?;
     let height = ctx.block.height;
-    if registration.freshness > height
-        || height - registration.freshness > policy.freshness_blocks
+    if registration.freshness > height || height - registration.freshness > policy.freshness_blocks
     {
         return Err(TxError::StaleAttestation {
             freshness: registration.freshness,
@@ -241,7 +249,14 @@ pub fn add_gatekeeper<S: StateRead + ?Sized>(
         bootstrap,
     };
     let payload = Bytes::from(joined.encode().to_vec());
-    mq::send(state, outbox, ctx, Destination::Gatekeepers, topics::GATEKEEPER_JOINED, payload);
+    mq::send(
+        state,
+        outbox,
+        ctx,
+        Destination::Gatekeepers,
+        topics::GATEKEEPER_JOINED,
+        payload,
+    );
     Ok(())
 }
 
@@ -264,7 +279,14 @@ pub fn assign_cluster<S: StateRead + ?Sized>(
         cluster,
     };
     let payload = Bytes::from(assignment.encode().to_vec());
-    mq::send(state, outbox, ctx, Destination::Gatekeepers, topics::WORKER_ASSIGNED, payload);
+    mq::send(
+        state,
+        outbox,
+        ctx,
+        Destination::Gatekeepers,
+        topics::WORKER_ASSIGNED,
+        payload,
+    );
     Ok(())
 }
 
@@ -286,7 +308,14 @@ pub fn rotate_master_key<S: StateRead + ?Sized>(
     let next = current + 1;
     state.set(keys::PENDING_ROTATION.to_vec(), next.to_be_bytes().to_vec());
     let payload = Bytes::copy_from_slice(&next.to_be_bytes());
-    mq::send(state, outbox, ctx, Destination::Gatekeepers, topics::ROTATE_MASTER_KEY, payload);
+    mq::send(
+        state,
+        outbox,
+        ctx,
+        Destination::Gatekeepers,
+        topics::ROTATE_MASTER_KEY,
+        payload,
+    );
     Ok(())
 }
 
@@ -321,7 +350,14 @@ pub fn on_upward<S: StateRead + ?Sized>(
             return Err(TxError::UnknownWorker(delivery.recipient));
         }
         let destination = Destination::Worker(delivery.recipient);
-        mq::send(state, outbox, ctx, destination, topics::DELIVER_KEY, message.payload.clone());
+        mq::send(
+            state,
+            outbox,
+            ctx,
+            destination,
+            topics::DELIVER_KEY,
+            message.payload.clone(),
+        );
     }
     Ok(true)
 }
@@ -343,5 +379,12 @@ fn publish_master_key<S: StateRead + ?Sized>(
     );
     state.remove(keys::PENDING_ROTATION.to_vec());
     let payload = Bytes::from(key.encode().to_vec());
-    mq::send(state, outbox, ctx, Destination::All, topics::MASTER_KEY_PUBLISHED, payload);
+    mq::send(
+        state,
+        outbox,
+        ctx,
+        Destination::All,
+        topics::MASTER_KEY_PUBLISHED,
+        payload,
+    );
 }

@@ -3,8 +3,8 @@
 use crate::{
     TxError, balances,
     config::GenesisConfig,
-    registry::{self, RegistrationContext},
     mq::{self, Outbox},
+    registry::{self, RegistrationContext},
     state::{Changes, Overlay, StateRead},
 };
 use commonware_codec::EncodeSize;

@@ -132,7 +132,6 @@ pub async fn transfer(
     Ok(())
 }
 
-
 /// `phala block`.
 pub async fn block(client: &Client, height: Option<u64>, as_json: bool) -> anyhow::Result<()> {
     let info = client.chain_info().await?;

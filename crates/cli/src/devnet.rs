@@ -50,10 +50,15 @@ pub struct Devnet {
     options: DevnetOptions,
 }
 
-/// The `phala-node` binary: `$PHALA_NODE_BIN`, or next to this executable (or its parent
-/// directory, for test executables under `target/*/deps`).
+/// The `phala-node` binary: `$PHALA_NODE_BIN`, or next to this executable.
 pub fn node_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(path) = std::env::var("PHALA_NODE_BIN") {
+    sibling_binary("phala-node", "PHALA_NODE_BIN")
+}
+
+/// One of the project's binaries: `$env_var`, or next to this executable (or in its parent
+/// directory, for test executables under `target/*/deps`).
+pub fn sibling_binary(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var(env_var) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
@@ -63,13 +68,13 @@ pub fn node_binary() -> anyhow::Result<PathBuf> {
         .and_then(Path::parent)
         .map(Path::to_path_buf);
     for dir in [here, above].into_iter().flatten() {
-        let binary = dir.join("phala-node");
+        let binary = dir.join(name);
         if binary.is_file() {
             return Ok(binary);
         }
     }
     bail!(
-        "cannot find the phala-node binary next to {}; build it (`cargo build --release`) or set PHALA_NODE_BIN",
+        "cannot find the {name} binary next to {}; build it (`cargo build --release`) or set {env_var}",
         exe.display()
     )
 }

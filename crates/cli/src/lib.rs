@@ -1,5 +1,6 @@
-//! The `phala` command's library part: the local network launcher shared with tests and the
-//! benchmark, and the commands themselves.
+//! The `phala` command's library part: the local network launcher (validators, pRuntimes and
+//! pherries) shared with tests and the benchmark, and the commands themselves.
 
 pub mod commands;
 pub mod devnet;
+pub mod workers;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use phala_cli::{
     commands,
     devnet::{Devnet, DevnetOptions},
+    workers::Workers,
 };
 use phala_client::Client;
 use std::{path::PathBuf, time::Duration};
@@ -44,6 +45,17 @@ enum Command {
         p2p_port: u16,
         #[arg(long, default_value_t = 100)]
         block_interval_ms: u64,
+        /// Worker pRuntimes (simulated TEE) besides one gatekeeper pRuntime per validator.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// pRuntime i serves its API on this port + i.
+        #[arg(long, default_value_t = 8000)]
+        worker_port: u16,
+    },
+    /// Secure workers.
+    Worker {
+        #[command(subcommand)]
+        command: WorkerCommand,
     },
     /// Accounts.
     Account {
@@ -81,6 +93,12 @@ enum AccountCommand {
 }
 
 #[derive(Subcommand)]
+enum WorkerCommand {
+    /// Registered workers and gatekeepers with their TEE and confidence level.
+    List,
+}
+
+#[derive(Subcommand)]
 enum KeyCommand {
     /// Creates a new account key file and prints its address.
     Generate {
@@ -106,13 +124,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rpc_port,
             p2p_port,
             block_interval_ms,
+            workers,
+            worker_port,
         } => {
             let mut options = DevnetOptions::new(validators)?;
             options.rpc_port = rpc_port;
             options.p2p_port = p2p_port;
             options.block_interval_ms = block_interval_ms;
-            dev(options, cli.json).await
+            dev(options, workers, worker_port, cli.json).await
         }
+        Command::Worker {
+            command: WorkerCommand::List,
+        } => phala_cli::workers::list(&client()?, cli.json).await,
         Command::Account {
             command: AccountCommand::Show { who },
         } => commands::account_show(&client()?, &who, cli.json).await,
@@ -129,7 +152,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn dev(options: DevnetOptions, as_json: bool) -> anyhow::Result<()> {
+async fn dev(
+    options: DevnetOptions,
+    workers: usize,
+    worker_port: u16,
+    as_json: bool,
+) -> anyhow::Result<()> {
     if options.validators == 0 {
         anyhow::bail!("at least one validator");
     }
@@ -142,6 +170,28 @@ async fn dev(options: DevnetOptions, as_json: bool) -> anyhow::Result<()> {
         );
     }
     devnet.wait_ready(Duration::from_secs(60)).await?;
+    if !as_json {
+        println!(
+            "starting {} gatekeeper and {workers} worker pRuntimes (SIMULATED TEE: insecure, dev only) ...",
+            devnet.validators()
+        );
+    }
+    let nodes: Vec<String> = (0..devnet.validators())
+        .map(|i| devnet.rpc_url(i))
+        .collect();
+    let mut secure_workers = Workers::start(
+        devnet.dir(),
+        &nodes,
+        devnet.validators(),
+        workers,
+        worker_port,
+    )
+    .await?;
+    let node = phala_client::Client::new(&nodes[0])?;
+    let admin = phala_crypto::Keypair::dev("alice");
+    secure_workers
+        .bootstrap(&node, &admin, Duration::from_secs(120))
+        .await?;
     let accounts: Vec<_> = phala_node::spec::DEV_ACCOUNTS
         .iter()
         .map(|name| (name.to_string(), phala_crypto::Keypair::dev(name).address()))
@@ -163,6 +213,9 @@ async fn dev(options: DevnetOptions, as_json: bool) -> anyhow::Result<()> {
                 "genesis_hash": hex::encode(devnet.spec().hash()),
                 "data_dir": devnet.dir(),
                 "accounts": accounts,
+                "pruntimes": secure_workers.processes.iter().map(|p| serde_json::json!({
+                    "name": p.name, "api": p.api, "gatekeeper": p.gatekeeper,
+                })).collect::<Vec<_>>(),
             })
         );
     } else {
@@ -181,7 +234,13 @@ async fn dev(options: DevnetOptions, as_json: bool) -> anyhow::Result<()> {
         for (name, address) in &accounts {
             println!("    {name:<8} {address}");
         }
+        println!("  pRuntimes (each relayed by its pherry):");
+        for process in &secure_workers.processes {
+            println!("    {:<13} {}", process.name, process.api);
+        }
+        phala_cli::workers::list(&node, false).await?;
         println!("try:  phala transfer --from alice --to bob --amount 1.5");
+        println!("      phala worker list");
         println!("      phala block");
         println!("Ctrl-C stops the network and deletes its data.");
     }
@@ -189,6 +248,7 @@ async fn dev(options: DevnetOptions, as_json: bool) -> anyhow::Result<()> {
     if !as_json {
         println!("stopping ...");
     }
+    secure_workers.stop();
     devnet.stop();
     Ok(())
 }

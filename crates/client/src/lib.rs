@@ -10,15 +10,15 @@ use api::{
     StateValueJson, TxStatus, Witness,
 };
 use commonware_codec::{Encode, EncodeSize};
-use phala_chain::config::FeeSchedule;
-use phala_crypto::Keypair;
-use phala_types::{Call, Destination, Transaction, WorkerRecord};
 use jsonrpsee::{
     core::{ClientError, client::ClientT},
     http_client::{HttpClient, HttpClientBuilder},
     rpc_params,
 };
+use phala_chain::config::FeeSchedule;
+use phala_crypto::Keypair;
 use phala_types::{Address, Digest, SignedTransaction};
+use phala_types::{Call, Destination, Transaction, WorkerRecord};
 use std::time::Duration;
 
 pub use verify::{VerifyError, verify_account, verify_certificate, verify_finalization};

@@ -73,16 +73,12 @@ pub fn seal(
 ) -> Result<([u8; 32], Vec<u8>), SecretError> {
     let recipient = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(recipient)
         .map_err(|_| SecretError::Malformed)?;
-    let (encapped, ciphertext) =
-        hpke::single_shot_seal_with_rng::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-            &OpModeS::Base,
-            &recipient,
-            info,
-            plaintext,
-            &[],
-            rng,
-        )
-        .map_err(|_| SecretError::Seal)?;
+    let (encapped, ciphertext) = hpke::single_shot_seal_with_rng::<
+        ChaCha20Poly1305,
+        HkdfSha256,
+        X25519HkdfSha256,
+    >(&OpModeS::Base, &recipient, info, plaintext, &[], rng)
+    .map_err(|_| SecretError::Seal)?;
     let mut bytes = [0u8; 32];
     bytes.copy_from_slice(&encapped.to_bytes());
     Ok((bytes, ciphertext))
@@ -115,12 +111,24 @@ mod tests {
         let mallory = EcdhKeypair::from_seed(&[2; 32]);
         let (encapped, ciphertext) =
             seal(&alice.public(), b"ctx", b"secret", &mut seeded_rng([9; 32])).unwrap();
-        assert_eq!(alice.open(b"ctx", &encapped, &ciphertext).unwrap(), b"secret");
-        assert_eq!(alice.open(b"other", &encapped, &ciphertext), Err(SecretError::Open));
-        assert_eq!(mallory.open(b"ctx", &encapped, &ciphertext), Err(SecretError::Open));
+        assert_eq!(
+            alice.open(b"ctx", &encapped, &ciphertext).unwrap(),
+            b"secret"
+        );
+        assert_eq!(
+            alice.open(b"other", &encapped, &ciphertext),
+            Err(SecretError::Open)
+        );
+        assert_eq!(
+            mallory.open(b"ctx", &encapped, &ciphertext),
+            Err(SecretError::Open)
+        );
         let mut tampered = ciphertext.clone();
         tampered[0] ^= 1;
-        assert_eq!(alice.open(b"ctx", &encapped, &tampered), Err(SecretError::Open));
+        assert_eq!(
+            alice.open(b"ctx", &encapped, &tampered),
+            Err(SecretError::Open)
+        );
     }
 
     #[test]

@@ -573,7 +573,10 @@ impl Ledger {
     pub fn state_values(&self, keys: &[Vec<u8>]) -> (Vec<(Option<Vec<u8>>, StateProof)>, Header) {
         use phala_chain::state::StateRead;
         let (state, head) = self.committed();
-        let values = keys.iter().map(|k| (state.get(k), state.prove(k))).collect();
+        let values = keys
+            .iter()
+            .map(|k| (state.get(k), state.prove(k)))
+            .collect();
         (values, head)
     }
 

@@ -45,12 +45,19 @@ async fn headers(
         .map_err(|_| invalid_params("expected [from_height, limit]"))?;
     let head = ctx.ledger.head().height;
     if from == 0 || from > head {
-        return Err(not_found(format!("no finalized block {from} (head is {head})")));
+        return Err(not_found(format!(
+            "no finalized block {from} (head is {head})"
+        )));
     }
-    let wanted_end = from.saturating_add(limit.clamp(1, MAX_HEADERS) - 1).min(head);
+    let wanted_end = from
+        .saturating_add(limit.clamp(1, MAX_HEADERS) - 1)
+        .min(head);
     // End on the nearest certified block: below the wanted end if one is there, else above.
     let mut end = None;
-    for height in (from..=wanted_end).rev().chain(wanted_end + 1..=(wanted_end + CERTIFICATE_SEARCH).min(head)) {
+    for height in (from..=wanted_end)
+        .rev()
+        .chain(wanted_end + 1..=(wanted_end + CERTIFICATE_SEARCH).min(head))
+    {
         if let Some(certificate) = ctx.blocks.finalization(height).await {
             end = Some((height, certificate));
             break;
@@ -132,9 +139,16 @@ async fn stream_witness(
         .map(|(d, s)| keys::stream_message(d, *s))
         .collect();
     let (values, header) = ctx.ledger.state_values(&keys);
-    let certificate = ctx.blocks.finalization(header.height).await.ok_or_else(|| {
-        not_found(format!("head {} has no certificate of its own yet; retry", header.height))
-    })?;
+    let certificate = ctx
+        .blocks
+        .finalization(header.height)
+        .await
+        .ok_or_else(|| {
+            not_found(format!(
+                "head {} has no certificate of its own yet; retry",
+                header.height
+            ))
+        })?;
     Ok(Witness {
         header: HeaderJson::from_header(&header),
         certificate: hex::encode(certificate),

@@ -23,8 +23,8 @@ use commonware_utils::{N3f1, NZU32, TryCollect as _, ordered::Set};
 use phala_chain::{
     commitment::StateDb,
     config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig},
-    registry::RegistryConfig,
     merkle,
+    registry::RegistryConfig,
 };
 use phala_crypto::Keypair;
 use phala_types::{Address, AttestationPolicy, Block, Digest, Header, TOTAL_SUPPLY, UNIT};
@@ -250,7 +250,11 @@ pub fn generate_with(
     let mut allocations = Vec::new();
     if options.dev {
         let operators = (0..DEV_OPERATORS).map(dev_operator);
-        for key in DEV_ACCOUNTS.iter().map(|name| Keypair::dev(name)).chain(operators) {
+        for key in DEV_ACCOUNTS
+            .iter()
+            .map(|name| Keypair::dev(name))
+            .chain(operators)
+        {
             allocations.push(Allocation {
                 address: key.address(),
                 balance: 10_000_000 * UNIT,

@@ -1,7 +1,7 @@
 //! The pRuntime's HTTP API types, shared with pherry (which only relays them).
 
-pub use phala_client::api::{StreamProof, Witness};
 use phala_client::api::{HeaderJson, OutboxMessageJson};
+pub use phala_client::api::{StreamProof, Witness};
 use phala_types::{Address, Destination, TeeKind};
 use serde::{Deserialize, Serialize};
 

@@ -122,7 +122,14 @@ impl KeyState {
             return;
         }
         for (generation, master) in &self.master {
-            out.extend(deliver(master, joined.identity, &joined.ecdh, KeyDelivery::MASTER, *generation, master));
+            out.extend(deliver(
+                master,
+                joined.identity,
+                &joined.ecdh,
+                KeyDelivery::MASTER,
+                *generation,
+                master,
+            ));
         }
     }
 
@@ -132,22 +139,35 @@ impl KeyState {
         if let Some((generation, master)) = self.current_master() {
             let key = cluster_key(master, assignment.cluster);
             let kind = KeyDelivery::cluster(assignment.cluster);
-            out.extend(deliver(master, assignment.worker, &assignment.ecdh, kind, generation, &key));
+            out.extend(deliver(
+                master,
+                assignment.worker,
+                &assignment.ecdh,
+                kind,
+                generation,
+                &key,
+            ));
         }
     }
 
     fn on_rotate(&mut self, me: &Me<'_>, generation: u32, out: &mut Vec<Outgoing>) {
         let leader = self.gatekeepers.first().map(|(id, _)| *id);
         let holds_previous = self.master.contains_key(&(generation.saturating_sub(1)));
-        if leader != Some(me.identity) || !holds_previous || self.master.contains_key(&generation)
-        {
+        if leader != Some(me.identity) || !holds_previous || self.master.contains_key(&generation) {
             return;
         }
         self.create_master(generation, out);
         let master = self.master[&generation];
         for (identity, ecdh) in &self.gatekeepers {
             if *identity != me.identity {
-                out.extend(deliver(&master, *identity, ecdh, KeyDelivery::MASTER, generation, &master));
+                out.extend(deliver(
+                    &master,
+                    *identity,
+                    ecdh,
+                    KeyDelivery::MASTER,
+                    generation,
+                    &master,
+                ));
             }
         }
     }
@@ -160,7 +180,10 @@ impl KeyState {
             generation,
             public_key: master_public_key(&master),
         };
-        out.push((topics::PUBLISH_MASTER_KEY, Bytes::from(public.encode().to_vec())));
+        out.push((
+            topics::PUBLISH_MASTER_KEY,
+            Bytes::from(public.encode().to_vec()),
+        ));
     }
 
     fn on_published(&mut self, me: &Me<'_>, key: &MasterPublicKey, out: &mut Vec<Outgoing>) {
@@ -178,7 +201,14 @@ impl KeyState {
             for (worker, (ecdh, cluster)) in &self.assignments {
                 let cluster_key = cluster_key(master, *cluster);
                 let kind = KeyDelivery::cluster(*cluster);
-                out.extend(deliver(master, *worker, ecdh, kind, key.generation, &cluster_key));
+                out.extend(deliver(
+                    master,
+                    *worker,
+                    ecdh,
+                    kind,
+                    key.generation,
+                    &cluster_key,
+                ));
             }
         }
     }

@@ -6,6 +6,7 @@
 //! the network's keys ([`keys`]). The HTTP API ([`server`]) is how pherry feeds it.
 
 pub mod api;
+pub mod client;
 pub mod keys;
 pub mod light;
 pub mod runtime;

@@ -259,11 +259,17 @@ fn verify_messages(
             return Err(SyncError::OutOfOrder { height, index });
         }
         previous = Some((height, index));
-        let bytes = hex::decode(&proven.message).map_err(|e| SyncError::Malformed(e.to_string()))?;
+        let bytes =
+            hex::decode(&proven.message).map_err(|e| SyncError::Malformed(e.to_string()))?;
         let message = DownwardMessage::decode(Copying(&bytes))
             .map_err(|e| SyncError::Malformed(format!("message: {e}")))?;
         let proof = parse_merkle_proof(proven.leaf_count, &proven.siblings)?;
-        if !merkle::verify(&header.outbox_root, &merkle::message_leaf(&message), index, &proof) {
+        if !merkle::verify(
+            &header.outbox_root,
+            &merkle::message_leaf(&message),
+            index,
+            &proof,
+        ) {
             return Err(SyncError::BadMessageProof { height, index });
         }
         let expected = streams

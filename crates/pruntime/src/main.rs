@@ -37,7 +37,10 @@ struct Args {
     #[arg(long, value_enum, default_value = "simulated")]
     tee: TeeBackend,
     /// Measurement the simulated TEE claims (hex, 32 bytes).
-    #[arg(long, default_value = "00000000000000000000000000000000000000000000000000000000000000aa")]
+    #[arg(
+        long,
+        default_value = "00000000000000000000000000000000000000000000000000000000000000aa"
+    )]
     simulated_measurement: String,
     /// Intel collateral for DCAP quotes (dcap-qvl JSON), fetched from a PCCS.
     #[arg(long)]
@@ -61,8 +64,7 @@ struct AnchorFile {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();

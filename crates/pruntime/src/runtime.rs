@@ -189,7 +189,12 @@ impl Pruntime {
     ) -> Result<SignedRegistration, PruntimeError> {
         let genesis = *self.light.genesis();
         let identity = self.identity();
-        let report = report_data(&identity, &self.ecdh.public(), genesis.as_ref(), request.freshness);
+        let report = report_data(
+            &identity,
+            &self.ecdh.public(),
+            genesis.as_ref(),
+            request.freshness,
+        );
         let registration = WorkerRegistration {
             identity,
             ecdh: self.ecdh.public(),
@@ -266,7 +271,8 @@ impl Pruntime {
             sequence,
             signature: [0; 64],
         };
-        self.identity.sign_upward(self.light.genesis(), &mut message);
+        self.identity
+            .sign_upward(self.light.genesis(), &mut message);
         hex::encode(message.encode())
     }
 
@@ -288,7 +294,11 @@ pub fn streams(mode: Mode, identity: Address) -> Vec<Destination> {
     streams
 }
 
-fn load_or_create_keys(sealer: &Sealer, dir: &Path, mode: Mode) -> Result<SealedKeys, PruntimeError> {
+fn load_or_create_keys(
+    sealer: &Sealer,
+    dir: &Path,
+    mode: Mode,
+) -> Result<SealedKeys, PruntimeError> {
     let path = dir.join(KEYS_FILE);
     if let Some(bytes) = sealer.read(&path, b"keys")? {
         return serde_json::from_slice(&bytes)

@@ -109,7 +109,10 @@ mod tests {
         let sealer = Sealer::new(&[1; 32]);
         assert!(sealer.read(&path, b"state").unwrap().is_none());
         sealer.write(&path, b"state", b"secret state").unwrap();
-        assert_eq!(sealer.read(&path, b"state").unwrap().unwrap(), b"secret state");
+        assert_eq!(
+            sealer.read(&path, b"state").unwrap().unwrap(),
+            b"secret state"
+        );
         assert!(!fs::read(&path).unwrap().windows(6).any(|w| w == b"secret"));
         // Another key, another label, or a flipped bit: refused.
         assert!(Sealer::new(&[2; 32]).read(&path, b"state").is_err());

@@ -46,9 +46,21 @@ pub fn router(pruntime: Pruntime) -> Router {
     let mut registry = Registry::with_prefix("pruntime");
     registry.register("height", "last verified block", metrics.height.clone());
     registry.register("batches", "sync batches accepted", metrics.batches.clone());
-    registry.register("refused_batches", "sync batches refused", metrics.refused.clone());
-    registry.register("messages", "chain messages processed", metrics.messages.clone());
-    registry.register("egress_next", "next upward sequence", metrics.egress_next.clone());
+    registry.register(
+        "refused_batches",
+        "sync batches refused",
+        metrics.refused.clone(),
+    );
+    registry.register(
+        "messages",
+        "chain messages processed",
+        metrics.messages.clone(),
+    );
+    registry.register(
+        "egress_next",
+        "next upward sequence",
+        metrics.egress_next.clone(),
+    );
     metrics.height.set(pruntime.height() as i64);
     let shared = Arc::new(Shared {
         pruntime: Mutex::new(pruntime),

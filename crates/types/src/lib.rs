@@ -15,8 +15,8 @@ pub use block::{Block, Header};
 pub use commonware_cryptography::sha256::Digest;
 pub use mq::{Destination, DownwardMessage, UpwardMessage};
 pub use registry::{
-    AttestationPolicy, ClusterAssignment, Evidence, GatekeeperJoined, KeyDelivery,
-    MasterPublicKey, SignedRegistration, TeeKind, WorkerRecord, WorkerRegistration,
+    AttestationPolicy, ClusterAssignment, Evidence, GatekeeperJoined, KeyDelivery, MasterPublicKey,
+    SignedRegistration, TeeKind, WorkerRecord, WorkerRegistration,
 };
 pub use tx::{Call, SignedTransaction, Transaction};
 

@@ -10,7 +10,9 @@ use commonware_codec::Buf;
 use commonware_codec::{EncodeSize, Error as CodecError, RangeCfg, Read, ReadExt, Write};
 
 /// Who a downward message is for. Each destination is one ordered stream.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "id")]
 pub enum Destination {
     /// Every worker and gatekeeper.
@@ -83,10 +85,7 @@ impl Write for DownwardMessage {
 
 impl EncodeSize for DownwardMessage {
     fn encode_size(&self) -> usize {
-        self.destination.encode_size()
-            + 8
-            + self.topic.encode_size()
-            + self.payload.encode_size()
+        self.destination.encode_size() + 8 + self.topic.encode_size() + self.payload.encode_size()
     }
 }
 

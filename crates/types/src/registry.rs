@@ -152,7 +152,12 @@ impl Read for Evidence {
 /// The 64 bytes of report data a worker's quote must carry: SHA-256 over the worker's keys,
 /// the chain and a recent height (so a quote cannot be reused for other keys, another chain, or
 /// long after it was made), followed by the identity key itself so a reader can see whose it is.
-pub fn report_data(identity: &Address, ecdh: &[u8; 32], genesis: &[u8], freshness: u64) -> [u8; 64] {
+pub fn report_data(
+    identity: &Address,
+    ecdh: &[u8; 32],
+    genesis: &[u8],
+    freshness: u64,
+) -> [u8; 64] {
     let binding = Sha256::hash(&[
         namespace::ATTESTATION,
         &identity.0,
@@ -286,7 +291,13 @@ impl EncodeSize for AttestationPolicy {
         let tdx: usize = self
             .tdx
             .iter()
-            .map(|rule| 48 + rule.rtmrs.iter().map(|r| 1 + r.map_or(0, |_| 48)).sum::<usize>())
+            .map(|rule| {
+                48 + rule
+                    .rtmrs
+                    .iter()
+                    .map(|r| 1 + r.map_or(0, |_| 48))
+                    .sum::<usize>()
+            })
             .sum();
         1 + 4 + 32 * self.simulated.len() + 4 + sgx + 4 + tdx + 1 + 8 + 8
     }

@@ -57,6 +57,10 @@ pub const TDX_RTMRS: [&str; 4] = [
 pub const SGX_MR_ENCLAVE_AT: usize = 48 + 64;
 pub const SGX_REPORT_DATA_AT: usize = 48 + 320;
 pub const SGX_SIGNATURE_AT: usize = 48 + 384 + 4;
+/// Where the SGX sample's certification data starts (its type, length, then the PEM chain):
+/// after the signature (64), attestation key (64), QE report (384), QE report signature (64)
+/// and the QE auth data (2 + 32).
+pub const SGX_CERT_CHAIN_AT: usize = SGX_SIGNATURE_AT + 64 + 64 + 384 + 64 + 2 + 32;
 /// Offset of MRTD in the TDX sample (v4: header, then TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM,
 /// SEAMATTRIBUTES, TDATTRIBUTES, XFAM).
 pub const TDX_MR_TD_AT: usize = 48 + 16 + 48 + 48 + 8 + 8 + 8;

@@ -1,0 +1,82 @@
+//! An HTTP client for the pRuntime API (pherry and the CLI use it).
+
+use crate::api::{
+    ApiError, Egress, Info, RegistrationRequest, RegistrationResponse, SyncBatch, SyncOutcome,
+};
+use anyhow::{Context, bail};
+use serde::{Serialize, de::DeserializeOwned};
+use std::time::Duration;
+
+/// One pRuntime's API.
+pub struct PruntimeClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl PruntimeClient {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        Ok(PruntimeClient {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()?,
+        })
+    }
+
+    async fn answer<T: DeserializeOwned>(response: reqwest::Response) -> anyhow::Result<T> {
+        let status = response.status();
+        if status.is_success() {
+            return response.json().await.context("malformed pRuntime answer");
+        }
+        match response.json::<ApiError>().await {
+            Ok(error) => bail!("pRuntime refused ({status}): {}", error.error),
+            Err(_) => bail!("pRuntime answered {status}"),
+        }
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the pRuntime at {url}"))?;
+        Self::answer(response).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the pRuntime at {url}"))?;
+        Self::answer(response).await
+    }
+
+    pub async fn info(&self) -> anyhow::Result<Info> {
+        self.get("/info").await
+    }
+
+    pub async fn sync(&self, batch: &SyncBatch) -> anyhow::Result<SyncOutcome> {
+        self.post("/sync", batch).await
+    }
+
+    pub async fn registration(
+        &self,
+        request: &RegistrationRequest,
+    ) -> anyhow::Result<RegistrationResponse> {
+        self.post("/registration", request).await
+    }
+
+    pub async fn egress(&self, from: u64) -> anyhow::Result<Egress> {
+        self.get(&format!("/egress?from={from}")).await
+    }
+}
