@@ -124,7 +124,7 @@ pub struct TdxDetails {
 }
 
 /// Why evidence was refused. Each variant names what was wrong, so that an operator can fix
-/// it and the chain can report it.
+/// it and the chain can report it. Large byte arrays are boxed to keep the error small.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AttestationError {
     /// The quote bytes are not a DCAP quote.
@@ -201,15 +201,15 @@ pub enum AttestationError {
     /// A TDX rule names this MRTD, but one of its RTMRs differs.
     #[error(
         "RTMR{index} {} does not match the policy's {} for MRTD {}",
-        hex::encode(.found),
-        hex::encode(.expected),
-        hex::encode(.mr_td)
+        hex::encode(.found.as_slice()),
+        hex::encode(.expected.as_slice()),
+        hex::encode(.mr_td.as_slice())
     )]
     RtmrMismatch {
-        mr_td: [u8; 48],
+        mr_td: Box<[u8; 48]>,
         index: usize,
-        found: [u8; 48],
-        expected: [u8; 48],
+        found: Box<[u8; 48]>,
+        expected: Box<[u8; 48]>,
     },
     /// The platform is less trustworthy than the policy requires.
     #[error(
@@ -224,10 +224,13 @@ pub enum AttestationError {
     /// chain or another freshness height.
     #[error(
         "the quote's report data binds other keys: found {}, expected {}",
-        hex::encode(.found),
-        hex::encode(.expected)
+        hex::encode(.found.as_slice()),
+        hex::encode(.expected.as_slice())
     )]
-    ReportDataMismatch { found: [u8; 64], expected: [u8; 64] },
+    ReportDataMismatch {
+        found: Box<[u8; 64]>,
+        expected: Box<[u8; 64]>,
+    },
 }
 
 /// Which kind of TEE made a DCAP quote, from its header (SGX or TDX), so that a tool can build
@@ -570,10 +573,10 @@ fn appraise_tdx(
                 .find_map(|(index, (expected, found))| match expected {
                     Some(expected) if expected.0 != *found => {
                         Some(AttestationError::RtmrMismatch {
-                            mr_td: tdx.mr_td,
+                            mr_td: Box::new(tdx.mr_td),
                             index,
-                            found: *found,
-                            expected: expected.0,
+                            found: Box::new(*found),
+                            expected: Box::new(expected.0),
                         })
                     }
                     _ => None,
@@ -593,8 +596,8 @@ fn appraise_tdx(
 pub fn check_binding(verdict: &Verdict, expected: &[u8; 64]) -> Result<(), AttestationError> {
     if verdict.report_data != *expected {
         return Err(AttestationError::ReportDataMismatch {
-            found: verdict.report_data,
-            expected: *expected,
+            found: Box::new(verdict.report_data),
+            expected: Box::new(*expected),
         });
     }
     Ok(())

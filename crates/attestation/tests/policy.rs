@@ -174,10 +174,10 @@ fn tdx_rules_match_mrtd_and_named_rtmrs() {
     assert_eq!(
         error,
         AttestationError::RtmrMismatch {
-            mr_td: hex48(TDX_MR_TD),
+            mr_td: Box::new(hex48(TDX_MR_TD)),
             index: 2,
-            found: hex48(TDX_RTMRS[2]),
-            expected: [0x11; 48],
+            found: Box::new(hex48(TDX_RTMRS[2])),
+            expected: Box::new([0x11; 48]),
         }
     );
     assert!(error.to_string().starts_with("RTMR2 "), "{error}");
@@ -315,8 +315,8 @@ fn binding_mismatch_is_refused() {
         assert_eq!(
             error,
             AttestationError::ReportDataMismatch {
-                found: worker.report_data(),
-                expected: other.report_data(),
+                found: Box::new(worker.report_data()),
+                expected: Box::new(other.report_data()),
             }
         );
         assert!(error.to_string().contains("binds other keys"), "{error}");

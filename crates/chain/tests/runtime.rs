@@ -78,6 +78,8 @@ fn genesis_config() -> GenesisConfig {
             },
         ],
         upward_origins: vec![addr("worker-1")],
+        dev: false,
+        registry: Default::default(),
     }
 }
 
@@ -337,8 +339,8 @@ fn genesis_state_holds_the_allocations_and_origins() {
     let state = Overlay::new(&chain.db);
     assert_eq!(mq::next_sequence(&state, &addr("worker-1")), Some(0));
     assert_eq!(mq::next_sequence(&state, &addr("worker-2")), None);
-    // The state is exactly the four accounts and the one origin.
-    assert_eq!(chain.db.len(), 5);
+    // The state is exactly the four accounts, the one origin and the attestation policy.
+    assert_eq!(chain.db.len(), 6);
     // Genesis is deterministic.
     assert_eq!(
         chain.runtime.genesis_changes(),
@@ -1454,10 +1456,7 @@ impl Model {
                 got: tx.nonce,
             });
         }
-        let amount = match &tx.call {
-            Call::Transfer { amount, .. } => *amount,
-            Call::SubmitUpward(_) => 0,
-        };
+        let amount = tx.call.moves();
         let needed = tx.fee.saturating_add(amount);
         if signer.free < needed {
             return Err(TxError::InsufficientFunds {
@@ -1478,6 +1477,7 @@ impl Model {
                 }
                 self.sequence += 1;
             }
+            other => unreachable!("the model makes no {other:?}"),
         }
         signer.nonce += 1;
         signer.free -= needed;
@@ -1748,6 +1748,7 @@ fn decoders_accept_only_canonical_encodings() {
     let block = Block::new(header, txs.clone());
     let downward = DownwardMessage {
         destination: Destination::Worker(addr("worker-1")),
+        sequence: 7,
         topic: Bytes::from_static(b"from/x/y"),
         payload: Bytes::from_static(b"z"),
     };

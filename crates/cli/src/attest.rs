@@ -146,7 +146,10 @@ fn print_verdict(verdict: &Verdict, now: u64) {
             }
         }
         TeeDetails::Simulated => {
-            println!("measurement  {} (simulated)", hex::encode(&verdict.measurement));
+            println!(
+                "measurement  {} (simulated)",
+                hex::encode(&verdict.measurement)
+            );
         }
     }
     println!("TCB status   {}", verdict.tcb_status);
@@ -160,9 +163,9 @@ fn print_verdict(verdict: &Verdict, now: u64) {
     println!("report data  {}", hex::encode(verdict.report_data));
 }
 
-/// A quote file holds raw bytes or hex text. A DCAP quote starts with its version (3, 4 or 5)
-/// as a little-endian u16, so its first byte is never an ASCII hex digit or `0x`... except
-/// that hex text starts with one: text that decodes as hex is hex.
+/// Reads a quote file, raw or hex. A raw quote's first byte is its version (3, 4 or 5), never
+/// a printable character, so a file that is all hex digits (after an optional `0x` and
+/// whitespace) is hex text, and anything else is raw bytes.
 fn read_quote(path: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let Ok(text) = std::str::from_utf8(&bytes) else {
@@ -175,7 +178,8 @@ fn read_quote(path: &Path) -> anyhow::Result<Vec<u8>> {
         .unwrap_or(text);
     let digits: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_hexdigit()) {
-        return hex::decode(&digits).with_context(|| format!("{} is odd-length hex", path.display()));
+        return hex::decode(&digits)
+            .with_context(|| format!("{} is odd-length hex", path.display()));
     }
     Ok(bytes)
 }

@@ -9,6 +9,8 @@ use phala_cli::{
 use phala_client::Client;
 use std::{path::PathBuf, time::Duration};
 
+mod attest;
+
 #[derive(Parser)]
 #[command(
     name = "phala",
@@ -84,6 +86,11 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// TEE evidence: verify a worker's SGX or TDX quote offline, as the chain does.
+    Attest {
+        #[command(subcommand)]
+        command: attest::AttestCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key {
             command: KeyCommand::Generate { out },
         } => commands::key_generate(&out),
+        Command::Attest { command } => attest::run(command, cli.json),
     }
 }
 

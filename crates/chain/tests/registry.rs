@@ -1,0 +1,477 @@
+//! The worker registry in the state transition: who may register, with what evidence, and how
+//! the gatekeepers' key messages are routed (first copy wins).
+
+use bytes::Bytes;
+use commonware_codec::Encode;
+use phala_chain::{
+    BlockContext, Runtime, TxError,
+    commitment::StateDb,
+    config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig, GenesisError},
+    mq::Outbox,
+    registry::{self, RegistryConfig},
+    state::Overlay,
+};
+use phala_crypto::Keypair;
+use phala_types::{
+    AttestationPolicy, Call, Destination, Digest, Evidence, KeyDelivery, MasterPublicKey,
+    SignedRegistration, TOTAL_SUPPLY, Transaction, UNIT, UpwardMessage, WorkerRegistration,
+    registry::{HexMeasurement32, SgxRule, report_data, topics},
+};
+
+const GENESIS: Digest = Digest([42; 32]);
+/// Inside the validity window of the SGX sample collateral (see phala-attestation's tests).
+const SGX_SAMPLE_TIME_MS: u64 = 1_751_328_000_000;
+const SGX_QUOTE: &[u8] = include_bytes!("../../attestation/testdata/sgx_quote");
+const SGX_COLLATERAL: &[u8] =
+    include_bytes!("../../attestation/testdata/sgx_quote_collateral.json");
+
+fn key(name: &str) -> Keypair {
+    Keypair::dev(name)
+}
+
+/// A chain state with a runtime, applying one transaction per block.
+struct Chain {
+    runtime: Runtime,
+    db: StateDb,
+    height: u64,
+    timestamp: u64,
+    outboxes: Vec<Outbox>,
+}
+
+impl Chain {
+    fn new(dev: bool, policy: AttestationPolicy) -> Self {
+        let treasury = key("treasury").address();
+        let mut allocations: Vec<Allocation> = ["admin", "op1", "op2", "op3"]
+            .iter()
+            .map(|n| Allocation {
+                address: key(n).address(),
+                balance: 1_000 * UNIT,
+            })
+            .collect();
+        allocations.push(Allocation {
+            address: treasury,
+            balance: TOTAL_SUPPLY - 4_000 * UNIT,
+        });
+        let config = GenesisConfig {
+            timestamp: 1_700_000_000_000,
+            fees: FeeSchedule {
+                base: 1,
+                per_byte: 0,
+                split: FeeSplit {
+                    burn: 100,
+                    author: 0,
+                    treasury: 0,
+                },
+                treasury,
+            },
+            allocations,
+            upward_origins: Vec::new(),
+            dev,
+            registry: RegistryConfig {
+                admin: Some(key("admin").address()),
+                policy,
+            },
+        };
+        let runtime = Runtime::new(GENESIS, config);
+        let mut db = StateDb::default();
+        db.apply(&runtime.genesis_changes());
+        Chain {
+            runtime,
+            db,
+            height: 0,
+            timestamp: 1_700_000_000_000,
+            outboxes: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, signer: &Keypair, call: Call) -> Result<Outbox, TxError> {
+        self.height += 1;
+        self.timestamp += 1_000;
+        let state = Overlay::new(&self.db);
+        let nonce = phala_chain::balances::account(&state, &signer.address()).nonce;
+        let tx = Transaction {
+            signer: signer.address(),
+            nonce,
+            fee: 1,
+            expiry: self.height + 10,
+            call,
+        };
+        let stx = signer.sign_transaction(&GENESIS, tx);
+        let ctx = BlockContext {
+            height: self.height,
+            timestamp: self.timestamp,
+            proposer: key("validator").address(),
+        };
+        let mut state = Overlay::new(&self.db);
+        let mut outbox = Outbox::default();
+        self.runtime.apply(&mut state, &mut outbox, &ctx, &stx)?;
+        let changes = state.into_changes();
+        self.db.apply(&changes);
+        self.outboxes.push(outbox.clone());
+        Ok(outbox)
+    }
+
+    fn worker(&self, identity: &Keypair) -> Option<phala_types::WorkerRecord> {
+        registry::worker(&Overlay::new(&self.db), &identity.address())
+    }
+}
+
+/// A pRuntime stand-in: identity and ECDH keys, signing registrations and upward messages.
+struct Enclave {
+    identity: Keypair,
+    ecdh: [u8; 32],
+    sequence: u64,
+}
+
+impl Enclave {
+    fn new(name: &str) -> Self {
+        Enclave {
+            identity: key(name),
+            ecdh: phala_crypto::secrets::EcdhKeypair::from_seed(&[name.len() as u8; 32]).public(),
+            sequence: 0,
+        }
+    }
+
+    fn registration(
+        &self,
+        operator: &Keypair,
+        freshness: u64,
+        gatekeeper: bool,
+    ) -> WorkerRegistration {
+        WorkerRegistration {
+            identity: self.identity.address(),
+            ecdh: self.ecdh,
+            operator: operator.address(),
+            cores: 4,
+            benchmark: 1_000,
+            freshness,
+            gatekeeper,
+            evidence: Evidence::Simulated {
+                measurement: [0xaa; 32],
+                report_data: report_data(
+                    &self.identity.address(),
+                    &self.ecdh,
+                    GENESIS.as_ref(),
+                    freshness,
+                ),
+            },
+        }
+    }
+
+    fn register(
+        &self,
+        chain: &mut Chain,
+        operator: &Keypair,
+        gatekeeper: bool,
+    ) -> Result<Outbox, TxError> {
+        let signed = self.identity.sign_registration(
+            &GENESIS,
+            self.registration(operator, chain.height, gatekeeper),
+        );
+        chain.apply(operator, Call::RegisterWorker(signed))
+    }
+
+    fn upward(&mut self, topic: &[u8], payload: Vec<u8>) -> UpwardMessage {
+        let mut message = UpwardMessage {
+            origin: self.identity.address(),
+            topic: Bytes::copy_from_slice(topic),
+            payload: Bytes::from(payload),
+            sequence: self.sequence,
+            signature: [0; 64],
+        };
+        self.sequence += 1;
+        self.identity.sign_upward(&GENESIS, &mut message);
+        message
+    }
+}
+
+fn refused(result: Result<Outbox, TxError>) -> TxError {
+    result.expect_err("the call must be refused")
+}
+
+#[test]
+fn a_dev_chain_registers_a_simulated_worker_and_makes_it_an_origin() {
+    let mut chain = Chain::new(true, AttestationPolicy::dev());
+    let worker = Enclave::new("worker-a");
+    worker.register(&mut chain, &key("op1"), false).unwrap();
+    let record = chain.worker(&worker.identity).expect("recorded");
+    assert_eq!(record.operator, key("op1").address());
+    assert_eq!(record.ecdh, worker.ecdh);
+    assert_eq!(record.tee, phala_types::TeeKind::Simulated);
+    assert_eq!(record.measurement, vec![0xaa; 32]);
+    assert_eq!(record.confidence, 1);
+    assert_eq!((record.cores, record.benchmark), (4, 1_000));
+    assert_eq!((record.registered_at, record.attested_at), (1, 1));
+    let state = Overlay::new(&chain.db);
+    assert_eq!(
+        phala_chain::mq::next_sequence(&state, &worker.identity.address()),
+        Some(0)
+    );
+
+    // Re-attestation keeps the registration height and moves the attestation height.
+    worker.register(&mut chain, &key("op1"), false).unwrap();
+    let record = chain.worker(&worker.identity).unwrap();
+    assert_eq!((record.registered_at, record.attested_at), (1, 2));
+}
+
+#[test]
+fn production_chains_refuse_simulated_evidence() {
+    let mut policy = AttestationPolicy::dev();
+    let mut chain = Chain::new(false, policy.clone());
+    let worker = Enclave::new("worker-a");
+    let error = refused(worker.register(&mut chain, &key("op1"), false));
+    assert!(error.to_string().contains("dev chains only"), "{error}");
+    assert!(chain.worker(&worker.identity).is_none());
+
+    // And a production genesis cannot even allow them.
+    let mut config = chain.runtime.config().clone();
+    policy.allow_simulated = true;
+    config.registry.policy = policy;
+    assert_eq!(config.validate(), Err(GenesisError::SimulatedOnProduction));
+}
+
+#[test]
+fn the_policy_decides_which_simulated_measurements_pass() {
+    let mut policy = AttestationPolicy::dev();
+    policy.simulated = vec![HexMeasurement32([0xbb; 32])];
+    let mut chain = Chain::new(true, policy);
+    let error = refused(Enclave::new("w").register(&mut chain, &key("op1"), false));
+    assert_eq!(error.code(), "attestation_refused");
+}
+
+#[test]
+fn registrations_must_be_signed_by_the_worker_and_sent_by_its_operator() {
+    let mut chain = Chain::new(true, AttestationPolicy::dev());
+    let worker = Enclave::new("worker-a");
+    // Someone else submits the worker's registration: the operator named is not the signer.
+    let signed = worker
+        .identity
+        .sign_registration(&GENESIS, worker.registration(&key("op1"), 0, false));
+    let error = refused(chain.apply(&key("op2"), Call::RegisterWorker(signed.clone())));
+    assert!(matches!(error, TxError::NotOperator { .. }), "{error}");
+    // The operator rewrites the registration to itself: the identity signature breaks.
+    let mut stolen = signed.clone();
+    stolen.registration.operator = key("op2").address();
+    let error = refused(chain.apply(&key("op2"), Call::RegisterWorker(stolen)));
+    assert_eq!(error, TxError::BadRegistrationSignature);
+    // Signed by another key than the identity it registers.
+    let forged = SignedRegistration {
+        signature: key("mallory")
+            .sign_registration(&GENESIS, signed.registration.clone())
+            .signature,
+        registration: signed.registration,
+    };
+    assert_eq!(
+        refused(chain.apply(&key("op1"), Call::RegisterWorker(forged))),
+        TxError::BadRegistrationSignature
+    );
+}
+
+#[test]
+fn evidence_must_bind_the_registered_keys_chain_and_a_fresh_height() {
+    let mut chain = Chain::new(true, AttestationPolicy::dev());
+    for _ in 0..5 {
+        chain
+            .apply(
+                &key("op3"),
+                Call::Transfer {
+                    to: key("op2").address(),
+                    amount: 1,
+                },
+            )
+            .unwrap();
+    }
+    let worker = Enclave::new("worker-a");
+    let other = Enclave::new("worker-bb");
+    // Evidence made for another worker's keys, re-signed by this identity.
+    let mut registration = worker.registration(&key("op1"), chain.height, false);
+    registration.evidence = other
+        .registration(&key("op1"), chain.height, false)
+        .evidence;
+    let signed = worker.identity.sign_registration(&GENESIS, registration);
+    let error = refused(chain.apply(&key("op1"), Call::RegisterWorker(signed)));
+    assert!(error.to_string().contains("binds other keys"), "{error}");
+    // A freshness height too old for the policy window, or in the future.
+    for freshness in [0, chain.height + 5] {
+        let mut policy = AttestationPolicy::dev();
+        policy.freshness_blocks = 2;
+        let mut strict = Chain::new(true, policy);
+        for _ in 0..5 {
+            strict
+                .apply(
+                    &key("op3"),
+                    Call::Transfer {
+                        to: key("op2").address(),
+                        amount: 1,
+                    },
+                )
+                .unwrap();
+        }
+        let signed = worker
+            .identity
+            .sign_registration(&GENESIS, worker.registration(&key("op1"), freshness, false));
+        let error = refused(strict.apply(&key("op1"), Call::RegisterWorker(signed)));
+        assert!(matches!(error, TxError::StaleAttestation { .. }), "{error}");
+    }
+}
+
+#[test]
+fn someone_elses_real_sgx_quote_is_refused() {
+    // The real sample quote verifies (right time, allowed enclave), but its report data binds
+    // another program's keys, not this worker's.
+    let verdict = phala_attestation::verify_evidence(
+        &Evidence::SgxDcap {
+            quote: Bytes::from_static(SGX_QUOTE),
+            collateral: Bytes::from_static(SGX_COLLATERAL),
+        },
+        SGX_SAMPLE_TIME_MS / 1000,
+    )
+    .expect("the sample quote verifies");
+    let mut policy = AttestationPolicy::dev();
+    policy.allow_simulated = false;
+    policy.sgx = vec![SgxRule::MrEnclave {
+        mr_enclave: verdict.measurement.clone().try_into().unwrap(),
+    }];
+    let mut chain = Chain::new(false, policy);
+    chain.timestamp = SGX_SAMPLE_TIME_MS;
+    let worker = Enclave::new("worker-a");
+    let mut registration = worker.registration(&key("op1"), 0, false);
+    registration.evidence = Evidence::SgxDcap {
+        quote: Bytes::from_static(SGX_QUOTE),
+        collateral: Bytes::from_static(SGX_COLLATERAL),
+    };
+    let signed = worker
+        .identity
+        .sign_registration(&GENESIS, registration.clone());
+    let error = refused(chain.apply(&key("op1"), Call::RegisterWorker(signed)));
+    assert!(error.to_string().contains("binds other keys"), "{error}");
+
+    // A tampered copy fails verification itself.
+    let mut tampered = SGX_QUOTE.to_vec();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    registration.evidence = Evidence::SgxDcap {
+        quote: Bytes::from(tampered),
+        collateral: Bytes::from_static(SGX_COLLATERAL),
+    };
+    let signed = worker.identity.sign_registration(&GENESIS, registration);
+    let error = refused(chain.apply(&key("op1"), Call::RegisterWorker(signed)));
+    assert_eq!(error.code(), "attestation_refused");
+    assert!(chain.worker(&worker.identity).is_none());
+}
+
+fn downward(outbox: &Outbox, topic: &[u8]) -> Vec<(Destination, u64)> {
+    outbox
+        .messages
+        .iter()
+        .filter(|m| m.topic.as_ref() == topic)
+        .map(|m| (m.destination, m.sequence))
+        .collect()
+}
+
+#[test]
+fn gatekeepers_are_admitted_by_the_admin_and_their_copies_count_once() {
+    let mut chain = Chain::new(true, AttestationPolicy::dev());
+    let admin = key("admin");
+    let mut gk1 = Enclave::new("gk-1");
+    let mut gk2 = Enclave::new("gk-22");
+    let worker = Enclave::new("worker-333");
+    gk1.register(&mut chain, &key("op1"), true).unwrap();
+    gk2.register(&mut chain, &key("op2"), true).unwrap();
+    worker.register(&mut chain, &key("op3"), false).unwrap();
+
+    let add = |who: &Enclave| Call::AddGatekeeper(who.identity.address());
+    assert!(matches!(
+        refused(chain.apply(&key("op1"), add(&gk1))),
+        TxError::NotAdmin(_)
+    ));
+    assert!(matches!(
+        refused(chain.apply(&admin, add(&worker))),
+        TxError::NotGatekeeperCandidate(_)
+    ));
+    assert_eq!(
+        refused(chain.apply(&admin, Call::RotateMasterKey)),
+        TxError::NoMasterKey
+    );
+
+    // The first gatekeeper is told to bootstrap the master key.
+    let outbox = chain.apply(&admin, add(&gk1)).unwrap();
+    assert_eq!(
+        downward(&outbox, topics::GATEKEEPER_JOINED),
+        vec![(Destination::Gatekeepers, 0)]
+    );
+    let joined: phala_types::GatekeeperJoined =
+        phala_types::registry::decode_payload(&outbox.messages[0].payload).unwrap();
+    assert!(joined.bootstrap);
+    assert!(matches!(
+        refused(chain.apply(&admin, add(&gk1))),
+        TxError::AlreadyGatekeeper(_)
+    ));
+
+    // It publishes the master public key; the chain records it and tells everyone.
+    let public = MasterPublicKey {
+        generation: 1,
+        public_key: [9; 32],
+    };
+    let message = gk1.upward(topics::PUBLISH_MASTER_KEY, public.encode().to_vec());
+    let outbox = chain
+        .apply(&key("op1"), Call::SubmitUpward(message))
+        .unwrap();
+    assert_eq!(
+        downward(&outbox, topics::MASTER_KEY_PUBLISHED),
+        vec![(Destination::All, 0)]
+    );
+    assert_eq!(registry::master_generation(&Overlay::new(&chain.db)), 1);
+
+    // A second gatekeeper joins, not as bootstrapper.
+    let outbox = chain.apply(&admin, add(&gk2)).unwrap();
+    let joined: phala_types::GatekeeperJoined =
+        phala_types::registry::decode_payload(&outbox.messages[0].payload).unwrap();
+    assert!(!joined.bootstrap);
+    assert_eq!(outbox.messages[0].sequence, 1);
+
+    // Both gatekeepers deliver the same sealed key to the worker: one copy goes down.
+    let delivery = KeyDelivery {
+        recipient: worker.identity.address(),
+        key_kind: KeyDelivery::cluster(0),
+        generation: 1,
+        encapped: [1; 32],
+        ciphertext: [2; 48],
+    };
+    let first = gk1.upward(topics::DELIVER_KEY, delivery.encode().to_vec());
+    let outbox = chain.apply(&key("op1"), Call::SubmitUpward(first)).unwrap();
+    let to_worker = Destination::Worker(worker.identity.address());
+    assert_eq!(downward(&outbox, topics::DELIVER_KEY), vec![(to_worker, 0)]);
+    let copy = gk2.upward(topics::DELIVER_KEY, delivery.encode().to_vec());
+    let outbox = chain.apply(&key("op2"), Call::SubmitUpward(copy)).unwrap();
+    assert!(outbox.messages.is_empty(), "the second copy is absorbed");
+
+    // A worker cannot speak for the gatekeepers.
+    let mut worker = worker;
+    let forged = worker.upward(topics::DELIVER_KEY, delivery.encode().to_vec());
+    assert!(matches!(
+        refused(chain.apply(&key("op3"), Call::SubmitUpward(forged))),
+        TxError::NotGatekeeper(_)
+    ));
+
+    // Rotation: ordered once until the next generation is published.
+    let outbox = chain.apply(&admin, Call::RotateMasterKey).unwrap();
+    assert_eq!(
+        downward(&outbox, topics::ROTATE_MASTER_KEY),
+        vec![(Destination::Gatekeepers, 2)]
+    );
+    assert_eq!(
+        refused(chain.apply(&admin, Call::RotateMasterKey)),
+        TxError::RotationPending
+    );
+    let next = MasterPublicKey {
+        generation: 2,
+        public_key: [10; 32],
+    };
+    let message = gk1.upward(topics::PUBLISH_MASTER_KEY, next.encode().to_vec());
+    chain
+        .apply(&key("op1"), Call::SubmitUpward(message))
+        .unwrap();
+    assert_eq!(registry::master_generation(&Overlay::new(&chain.db)), 2);
+    chain.apply(&admin, Call::RotateMasterKey).unwrap();
+}
