@@ -4,6 +4,7 @@
 
 use crate::devnet::sibling_binary;
 use anyhow::{Context as _, bail};
+use phala_chain::registry;
 use phala_client::Client;
 use phala_crypto::Keypair;
 use phala_pruntime::{api::Info, client::PruntimeClient};
@@ -200,12 +201,28 @@ impl Workers {
                 node.execute(admin, call).await?;
             }
         }
-        self.wait_for_keys(deadline, 1).await
+        self.wait_for_keys(node, deadline, 1).await
     }
 
-    /// Waits until every gatekeeper holds master generation `generation` and every worker the
-    /// cluster key of that generation.
-    pub async fn wait_for_keys(&self, deadline: Instant, generation: u32) -> anyhow::Result<()> {
+    /// Waits until the chain recorded master generation `generation`, every gatekeeper holds
+    /// it and every worker holds the cluster key of that generation.
+    pub async fn wait_for_keys(
+        &self,
+        node: &Client,
+        deadline: Instant,
+        generation: u32,
+    ) -> anyhow::Result<()> {
+        let what = format!("the chain to record master key generation {generation}");
+        wait_until(deadline, &what, || async {
+            let value = node.state_value(registry::keys::MASTER_GENERATION).await?;
+            let recorded = value
+                .value
+                .and_then(|v| hex::decode(v).ok())
+                .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                .map_or(0, u32::from_be_bytes);
+            Ok(recorded >= generation)
+        })
+        .await?;
         for process in &self.processes {
             let client = PruntimeClient::new(&process.api)?;
             let what = format!("{} to hold generation {generation} keys", process.name);

@@ -9,8 +9,8 @@ use commonware_codec::{Copying, DecodeExt};
 use phala_chain::{registry, state::keys};
 use phala_client::Client;
 use phala_crypto::Keypair;
-use phala_pruntime::api::{Info, RegistrationRequest, SyncBatch};
-use phala_pruntime::client::PruntimeClient;
+use phala_pruntime::api::{Info, RegistrationRequest};
+use phala_pruntime::client::{PruntimeClient, build_batch};
 use phala_types::{AttestationPolicy, Call, SignedRegistration, UpwardMessage, WorkerRecord};
 use std::{io::IsTerminal, time::Instant};
 
@@ -90,38 +90,14 @@ impl Relay {
         let head = self.node.health().await?.finalized_height;
         round.head = head;
         if head > info.height {
-            let batch = self.build_batch(&info, head).await?;
+            let limit = self.batch.min(head - info.height);
+            let batch = build_batch(&self.node, &info, limit).await?;
             let outcome = self.pruntime.sync(&batch).await?;
             round.synced_to = outcome.height;
             round.messages = outcome.messages;
         }
         round.submitted = self.relay_egress(&info).await?;
         Ok(round)
-    }
-
-    async fn build_batch(&self, info: &Info, head: u64) -> anyhow::Result<SyncBatch> {
-        let limit = self.batch.min(head - info.height);
-        let headers = self.node.headers(info.height + 1, limit).await?;
-        let last = headers
-            .headers
-            .last()
-            .map(|h| h.height)
-            .context("the node returned no headers")?;
-        let mut messages = Vec::new();
-        let mut after = Vec::new();
-        for (destination, next) in &info.streams {
-            let found = self.node.stream_messages(*destination, *next, last).await?;
-            after.push((*destination, next + found.len() as u64));
-            messages.extend(found);
-        }
-        messages.sort_by_key(|m| (m.height, m.index));
-        let witness = self.node.stream_witness(&after).await?;
-        Ok(SyncBatch {
-            headers: headers.headers,
-            certificate: headers.certificate,
-            messages,
-            witness,
-        })
     }
 
     /// Submits the pRuntime's signed messages the chain has not accepted yet, in order.

@@ -4,6 +4,7 @@ use crate::api::{
     ApiError, Egress, Info, RegistrationRequest, RegistrationResponse, SyncBatch, SyncOutcome,
 };
 use anyhow::{Context, bail};
+use phala_client::Client;
 use serde::{Serialize, de::DeserializeOwned};
 use std::time::Duration;
 
@@ -79,4 +80,31 @@ impl PruntimeClient {
     pub async fn egress(&self, from: u64) -> anyhow::Result<Egress> {
         self.get(&format!("/egress?from={from}")).await
     }
+}
+
+/// Builds the next sync batch for a pRuntime from a node: up to `limit` headers after the
+/// pRuntime's head (ending at a certified one), every message of its streams in them with
+/// proofs, and a witness that none was left out.
+pub async fn build_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<SyncBatch> {
+    let headers = node.headers(info.height + 1, limit).await?;
+    let last = headers
+        .headers
+        .last()
+        .map(|h| h.height)
+        .context("the node returned no headers")?;
+    let mut messages = Vec::new();
+    let mut after = Vec::new();
+    for (destination, next) in &info.streams {
+        let found = node.stream_messages(*destination, *next, last).await?;
+        after.push((*destination, next + found.len() as u64));
+        messages.extend(found);
+    }
+    messages.sort_by_key(|m| (m.height, m.index));
+    let witness = node.stream_witness(&after).await?;
+    Ok(SyncBatch {
+        headers: headers.headers,
+        certificate: headers.certificate,
+        messages,
+        witness,
+    })
 }
