@@ -7,8 +7,6 @@ use phala_types::{Address, Call, format_pha, parse_pha};
 use serde_json::json;
 use std::{path::Path, time::Duration};
 
-/// How long a transaction stays includable, in blocks.
-
 /// An address, or a dev account name such as `alice`.
 pub fn resolve_address(text: &str) -> anyhow::Result<Address> {
     if let Ok(address) = text.parse::<Address>() {

@@ -570,7 +570,7 @@ impl Ledger {
     }
 
     /// Several committed values with proofs against one head.
-    pub fn state_values(&self, keys: &[Vec<u8>]) -> (Vec<(Option<Vec<u8>>, StateProof)>, Header) {
+    pub fn state_values(&self, keys: &[Vec<u8>]) -> (Vec<ProvenValue>, Header) {
         use phala_chain::state::StateRead;
         let (state, head) = self.committed();
         let values = keys
@@ -631,6 +631,9 @@ impl Ledger {
             + burned
     }
 }
+
+/// A state value (absent: `None`) with its proof.
+pub type ProvenValue = (Option<Vec<u8>>, StateProof);
 
 fn account_in(state: &StateDb, address: &Address) -> balances::Account {
     balances::account(&Overlay::new(state), address)

@@ -34,6 +34,9 @@ struct Args {
     no_register: bool,
 }
 
+/// How often pherry checks whether the worker must attest again.
+const REGISTRATION_CHECK: Duration = Duration::from_secs(60);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -55,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let ws_url = args.node.replacen("http", "ws", 1);
     let mut progress = Progress::default();
-    let mut registered = args.no_register;
+    // When the registration was last checked (re-attestation is due before expiry).
+    let mut checked: Option<std::time::Instant> = None;
     loop {
         // Wake on every finalized block; fall back to polling while the node is unreachable.
         let subscription = async {
@@ -78,9 +82,10 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         loop {
-            if !registered {
+            let due = checked.is_none_or(|at| at.elapsed() > REGISTRATION_CHECK);
+            if !args.no_register && due {
                 match register(&relay).await {
-                    Ok(()) => registered = true,
+                    Ok(()) => checked = Some(std::time::Instant::now()),
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "registration failed; will retry")
                     }
