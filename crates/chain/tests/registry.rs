@@ -475,3 +475,18 @@ fn gatekeepers_are_admitted_by_the_admin_and_their_copies_count_once() {
     assert_eq!(registry::master_generation(&Overlay::new(&chain.db)), 2);
     chain.apply(&admin, Call::RotateMasterKey).unwrap();
 }
+
+#[test]
+fn only_the_admin_changes_the_policy_and_the_new_policy_applies() {
+    let mut chain = Chain::new(true, AttestationPolicy::dev());
+    let mut strict = AttestationPolicy::dev();
+    strict.simulated = vec![HexMeasurement32([0xbb; 32])];
+    let call = Call::SetAttestationPolicy(strict.clone());
+    assert!(matches!(refused(chain.apply(&key("op1"), call.clone())), TxError::NotAdmin(_)));
+    Enclave::new("before").register(&mut chain, &key("op1"), false).unwrap();
+    chain.apply(&key("admin"), call).unwrap();
+    assert_eq!(registry::policy(&Overlay::new(&chain.db)).unwrap(), strict);
+    // The enclave measuring 0xaa… is no longer admitted.
+    let error = refused(Enclave::new("after").register(&mut chain, &key("op2"), false));
+    assert_eq!(error.code(), "attestation_refused");
+}

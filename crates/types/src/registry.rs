@@ -16,7 +16,7 @@ use commonware_cryptography::{Hasher, Sha256};
 pub enum TeeKind {
     /// No TEE at all: for development chains only, never secure.
     Simulated,
-    /// Intel SGX with a DCAP quote (v3 or v4), as produced under Gramine.
+    /// Intel SGX with a DCAP quote (v3, as Gramine produces; dcap-qvl does not take SGX v4).
     SgxDcap,
     /// Intel TDX with a DCAP quote (v4 or v5), as produced through configfs-tsm.
     Tdx,
