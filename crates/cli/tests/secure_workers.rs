@@ -1,7 +1,7 @@
 //! Secure workers end to end through the real binaries: a validator, gatekeeper and worker
 //! pRuntimes (simulated TEE) each relayed by its pherry; registration, master key handover,
-//! cluster key delivery, rotation, a `kill -9` of a pRuntime, and a relayer's attacks on a
-//! pRuntime's light client.
+//! cluster key delivery, rotation, a `kill -9` of a pRuntime and of the node, and a relayer's
+//! attacks on a pRuntime's light client.
 
 use commonware_codec::{Copying, DecodeExt, Encode};
 use phala_cli::{
@@ -47,7 +47,7 @@ async fn start_chain() -> Devnet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_register_receive_keys_rotate_and_survive_a_crash() {
-    let devnet = start_chain().await;
+    let mut devnet = start_chain().await;
     let nodes = vec![devnet.rpc_url(0)];
     let node = Client::new(&nodes[0]).unwrap();
     let admin = Keypair::dev("alice");
@@ -103,6 +103,12 @@ async fn workers_register_receive_keys_rotate_and_survive_a_crash() {
     assert_eq!(after.identity, before.identity);
     assert_eq!(after.ecdh, before.ecdh);
     assert_eq!(after.cluster_keys, before.cluster_keys);
+
+    // The node every pherry relays through crashes and restarts: they reconnect and go on.
+    devnet.kill(0).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    devnet.restart(0).unwrap();
+    devnet.wait_ready(Duration::from_secs(60)).await.unwrap();
 
     // Rotation: the gatekeepers make generation 2 and re-deliver cluster keys, the restarted
     // worker included; generation 1 stays for decrypting old data.
