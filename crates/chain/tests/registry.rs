@@ -111,6 +111,17 @@ impl Chain {
         Ok(outbox)
     }
 
+    /// Moves the chain forward by `blocks` blocks of one transfer each.
+    fn advance(&mut self, blocks: u64) {
+        for _ in 0..blocks {
+            let call = Call::Transfer {
+                to: key("op2").address(),
+                amount: 1,
+            };
+            self.apply(&key("op3"), call).unwrap();
+        }
+    }
+
     fn worker(&self, identity: &Keypair) -> Option<phala_types::WorkerRecord> {
         registry::worker(&Overlay::new(&self.db), &identity.address())
     }
@@ -270,17 +281,7 @@ fn registrations_must_be_signed_by_the_worker_and_sent_by_its_operator() {
 #[test]
 fn evidence_must_bind_the_registered_keys_chain_and_a_fresh_height() {
     let mut chain = Chain::new(true, AttestationPolicy::dev());
-    for _ in 0..5 {
-        chain
-            .apply(
-                &key("op3"),
-                Call::Transfer {
-                    to: key("op2").address(),
-                    amount: 1,
-                },
-            )
-            .unwrap();
-    }
+    chain.advance(5);
     let worker = Enclave::new("worker-a");
     let other = Enclave::new("worker-bb");
     // Evidence made for another worker's keys, re-signed by this identity.
@@ -296,17 +297,7 @@ fn evidence_must_bind_the_registered_keys_chain_and_a_fresh_height() {
         let mut policy = AttestationPolicy::dev();
         policy.freshness_blocks = 2;
         let mut strict = Chain::new(true, policy);
-        for _ in 0..5 {
-            strict
-                .apply(
-                    &key("op3"),
-                    Call::Transfer {
-                        to: key("op2").address(),
-                        amount: 1,
-                    },
-                )
-                .unwrap();
-        }
+        strict.advance(5);
         let signed = worker
             .identity
             .sign_registration(&GENESIS, worker.registration(&key("op1"), freshness, false));
@@ -482,8 +473,13 @@ fn only_the_admin_changes_the_policy_and_the_new_policy_applies() {
     let mut strict = AttestationPolicy::dev();
     strict.simulated = vec![HexMeasurement32([0xbb; 32])];
     let call = Call::SetAttestationPolicy(strict.clone());
-    assert!(matches!(refused(chain.apply(&key("op1"), call.clone())), TxError::NotAdmin(_)));
-    Enclave::new("before").register(&mut chain, &key("op1"), false).unwrap();
+    assert!(matches!(
+        refused(chain.apply(&key("op1"), call.clone())),
+        TxError::NotAdmin(_)
+    ));
+    Enclave::new("before")
+        .register(&mut chain, &key("op1"), false)
+        .unwrap();
     chain.apply(&key("admin"), call).unwrap();
     assert_eq!(registry::policy(&Overlay::new(&chain.db)).unwrap(), strict);
     // The enclave measuring 0xaa… is no longer admitted.

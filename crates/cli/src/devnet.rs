@@ -79,6 +79,22 @@ pub fn sibling_binary(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// A free block of `count` consecutive ports on 127.0.0.1 (tests run beside other tests).
+pub fn free_ports(count: u16) -> u16 {
+    loop {
+        let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let base = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        drop(listener);
+        if (1_024..60_000).contains(&base)
+            && (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+}
+
 impl Devnet {
     /// Writes the genesis and starts every validator (returns before they are ready).
     pub fn start(options: DevnetOptions) -> anyhow::Result<Self> {

@@ -7,25 +7,11 @@ use jsonrpsee::{
     http_client::HttpClientBuilder,
     rpc_params,
 };
-use phala_cli::devnet::{Devnet, DevnetOptions};
+use phala_cli::devnet::{Devnet, DevnetOptions, free_ports};
 use phala_client::{Client, api::TxStatus, verify_account, verify_finalization};
 use phala_crypto::Keypair;
 use phala_types::{Call, Digest, SignedTransaction, Transaction, UNIT};
 use std::{process::Command, time::Duration};
-
-/// Picks a free block of `count` consecutive ports (tests run in parallel with other tests).
-fn free_ports(count: u16) -> u16 {
-    loop {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = listener.local_addr().unwrap().port();
-        drop(listener);
-        if base < 60_000
-            && (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        {
-            return base;
-        }
-    }
-}
 
 async fn start(validators: usize) -> Devnet {
     let mut options = DevnetOptions::new(validators).expect("phala-node is built");

@@ -5,7 +5,7 @@
 
 use commonware_codec::{Copying, DecodeExt, Encode};
 use phala_cli::{
-    devnet::{Devnet, DevnetOptions, sibling_binary},
+    devnet::{Devnet, DevnetOptions, free_ports, sibling_binary},
     workers::{DEV_CLUSTER, Workers, wait_until, write_anchor},
 };
 use phala_client::{Client, api::TxStatus};
@@ -19,19 +19,6 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-
-fn free_ports(count: u16) -> u16 {
-    loop {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = listener.local_addr().unwrap().port();
-        drop(listener);
-        if base < 60_000
-            && (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        {
-            return base;
-        }
-    }
-}
 
 async fn start_chain() -> Devnet {
     let mut options = DevnetOptions::new(1).expect("phala-node is built");
