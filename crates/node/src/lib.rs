@@ -3,6 +3,7 @@
 //! the simulation tests drive the same `engine::start_validator` on the deterministic runtime.
 
 pub mod application;
+pub mod certify;
 pub mod engine;
 pub mod follower;
 pub mod gossip;

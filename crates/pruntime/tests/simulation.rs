@@ -1,0 +1,486 @@
+//! Seeded simulation of the secure-worker layer: a certified chain (the real state machine, a
+//! real BLS threshold certificate on every block), 1-3 gatekeeper and 3 worker pRuntimes (real
+//! `Pruntime`s on disk, simulated TEE), and a relayer for each that runs at random times with
+//! random batch sizes, while pRuntimes crash and restart from their sealed checkpoints. The
+//! admin registers nothing by hand: relayers register their workers, then the admin admits the
+//! gatekeepers, assigns workers to two clusters and rotates the master key twice.
+//!
+//! Invariants at the end of every run: every gatekeeper holds the same master key of every
+//! generation and it matches the public key the chain recorded; every worker holds the cluster
+//! keys of its cluster for every generation, equal to what the master keys derive; every
+//! pRuntime has read exactly the messages its streams hold (no gap, no repeat); no honest batch
+//! was refused and no key delivery failed. A failing seed prints `PRUNTIME_SIM_SEED=…`.
+
+use commonware_codec::Encode;
+use phala_chain::{
+    BlockContext, Runtime, commitment::StateDb, merkle, mq::MessageLocation, registry,
+    state::Overlay, state::keys,
+};
+use phala_client::api::{HeaderJson, OutboxMessageJson, ProofJson, StreamProof, Witness};
+use phala_crypto::Keypair;
+use phala_node::{
+    certify::Certifier,
+    spec::{ChainSpec, GenesisOptions, dev_operator, generate_with},
+};
+use phala_pruntime::{
+    Options, Pruntime,
+    api::{Mode, RegistrationRequest, SyncBatch},
+    keys::{cluster_key, master_public_key},
+    light::TrustAnchor,
+    tee::Simulated,
+};
+use phala_types::{
+    Call, Destination, DownwardMessage, Header, SignedTransaction, Transaction, UNIT,
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::path::PathBuf;
+
+/// The chain: state machine, headers, certificates and outboxes by height.
+struct Chain {
+    spec: ChainSpec,
+    runtime: Runtime,
+    db: StateDb,
+    certifier: Certifier,
+    headers: Vec<Header>,
+    certificates: Vec<Vec<u8>>,
+    outboxes: Vec<Vec<DownwardMessage>>,
+    pending: Vec<SignedTransaction>,
+}
+
+impl Chain {
+    fn new() -> Self {
+        let options = GenesisOptions {
+            chain_id: "pruntime-sim".into(),
+            validators: 4,
+            host: "127.0.0.1".parse().unwrap(),
+            base_port: 30_000,
+            dev: true,
+            block_interval_ms: 100,
+            extra_accounts: vec![],
+            extra_balance: 0,
+            timestamp: Some(1_700_000_000_000),
+        };
+        let keys: Vec<_> = (0..4).map(|i| Keypair::dev(&format!("sim-{i}"))).collect();
+        let (spec, validator_keys) =
+            generate_with(&options, &keys, commonware_utils::TestRng::new(7)).unwrap();
+        let certifier = Certifier::new(&spec, &validator_keys).unwrap();
+        let runtime = Runtime::new(spec.hash(), spec.genesis.clone());
+        let (db, genesis) = spec.genesis();
+        Chain {
+            spec,
+            runtime,
+            db,
+            certifier,
+            headers: vec![genesis.header],
+            certificates: vec![Vec::new()],
+            outboxes: vec![Vec::new()],
+            pending: Vec::new(),
+        }
+    }
+
+    fn height(&self) -> u64 {
+        self.headers.len() as u64 - 1
+    }
+
+    fn anchor(&self) -> (TrustAnchor, String) {
+        let anchor = TrustAnchor {
+            chain_id: self.spec.chain_id.clone(),
+            genesis_hash: hex::encode(self.spec.hash()),
+            identity: self.spec.identity.clone(),
+            namespace: hex::encode(self.spec.namespace()),
+        };
+        (anchor, hex::encode(self.headers[0].hash()))
+    }
+
+    /// Finalizes a block of the pending transactions that still apply.
+    fn produce(&mut self) {
+        let parent = self.headers.last().unwrap().clone();
+        let ctx = BlockContext {
+            height: parent.height + 1,
+            timestamp: parent.timestamp + 100,
+            proposer: Keypair::dev("sim-0").address(),
+        };
+        let candidates = std::mem::take(&mut self.pending);
+        let (txs, executed, _dropped) =
+            self.runtime
+                .build_block(&self.db, Default::default(), &ctx, candidates);
+        self.db.apply(&executed.changes);
+        let header = Header {
+            height: ctx.height,
+            parent: parent.hash(),
+            timestamp: ctx.timestamp,
+            tx_root: merkle::tx_root(&txs),
+            state_root: self.db.root(),
+            outbox_root: merkle::outbox_root(&executed.outbox.messages),
+            epoch: 0,
+            proposer: ctx.proposer,
+        };
+        let certificate = self.certifier.certify(ctx.height, header.hash()).unwrap();
+        self.headers.push(header);
+        self.certificates.push(certificate);
+        self.outboxes.push(executed.outbox.messages);
+    }
+
+    fn submit(&mut self, signer: &Keypair, call: Call) {
+        let state = Overlay::new(&self.db);
+        let queued = self
+            .pending
+            .iter()
+            .filter(|t| t.tx.signer == signer.address())
+            .count();
+        let nonce = phala_chain::balances::account(&state, &signer.address()).nonce + queued as u64;
+        let tx = Transaction {
+            signer: signer.address(),
+            nonce,
+            fee: UNIT,
+            expiry: self.height() + 100,
+            call,
+        };
+        self.pending
+            .push(signer.sign_transaction(&self.spec.hash(), tx));
+    }
+
+    fn value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        use phala_chain::state::StateRead;
+        self.db.get(key)
+    }
+
+    /// What pherry builds from a node's relayer RPCs, from this chain directly.
+    fn batch(&self, height: u64, streams: &[(Destination, u64)], limit: u64) -> SyncBatch {
+        let last = (height + limit).min(self.height());
+        let headers = (height + 1..=last)
+            .map(|h| HeaderJson::from_header(&self.headers[h as usize]))
+            .collect();
+        let mut messages = Vec::new();
+        let mut after = Vec::new();
+        for (destination, next) in streams {
+            let mut sequence = *next;
+            while let Some(location) = self
+                .value(&keys::stream_message(destination, sequence))
+                .and_then(|v| MessageLocation::decode(&v))
+                .filter(|l| l.height <= last)
+            {
+                let outbox = &self.outboxes[location.height as usize];
+                let leaves: Vec<_> = outbox.iter().map(merkle::message_leaf).collect();
+                let proof = merkle::prove(&leaves, location.index as usize).unwrap();
+                messages.push(OutboxMessageJson {
+                    height: location.height,
+                    index: location.index,
+                    message: hex::encode(outbox[location.index as usize].encode()),
+                    leaf_count: proof.leaf_count,
+                    siblings: proof.siblings.iter().map(hex::encode).collect(),
+                });
+                sequence += 1;
+            }
+            after.push((*destination, sequence));
+        }
+        messages.sort_by_key(|m| (m.height, m.index));
+        let head = self.height();
+        let witness = Witness {
+            header: HeaderJson::from_header(&self.headers[head as usize]),
+            certificate: hex::encode(&self.certificates[head as usize]),
+            streams: after
+                .iter()
+                .map(|(destination, sequence)| StreamProof {
+                    destination: *destination,
+                    sequence: *sequence,
+                    proof: ProofJson::from_proof(
+                        &self.db.prove(&keys::stream_message(destination, *sequence)),
+                    ),
+                })
+                .collect(),
+        };
+        SyncBatch {
+            headers,
+            certificate: hex::encode(&self.certificates[last as usize]),
+            messages,
+            witness,
+        }
+    }
+}
+
+/// A pRuntime with its relayer's operator account; reopened from disk after a crash.
+struct Node {
+    dir: PathBuf,
+    mode: Mode,
+    operator: Keypair,
+    pruntime: Option<Pruntime>,
+    registered: bool,
+    crashes: u32,
+}
+
+impl Node {
+    fn open(&mut self, chain: &Chain) {
+        let (anchor, genesis_block) = chain.anchor();
+        let tee = Box::new(Simulated::open(&self.dir, [0xaa; 32]).unwrap());
+        let options = Options {
+            data_dir: self.dir.clone(),
+            anchor,
+            genesis_block,
+            mode: self.mode,
+            cores: 1,
+        };
+        self.pruntime = Some(Pruntime::open(tee, options).unwrap());
+    }
+
+    fn pruntime(&mut self) -> &mut Pruntime {
+        self.pruntime.as_mut().unwrap()
+    }
+
+    /// One relayer round: register once, sync one batch, relay the egress.
+    fn relay(&mut self, chain: &mut Chain, rng: &mut StdRng) {
+        if !self.registered {
+            let request = RegistrationRequest {
+                operator: self.operator.address(),
+                freshness: chain.height(),
+            };
+            let signed = self.pruntime().registration(&request).unwrap();
+            let operator = self.operator.clone();
+            chain.submit(&operator, Call::RegisterWorker(signed));
+            self.registered = true;
+        }
+        let info = self.pruntime().info();
+        if info.height < chain.height() {
+            let batch = chain.batch(info.height, &info.streams, rng.gen_range(1..=30));
+            self.pruntime()
+                .sync(&batch)
+                .unwrap_or_else(|e| panic!("an honest batch was refused: {e}"));
+        }
+        let identity = self.pruntime().identity();
+        let Some(next) = chain
+            .value(&keys::origin_sequence(&identity))
+            .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
+        else {
+            return;
+        };
+        let in_flight = chain
+            .pending
+            .iter()
+            .any(|t| t.tx.signer == self.operator.address());
+        if in_flight {
+            return;
+        }
+        let operator = self.operator.clone();
+        for message in self.pruntime().egress(next).unwrap() {
+            chain.submit(&operator, Call::SubmitUpward(message));
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
+enum Phase {
+    Registering,
+    Admitting,
+    Assigning,
+    Generation(u32),
+    Settling,
+}
+
+fn run(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut chain = Chain::new();
+    let dir = tempfile::tempdir().unwrap();
+    let gatekeepers = 1 + (seed % 3) as usize;
+    let mut nodes: Vec<Node> = (0..gatekeepers + 3)
+        .map(|i| Node {
+            dir: dir.path().join(format!("pruntime-{i}")),
+            mode: if i < gatekeepers {
+                Mode::Gatekeeper
+            } else {
+                Mode::Worker
+            },
+            operator: dev_operator(i),
+            pruntime: None,
+            registered: false,
+            crashes: 0,
+        })
+        .collect();
+    for node in &mut nodes {
+        std::fs::create_dir_all(&node.dir).unwrap();
+        node.open(&chain);
+    }
+    let admin = Keypair::dev("alice");
+    let mut phase = Phase::Registering;
+    let mut settle = 0;
+    for step in 0..20_000 {
+        if rng.gen_bool(0.5) {
+            chain.produce();
+        }
+        for node in nodes.iter_mut() {
+            if rng.gen_bool(0.3) {
+                node.relay(&mut chain, &mut rng);
+            }
+            if rng.gen_bool(0.01) {
+                // kill -9: the in-memory pRuntime is gone; it reopens from its sealed files.
+                node.pruntime = None;
+                node.crashes += 1;
+                node.open(&chain);
+            }
+        }
+        phase = advance(phase, &mut chain, &mut nodes, &admin, gatekeepers);
+        if phase == Phase::Settling {
+            settle += 1;
+            if settle > 200 {
+                break;
+            }
+        }
+        assert!(step < 19_999, "no progress: stuck in {phase:?}");
+    }
+    check(&chain, &mut nodes);
+    let crashes: u32 = nodes.iter().map(|n| n.crashes).sum();
+    eprintln!(
+        "seed {seed}: {gatekeepers} gatekeepers, 3 workers, {} blocks, {crashes} pRuntime crashes",
+        chain.height()
+    );
+}
+
+/// The admin's script: each step once the previous one has visibly taken effect.
+fn advance(
+    phase: Phase,
+    chain: &mut Chain,
+    nodes: &mut [Node],
+    admin: &Keypair,
+    gatekeepers: usize,
+) -> Phase {
+    let state = Overlay::new(&chain.db);
+    let records: Vec<_> = nodes
+        .iter_mut()
+        .map(|n| registry::worker(&state, &n.pruntime().identity()))
+        .collect();
+    let admin_busy = chain.pending.iter().any(|t| t.tx.signer == admin.address());
+    if admin_busy {
+        return phase;
+    }
+    match phase {
+        Phase::Registering if records.iter().all(Option::is_some) => {
+            for node in &mut nodes[..gatekeepers] {
+                let id = node.pruntime().identity();
+                chain.submit(admin, Call::AddGatekeeper(id));
+            }
+            Phase::Admitting
+        }
+        Phase::Admitting if registry::master_generation(&state) >= 1 => {
+            for (i, node) in nodes[gatekeepers..].iter_mut().enumerate() {
+                let worker = node.pruntime().identity();
+                chain.submit(
+                    admin,
+                    Call::AssignCluster {
+                        worker,
+                        cluster: (i % 2) as u32,
+                    },
+                );
+            }
+            Phase::Assigning
+        }
+        Phase::Assigning if holds(nodes, gatekeepers, 1) => {
+            chain.submit(admin, Call::RotateMasterKey);
+            Phase::Generation(2)
+        }
+        Phase::Generation(g) if holds(nodes, gatekeepers, g) => {
+            if g < 3 {
+                chain.submit(admin, Call::RotateMasterKey);
+                Phase::Generation(g + 1)
+            } else {
+                Phase::Settling
+            }
+        }
+        other => other,
+    }
+}
+
+/// Every gatekeeper holds master generation `g` and every worker its cluster key of `g`.
+fn holds(nodes: &mut [Node], gatekeepers: usize, g: u32) -> bool {
+    nodes.iter_mut().enumerate().all(|(i, node)| {
+        let keys = node.pruntime().keys();
+        if i < gatekeepers {
+            keys.master.contains_key(&g)
+        } else {
+            keys.cluster_keys.iter().any(|k| k.generation == g)
+        }
+    })
+}
+
+fn check(chain: &Chain, nodes: &mut [Node]) {
+    let state = Overlay::new(&chain.db);
+    let gatekeeper_keys: Vec<_> = nodes
+        .iter_mut()
+        .filter(|n| n.mode == Mode::Gatekeeper)
+        .map(|n| n.pruntime().keys().master.clone())
+        .collect();
+    let master = &gatekeeper_keys[0];
+    assert_eq!(master.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    for held in &gatekeeper_keys {
+        assert_eq!(held, master, "gatekeepers disagree on the master keys");
+    }
+    for (generation, key) in master {
+        let recorded = chain
+            .value(&registry::keys::master_key(*generation))
+            .unwrap();
+        assert_eq!(
+            recorded,
+            master_public_key(key).to_vec(),
+            "generation {generation}"
+        );
+    }
+    for node in nodes.iter_mut() {
+        let (mode, crashes) = (node.mode, node.crashes);
+        let pruntime = node.pruntime();
+        let identity = pruntime.identity();
+        assert_eq!(pruntime.keys().refused_deliveries, 0);
+        if mode == Mode::Worker {
+            let cluster = registry::worker(&state, &identity)
+                .unwrap()
+                .cluster
+                .unwrap();
+            let mut held: Vec<_> = pruntime.keys().cluster_keys.clone();
+            held.sort_by_key(|k| k.generation);
+            let expected: Vec<_> = master
+                .iter()
+                .map(|(g, m)| (cluster, *g, cluster_key(m, cluster)))
+                .collect();
+            let held: Vec<_> = held
+                .iter()
+                .map(|k| (k.cluster, k.generation, k.key))
+                .collect();
+            assert_eq!(
+                held, expected,
+                "worker {identity} (crashed {crashes} times)"
+            );
+        }
+        // Caught up, every stream read exactly to the chain's count.
+        while pruntime.height() < chain.height() {
+            let info = pruntime.info();
+            pruntime
+                .sync(&chain.batch(info.height, &info.streams, 1_000))
+                .unwrap();
+        }
+        for (destination, next) in pruntime.info().streams {
+            let count = chain
+                .value(&keys::stream_next(&destination))
+                .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+            assert_eq!(next, count, "{destination:?} of {identity}");
+        }
+    }
+}
+
+fn seeds() -> Vec<u64> {
+    if let Ok(seed) = std::env::var("PRUNTIME_SIM_SEED") {
+        return vec![seed.parse().expect("PRUNTIME_SIM_SEED is a number")];
+    }
+    let count = std::env::var("PRUNTIME_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    (0..count).collect()
+}
+
+#[test]
+fn gatekeepers_and_workers_agree_on_every_key_under_random_relaying_and_crashes() {
+    for seed in seeds() {
+        let result = std::panic::catch_unwind(|| run(seed));
+        if let Err(panic) = result {
+            eprintln!("failing seed: PRUNTIME_SIM_SEED={seed}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
