@@ -49,6 +49,12 @@ struct Chain {
 
 impl Chain {
     fn new() -> Self {
+        Self::with_validators(7)
+    }
+
+    /// A chain whose validator keys and group key derive from `seed` (another seed: another
+    /// validator set with another group key, under the same chain id).
+    fn with_validators(seed: u64) -> Self {
         let options = GenesisOptions {
             chain_id: "pruntime-sim".into(),
             validators: 4,
@@ -60,9 +66,11 @@ impl Chain {
             extra_balance: 0,
             timestamp: Some(1_700_000_000_000),
         };
-        let keys: Vec<_> = (0..4).map(|i| Keypair::dev(&format!("sim-{i}"))).collect();
+        let keys: Vec<_> = (0..4)
+            .map(|i| Keypair::dev(&format!("sim-{seed}-{i}")))
+            .collect();
         let (spec, validator_keys) =
-            generate_with(&options, &keys, commonware_utils::TestRng::new(7)).unwrap();
+            generate_with(&options, &keys, commonware_utils::TestRng::new(seed)).unwrap();
         let certifier = Certifier::new(&spec, &validator_keys).unwrap();
         let runtime = Runtime::new(spec.hash(), spec.genesis.clone());
         let (db, genesis) = spec.genesis();
@@ -483,4 +491,36 @@ fn gatekeepers_and_workers_agree_on_every_key_under_random_relaying_and_crashes(
             std::panic::resume_unwind(panic);
         }
     }
+}
+
+#[test]
+fn a_certificate_from_another_validator_set_is_refused() {
+    let mut chain = Chain::new();
+    let foreign = Chain::with_validators(8);
+    assert_ne!(foreign.spec.identity, chain.spec.identity);
+    for _ in 0..3 {
+        chain.produce();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node {
+        dir: dir.path().to_path_buf(),
+        mode: Mode::Worker,
+        operator: dev_operator(0),
+        pruntime: None,
+        registered: true,
+        crashes: 0,
+    };
+    node.open(&chain);
+    let info = node.pruntime().info();
+    let mut batch = chain.batch(0, &info.streams, 3);
+    // Well formed and over the right block, but signed by a group this chain never had.
+    let last = chain.headers[3].hash();
+    batch.certificate = hex::encode(foreign.certifier.certify(3, last).unwrap());
+    let error = node.pruntime().sync(&batch).unwrap_err().to_string();
+    assert!(error.contains("finality certificate refused"), "{error}");
+    assert_eq!(node.pruntime().height(), 0);
+    // The same batch with this chain's certificate is accepted.
+    batch.certificate = hex::encode(&chain.certificates[3]);
+    node.pruntime().sync(&batch).unwrap();
+    assert_eq!(node.pruntime().height(), 3);
 }
