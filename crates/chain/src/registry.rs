@@ -305,7 +305,9 @@ pub fn rotate_master_key<S: StateRead + ?Sized>(
     if state.get(keys::PENDING_ROTATION).is_some() {
         return Err(TxError::RotationPending);
     }
-    let next = current + 1;
+    let next = current
+        .checked_add(1)
+        .ok_or(TxError::Corrupt("master key generations"))?;
     state.set(keys::PENDING_ROTATION.to_vec(), next.to_be_bytes().to_vec());
     let payload = Bytes::copy_from_slice(&next.to_be_bytes());
     mq::send(
@@ -369,7 +371,7 @@ fn publish_master_key<S: StateRead + ?Sized>(
     ctx: &BlockContext,
     key: &MasterPublicKey,
 ) {
-    if key.generation != master_generation(state) + 1 {
+    if Some(key.generation) != master_generation(state).checked_add(1) {
         return;
     }
     state.set(keys::master_key(key.generation), key.public_key.to_vec());

@@ -88,7 +88,7 @@ fn stream_messages(
         .parse()
         .map_err(|_| invalid_params("expected [destination, from_sequence, to_height]"))?;
     let mut out = Vec::new();
-    for sequence in from.. {
+    for sequence in from..=u64::MAX {
         if out.len() >= MAX_MESSAGES {
             break;
         }
