@@ -60,6 +60,8 @@ pub enum GenesisError {
     DuplicateAllocation(Address),
     #[error("a production (non-dev) chain must not accept simulated TEEs")]
     SimulatedOnProduction,
+    #[error("attestation policy: {0}")]
+    Policy(phala_types::registry::PolicyError),
 }
 
 impl GenesisConfig {
@@ -84,6 +86,10 @@ impl GenesisConfig {
         if !self.dev && self.registry.policy.allow_simulated {
             return Err(GenesisError::SimulatedOnProduction);
         }
+        self.registry
+            .policy
+            .validate()
+            .map_err(GenesisError::Policy)?;
         Ok(())
     }
 }

@@ -46,6 +46,14 @@ pub enum TxError {
         height: u64,
         window: u64,
     },
+    #[error(
+        "worker {worker}'s attestation from height {attested_at} expired ({window} blocks); it must attest again"
+    )]
+    AttestationExpired {
+        worker: Address,
+        attested_at: u64,
+        window: u64,
+    },
     #[error("worker {0} is not registered")]
     UnknownWorker(Address),
     #[error("worker {0} is already a gatekeeper")]
@@ -83,6 +91,7 @@ impl TxError {
             TxError::BadRegistrationSignature => "bad_registration_signature",
             TxError::Attestation(_) => "attestation_refused",
             TxError::StaleAttestation { .. } => "stale_attestation",
+            TxError::AttestationExpired { .. } => "attestation_expired",
             TxError::UnknownWorker(_) => "unknown_worker",
             TxError::AlreadyGatekeeper(_) => "already_gatekeeper",
             TxError::NotGatekeeperCandidate(_) => "not_gatekeeper_candidate",

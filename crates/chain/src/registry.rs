@@ -129,6 +129,27 @@ fn require_admin<S: StateRead + ?Sized>(
     }
 }
 
+/// Refuses a worker whose attestation has expired (`reattest_blocks` after it was made), so a
+/// worker the policy no longer vouches for cannot speak for itself or be given keys.
+pub fn require_current<S: StateRead + ?Sized>(
+    state: &Overlay<S>,
+    identity: &Address,
+    height: u64,
+) -> Result<(), TxError> {
+    let Some(record) = worker(state, identity) else {
+        return Ok(()); // Not a worker: a genesis origin.
+    };
+    let window = policy(state)?.reattest_blocks;
+    if record.attested_at.saturating_add(window) < height {
+        return Err(TxError::AttestationExpired {
+            worker: *identity,
+            attested_at: record.attested_at,
+            window,
+        });
+    }
+    Ok(())
+}
+
 /// The facts a registration is judged against.
 pub struct RegistrationContext<'a> {
     pub genesis: &'a Digest,
@@ -213,6 +234,8 @@ pub fn set_policy<S: StateRead + ?Sized>(
     new: &AttestationPolicy,
 ) -> Result<(), TxError> {
     require_admin(state, signer)?;
+    new.validate()
+        .map_err(|e| TxError::BadPayload(e.to_string()))?;
     state.set(keys::POLICY.to_vec(), new.encode().to_vec());
     Ok(())
 }
@@ -228,6 +251,7 @@ pub fn add_gatekeeper<S: StateRead + ?Sized>(
 ) -> Result<(), TxError> {
     require_admin(state, signer)?;
     let mut record = worker(state, identity).ok_or(TxError::UnknownWorker(*identity))?;
+    require_current(state, identity, ctx.height)?;
     if !record.gatekeeper_candidate {
         return Err(TxError::NotGatekeeperCandidate(*identity));
     }
@@ -270,7 +294,13 @@ pub fn assign_cluster<S: StateRead + ?Sized>(
     cluster: u32,
 ) -> Result<(), TxError> {
     require_admin(state, signer)?;
+    if cluster == u32::MAX {
+        return Err(TxError::BadPayload(format!(
+            "cluster id {cluster} is reserved"
+        )));
+    }
     let mut record = worker(state, identity).ok_or(TxError::UnknownWorker(*identity))?;
+    require_current(state, identity, ctx.height)?;
     record.cluster = Some(cluster);
     set_worker(state, &record);
     let assignment = ClusterAssignment {
@@ -345,6 +375,9 @@ pub fn on_upward<S: StateRead + ?Sized>(
     state.set(seen, Vec::new());
     if topic == topics::PUBLISH_MASTER_KEY {
         let key: MasterPublicKey = decode_payload(&message.payload).map_err(bad_payload)?;
+        if gatekeepers(state).first() != Some(&message.origin) {
+            return Err(TxError::NotGatekeeper(message.origin));
+        }
         publish_master_key(state, outbox, ctx, &key);
     } else {
         let delivery: KeyDelivery = decode_payload(&message.payload).map_err(bad_payload)?;
@@ -364,14 +397,21 @@ pub fn on_upward<S: StateRead + ?Sized>(
     Ok(true)
 }
 
-/// Records the next master key generation (later or repeated ones are ignored: the first wins).
+/// Records the master key generation the chain is waiting for, from the first gatekeeper of the
+/// set (others, repeated or unordered ones are ignored: the first copy wins).
 fn publish_master_key<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,
     key: &MasterPublicKey,
 ) {
-    if Some(key.generation) != master_generation(state).checked_add(1) {
+    // Only the generation the chain is waiting for: the first, or the one a rotation ordered.
+    let expected = master_generation(state).checked_add(1);
+    let ordered = match state.get(keys::PENDING_ROTATION) {
+        Some(pending) => pending.try_into().ok().map(u32::from_be_bytes),
+        None => (master_generation(state) == 0).then_some(1),
+    };
+    if Some(key.generation) != expected || ordered != expected {
         return;
     }
     state.set(keys::master_key(key.generation), key.public_key.to_vec());

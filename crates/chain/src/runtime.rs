@@ -168,6 +168,7 @@ impl Runtime {
         match call {
             Call::Transfer { to, amount } => balances::transfer(state, signer, to, *amount),
             Call::SubmitUpward(message) => {
+                registry::require_current(state, &message.origin, ctx.height)?;
                 mq::accept_upward(state, &self.genesis_hash, message)?;
                 if !registry::on_upward(state, outbox, ctx, message)? {
                     mq::relay(state, outbox, ctx, message);

@@ -486,3 +486,91 @@ fn only_the_admin_changes_the_policy_and_the_new_policy_applies() {
     let error = refused(Enclave::new("after").register(&mut chain, &key("op2"), false));
     assert_eq!(error.code(), "attestation_refused");
 }
+
+#[test]
+fn only_the_ordered_generation_from_the_first_gatekeeper_is_recorded() {
+    let mut chain = Chain::new(true, AttestationPolicy::dev());
+    let admin = key("admin");
+    let mut gk1 = Enclave::new("gk-1");
+    let mut gk2 = Enclave::new("gk-22");
+    gk1.register(&mut chain, &key("op1"), true).unwrap();
+    gk2.register(&mut chain, &key("op2"), true).unwrap();
+    chain
+        .apply(&admin, Call::AddGatekeeper(gk1.identity.address()))
+        .unwrap();
+    chain
+        .apply(&admin, Call::AddGatekeeper(gk2.identity.address()))
+        .unwrap();
+    let publish = |generation| {
+        MasterPublicKey {
+            generation,
+            public_key: [generation as u8; 32],
+        }
+        .encode()
+        .to_vec()
+    };
+    // The second gatekeeper may not create the network's master key.
+    let message = gk2.upward(topics::PUBLISH_MASTER_KEY, publish(1));
+    assert!(matches!(
+        refused(chain.apply(&key("op2"), Call::SubmitUpward(message))),
+        TxError::NotGatekeeper(_)
+    ));
+    let message = gk1.upward(topics::PUBLISH_MASTER_KEY, publish(1));
+    chain
+        .apply(&key("op1"), Call::SubmitUpward(message))
+        .unwrap();
+    // A generation nobody ordered is ignored, even from the first gatekeeper.
+    let message = gk1.upward(topics::PUBLISH_MASTER_KEY, publish(2));
+    let outbox = chain
+        .apply(&key("op1"), Call::SubmitUpward(message))
+        .unwrap();
+    assert!(outbox.messages.is_empty());
+    assert_eq!(registry::master_generation(&Overlay::new(&chain.db)), 1);
+}
+
+#[test]
+fn an_expired_attestation_silences_a_worker_until_it_attests_again() {
+    let mut policy = AttestationPolicy::dev();
+    policy.reattest_blocks = 3;
+    let mut chain = Chain::new(true, policy);
+    let mut worker = Enclave::new("worker-a");
+    worker.register(&mut chain, &key("op1"), false).unwrap();
+    let message = worker.upward(b"hello", b"1".to_vec());
+    chain
+        .apply(&key("op1"), Call::SubmitUpward(message))
+        .unwrap();
+    chain.advance(4);
+    let message = worker.upward(b"hello", b"2".to_vec());
+    let error = refused(chain.apply(&key("op1"), Call::SubmitUpward(message.clone())));
+    assert_eq!(error.code(), "attestation_expired");
+    let assign = Call::AssignCluster {
+        worker: worker.identity.address(),
+        cluster: 1,
+    };
+    assert_eq!(
+        refused(chain.apply(&key("admin"), assign.clone())).code(),
+        "attestation_expired"
+    );
+    // Attesting again restores it.
+    worker.register(&mut chain, &key("op1"), false).unwrap();
+    chain
+        .apply(&key("op1"), Call::SubmitUpward(message))
+        .unwrap();
+    chain.apply(&key("admin"), assign).unwrap();
+    // The reserved cluster id and an unusable policy are refused.
+    let reserved = Call::AssignCluster {
+        worker: worker.identity.address(),
+        cluster: u32::MAX,
+    };
+    assert_eq!(
+        refused(chain.apply(&key("admin"), reserved)).code(),
+        "bad_payload"
+    );
+    let mut unusable = AttestationPolicy::dev();
+    unusable.min_confidence = 0;
+    let call = Call::SetAttestationPolicy(unusable);
+    assert_eq!(
+        refused(chain.apply(&key("admin"), call)).code(),
+        "bad_payload"
+    );
+}

@@ -250,6 +250,10 @@ pub struct Witness {
     /// Finality certificate of `header` (hex).
     pub certificate: String,
     pub streams: Vec<StreamProof>,
+    /// When asked for an origin: a state proof of its next upward sequence (`mq/origin/<id>`),
+    /// which tells a pRuntime which of its signed messages are on chain.
+    #[serde(default)]
+    pub origin: Option<ProofJson>,
 }
 
 /// A state proof of the key `mq/stream/<destination><sequence>`.

@@ -200,9 +200,15 @@ impl Client {
             .await
     }
 
-    /// A certified head with proofs of where each stream's next message is.
-    pub async fn stream_witness(&self, streams: &[(Destination, u64)]) -> Result<Witness, Error> {
-        self.call("stream_witness", rpc_params![streams]).await
+    /// A certified head with proofs of where each stream's next message is, and of `origin`'s
+    /// next upward sequence.
+    pub async fn stream_witness(
+        &self,
+        streams: &[(Destination, u64)],
+        origin: Option<Address>,
+    ) -> Result<Witness, Error> {
+        self.call("stream_witness", rpc_params![streams, origin])
+            .await
     }
 
     /// The registry's workers.

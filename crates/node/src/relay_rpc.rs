@@ -3,8 +3,9 @@
 //!
 //! - `headers(from, limit)`: consecutive headers ending at a certified one, with its certificate;
 //! - `stream_messages(destination, from_sequence, to_height)`: a stream's messages, with proofs;
-//! - `stream_witness([[destination, sequence], ...])`: a certified head and, per stream, a state
-//!   proof of where message `sequence` lives (or that it does not exist yet);
+//! - `stream_witness([[destination, sequence], ...], origin?)`: a certified head and, per
+//!   stream, a state proof of where message `sequence` lives (or that it does not exist yet),
+//!   plus a proof of the origin's next upward sequence;
 //! - `workers()`: the registry's worker records (a listing, unproven).
 
 use crate::rpc::{RpcContext, invalid_params, not_found};
@@ -14,7 +15,7 @@ use phala_chain::{merkle, mq::MessageLocation, registry, state::keys};
 use phala_client::api::{
     HeaderJson, HeadersJson, OutboxMessageJson, ProofJson, StreamProof, Witness,
 };
-use phala_types::{Destination, WorkerRecord};
+use phala_types::{Address, Destination, WorkerRecord};
 use std::sync::Arc;
 
 /// Most headers per `headers` call.
@@ -128,17 +129,21 @@ async fn stream_witness(
     params: Params<'static>,
     ctx: Arc<RpcContext>,
 ) -> Result<Witness, ErrorObjectOwned> {
-    let (streams,): (Vec<(Destination, u64)>,) = params
+    let (streams, origin): (Vec<(Destination, u64)>, Option<Address>) = params
         .parse()
-        .map_err(|_| invalid_params("expected [[[destination, sequence], ...]]"))?;
+        .map_err(|_| invalid_params("expected [[[destination, sequence], ...], origin | null]"))?;
     if streams.len() > 16 {
         return Err(invalid_params("at most 16 streams"));
     }
-    let keys: Vec<_> = streams
+    let mut keys: Vec<_> = streams
         .iter()
         .map(|(d, s)| keys::stream_message(d, *s))
         .collect();
-    let (values, header) = ctx.ledger.state_values(&keys);
+    keys.extend(origin.map(|o| keys::origin_sequence(&o)));
+    let (mut values, header) = ctx.ledger.state_values(&keys);
+    let origin = origin
+        .and_then(|_| values.pop())
+        .map(|(_, p)| ProofJson::from_proof(&p));
     let certificate = ctx
         .blocks
         .finalization(header.height)
@@ -161,6 +166,7 @@ async fn stream_witness(
                 proof: ProofJson::from_proof(&proof),
             })
             .collect(),
+        origin,
     })
 }
 

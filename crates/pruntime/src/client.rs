@@ -100,7 +100,7 @@ pub async fn build_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Resu
         messages.extend(found);
     }
     messages.sort_by_key(|m| (m.height, m.index));
-    let witness = node.stream_witness(&after).await?;
+    let witness = node.stream_witness(&after, Some(info.identity)).await?;
     Ok(SyncBatch {
         headers: headers.headers,
         certificate: headers.certificate,

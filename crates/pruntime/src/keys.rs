@@ -237,8 +237,17 @@ impl KeyState {
         } else {
             let cluster = delivery.key_kind - 1;
             let generation = delivery.generation;
-            self.cluster_keys
-                .retain(|k| (k.cluster, k.generation) != (cluster, generation));
+            // The first key of a (cluster, generation) stays: a different later one is refused.
+            if let Some(held) = self
+                .cluster_keys
+                .iter()
+                .find(|k| (k.cluster, k.generation) == (cluster, generation))
+            {
+                if held.key != secret {
+                    self.refused_deliveries += 1;
+                }
+                return;
+            }
             self.cluster_keys.push(ClusterKey {
                 cluster,
                 generation,

@@ -18,7 +18,7 @@ use phala_client::{
     api::{HeaderJson, parse_digest},
     verify_certificate,
 };
-use phala_types::{Destination, Digest, DownwardMessage, Header};
+use phala_types::{Address, Destination, Digest, DownwardMessage, Header};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -81,6 +81,8 @@ pub enum SyncError {
     MissingStreamProof(Destination),
     #[error("stream proof for {0:?} does not verify")]
     BadStreamProof(Destination),
+    #[error("the proof of this pRuntime's upward sequence does not verify")]
+    BadOriginProof,
     #[error("stream {destination:?}: message {sequence} was left out of the batch")]
     MissingMessage {
         destination: Destination,
@@ -93,6 +95,9 @@ pub struct Verified {
     pub messages: Vec<DownwardMessage>,
     pub next: LightState,
     pub headers: usize,
+    /// The chain's proven next upward sequence for this pRuntime (when the witness had it):
+    /// its signed messages below it are on chain.
+    pub origin_next: Option<u64>,
 }
 
 /// Checks batches against a trust anchor.
@@ -127,15 +132,21 @@ impl LightClient {
         }
     }
 
-    /// Verifies a batch on top of `state`, without changing anything.
-    pub fn verify(&self, state: &LightState, batch: &SyncBatch) -> Result<Verified, SyncError> {
+    /// Verifies a batch on top of `state` for the pRuntime `me`, without changing anything.
+    pub fn verify(
+        &self,
+        state: &LightState,
+        me: &Address,
+        batch: &SyncBatch,
+    ) -> Result<Verified, SyncError> {
         let headers = self.verify_headers(state, &batch.headers)?;
         let last = headers.last().ok_or(SyncError::Empty)?;
         self.check_certificate(last, &batch.certificate)?;
         let mut streams: BTreeMap<Destination, u64> = state.streams.iter().copied().collect();
         let messages = verify_messages(&headers, &mut streams, batch)?;
-        self.verify_witness(last, &streams, batch)?;
+        let origin_next = self.verify_witness(last, &streams, me, batch)?;
         Ok(Verified {
+            origin_next,
             messages,
             next: LightState {
                 height: last.height,
@@ -187,12 +198,14 @@ impl LightClient {
             .map_err(|e| refused(e.to_string()))
     }
 
+    /// Checks the witness; returns the proven next upward sequence of `me`, if it was included.
     fn verify_witness(
         &self,
         end: &Header,
         streams: &BTreeMap<Destination, u64>,
+        me: &Address,
         batch: &SyncBatch,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Option<u64>, SyncError> {
         let witness = &batch.witness;
         let header = witness
             .header
@@ -227,7 +240,24 @@ impl LightClient {
                 }
             }
         }
-        Ok(())
+        let Some(proof) = &witness.origin else {
+            return Ok(None);
+        };
+        let value = proof
+            .to_proof()
+            .ok()
+            .and_then(|p| {
+                p.verify(&header.state_root, &keys::origin_sequence(me))
+                    .ok()
+            })
+            .ok_or(SyncError::BadOriginProof)?;
+        match value {
+            None => Ok(Some(0)),
+            Some(bytes) => {
+                let bytes: [u8; 8] = bytes.try_into().map_err(|_| SyncError::BadOriginProof)?;
+                Ok(Some(u64::from_be_bytes(bytes)))
+            }
+        }
     }
 }
 

@@ -39,12 +39,14 @@ pub enum PruntimeError {
     Invalid(String),
 }
 
-/// The secrets generated inside at first start.
+/// The secrets generated inside at first start, bound to the chain they were made for.
 #[derive(Serialize, Deserialize)]
 struct SealedKeys {
     identity: [u8; 32],
     ecdh: [u8; 32],
     mode: Mode,
+    /// SHA-256 of the trust anchor and genesis block: these keys serve this chain only.
+    chain: String,
 }
 
 /// Everything else that must survive a restart.
@@ -96,15 +98,28 @@ impl Pruntime {
     pub fn open(tee: Box<dyn Tee>, options: Options) -> Result<Self, PruntimeError> {
         let sealer = Sealer::new(&tee.sealing_key()?);
         let dir = options.data_dir.clone();
-        let keys = load_or_create_keys(&sealer, &dir, options.mode)?;
+        let chain = chain_binding(&options);
+        let (keys, created) = load_or_create_keys(&sealer, &dir, options.mode, &chain)?;
         if keys.mode != options.mode {
             return Err(PruntimeError::Invalid(format!(
                 "this pRuntime was created in {:?} mode",
                 keys.mode
             )));
         }
+        if keys.chain != chain {
+            return Err(PruntimeError::Invalid(
+                "this pRuntime's keys are sealed to another chain".into(),
+            ));
+        }
         let light = LightClient::new(&options.anchor)?;
         let checkpoint = match sealer.read(&dir.join(CHECKPOINT_FILE), b"checkpoint")? {
+            // Keys without their checkpoint would let the host replay this identity from
+            // genesis on a chain of its making: refused.
+            None if !created => {
+                return Err(PruntimeError::Invalid(
+                    "the sealed checkpoint is missing; this identity cannot start over".into(),
+                ));
+            }
             Some(bytes) => {
                 let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
                     .map_err(|e| PruntimeError::Invalid(format!("checkpoint: {e}")))?;
@@ -129,7 +144,7 @@ impl Pruntime {
                 egress: Vec::new(),
             },
         };
-        Ok(Pruntime {
+        let pruntime = Pruntime {
             tee,
             sealer,
             dir,
@@ -140,7 +155,12 @@ impl Pruntime {
             checkpoint,
             benchmark: benchmark(),
             cores: options.cores,
-        })
+        };
+        if created {
+            // Keys and their first checkpoint exist together from now on.
+            pruntime.save(&pruntime.checkpoint)?;
+        }
+        Ok(pruntime)
     }
 
     pub fn identity(&self) -> Address {
@@ -210,7 +230,9 @@ impl Pruntime {
 
     /// Verifies and applies a batch; on any error nothing changes.
     pub fn sync(&mut self, batch: &SyncBatch) -> Result<SyncOutcome, PruntimeError> {
-        let verified = self.light.verify(&self.checkpoint.light, batch)?;
+        let verified = self
+            .light
+            .verify(&self.checkpoint.light, &self.identity(), batch)?;
         let mut next = self.checkpoint.clone();
         let me = Me {
             identity: self.identity(),
@@ -229,6 +251,14 @@ impl Pruntime {
             ));
         }
         next.light = verified.next;
+        // Drop what the chain has provably accepted (never on a caller's word).
+        if let Some(accepted) = verified.origin_next {
+            let drop = accepted
+                .saturating_sub(next.egress_base)
+                .min(next.egress.len() as u64);
+            next.egress.drain(..drop as usize);
+            next.egress_base += drop;
+        }
         self.save(&next)?;
         self.checkpoint = next;
         Ok(SyncOutcome {
@@ -238,17 +268,9 @@ impl Pruntime {
         })
     }
 
-    /// Signed messages from `from` on. Earlier ones are on chain (the caller read the chain's
-    /// next sequence for this origin), so they are dropped.
-    pub fn egress(&mut self, from: u64) -> Result<Vec<UpwardMessage>, PruntimeError> {
-        let cp = &self.checkpoint;
-        if from > cp.egress_base && from <= cp.egress_next() {
-            let mut next = cp.clone();
-            next.egress.drain(..(from - cp.egress_base) as usize);
-            next.egress_base = from;
-            self.save(&next)?;
-            self.checkpoint = next;
-        }
+    /// Signed messages from sequence `from` on. Nothing is dropped on the caller's word: a
+    /// message leaves only once a sync batch proves the chain accepted it.
+    pub fn egress(&self, from: u64) -> Result<Vec<UpwardMessage>, PruntimeError> {
         let cp = &self.checkpoint;
         let skip = from.saturating_sub(cp.egress_base) as usize;
         cp.egress
@@ -294,24 +316,35 @@ pub fn streams(mode: Mode, identity: Address) -> Vec<Destination> {
     streams
 }
 
+/// The sealed keys, and whether they were just created.
 fn load_or_create_keys(
     sealer: &Sealer,
     dir: &Path,
     mode: Mode,
-) -> Result<SealedKeys, PruntimeError> {
+    chain: &str,
+) -> Result<(SealedKeys, bool), PruntimeError> {
     let path = dir.join(KEYS_FILE);
     if let Some(bytes) = sealer.read(&path, b"keys")? {
-        return serde_json::from_slice(&bytes)
-            .map_err(|e| PruntimeError::Invalid(format!("sealed keys: {e}")));
+        let keys = serde_json::from_slice(&bytes)
+            .map_err(|e| PruntimeError::Invalid(format!("sealed keys: {e}")))?;
+        return Ok((keys, false));
     }
     let keys = SealedKeys {
         identity: rand::random(),
         ecdh: rand::random(),
         mode,
+        chain: chain.to_string(),
     };
     let bytes = serde_json::to_vec(&keys).map_err(|e| PruntimeError::Invalid(e.to_string()))?;
     sealer.write(&path, b"keys", &bytes)?;
-    Ok(keys)
+    Ok((keys, true))
+}
+
+/// What the keys are bound to: the trust anchor and the genesis block.
+fn chain_binding(options: &Options) -> String {
+    use commonware_cryptography::{Hasher, Sha256};
+    let anchor = serde_json::to_vec(&options.anchor).unwrap_or_default();
+    hex::encode(Sha256::hash(&[&anchor, options.genesis_block.as_bytes()]))
 }
 
 /// A rough CPU score: SHA-256 compressions of a 1 KiB block per millisecond over 20 ms.

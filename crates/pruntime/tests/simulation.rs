@@ -30,7 +30,7 @@ use phala_pruntime::{
     tee::Simulated,
 };
 use phala_types::{
-    Call, Destination, DownwardMessage, Header, SignedTransaction, Transaction, UNIT,
+    Address, Call, Destination, DownwardMessage, Header, SignedTransaction, Transaction, UNIT,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::PathBuf;
@@ -154,7 +154,13 @@ impl Chain {
     }
 
     /// What pherry builds from a node's relayer RPCs, from this chain directly.
-    fn batch(&self, height: u64, streams: &[(Destination, u64)], limit: u64) -> SyncBatch {
+    fn batch(
+        &self,
+        height: u64,
+        streams: &[(Destination, u64)],
+        origin: &Address,
+        limit: u64,
+    ) -> SyncBatch {
         let last = (height + limit).min(self.height());
         let headers = (height + 1..=last)
             .map(|h| HeaderJson::from_header(&self.headers[h as usize]))
@@ -197,6 +203,9 @@ impl Chain {
                     ),
                 })
                 .collect(),
+            origin: Some(ProofJson::from_proof(
+                &self.db.prove(&keys::origin_sequence(origin)),
+            )),
         };
         SyncBatch {
             headers,
@@ -249,7 +258,12 @@ impl Node {
         }
         let info = self.pruntime().info();
         if info.height < chain.height() {
-            let batch = chain.batch(info.height, &info.streams, rng.gen_range(1..=30));
+            let batch = chain.batch(
+                info.height,
+                &info.streams,
+                &info.identity,
+                rng.gen_range(1..=30),
+            );
             self.pruntime()
                 .sync(&batch)
                 .unwrap_or_else(|e| panic!("an honest batch was refused: {e}"));
@@ -459,7 +473,7 @@ fn check(chain: &Chain, nodes: &mut [Node]) {
         while pruntime.height() < chain.height() {
             let info = pruntime.info();
             pruntime
-                .sync(&chain.batch(info.height, &info.streams, 1_000))
+                .sync(&chain.batch(info.height, &info.streams, &info.identity, 1_000))
                 .unwrap();
         }
         for (destination, next) in pruntime.info().streams {
@@ -512,7 +526,7 @@ fn a_certificate_from_another_validator_set_is_refused() {
     };
     node.open(&chain);
     let info = node.pruntime().info();
-    let mut batch = chain.batch(0, &info.streams, 3);
+    let mut batch = chain.batch(0, &info.streams, &info.identity, 3);
     // Well formed and over the right block, but signed by a group this chain never had.
     let last = chain.headers[3].hash();
     batch.certificate = hex::encode(foreign.certifier.certify(3, last).unwrap());
@@ -523,4 +537,47 @@ fn a_certificate_from_another_validator_set_is_refused() {
     batch.certificate = hex::encode(&chain.certificates[3]);
     node.pruntime().sync(&batch).unwrap();
     assert_eq!(node.pruntime().height(), 3);
+}
+
+#[test]
+fn sealed_keys_serve_only_their_chain_and_never_start_over() {
+    let chain = Chain::new();
+    let other = Chain::with_validators(9);
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node {
+        dir: dir.path().to_path_buf(),
+        mode: Mode::Worker,
+        operator: dev_operator(0),
+        pruntime: None,
+        registered: true,
+        crashes: 0,
+    };
+    node.open(&chain);
+    let identity = node.pruntime().identity();
+    node.pruntime = None;
+    // The same sealed identity pointed at another chain (another group key): refused.
+    let (anchor, genesis_block) = other.anchor();
+    let open = |anchor, genesis_block| {
+        let tee = Box::new(Simulated::open(dir.path(), [0xaa; 32]).unwrap());
+        let options = Options {
+            data_dir: dir.path().to_path_buf(),
+            anchor,
+            genesis_block,
+            mode: Mode::Worker,
+            cores: 1,
+        };
+        Pruntime::open(tee, options).map(|p| p.identity())
+    };
+    let error = open(anchor, genesis_block).unwrap_err().to_string();
+    assert!(error.contains("another chain"), "{error}");
+    // Its own chain: the same identity resumes (even before it ever synced).
+    let (anchor, genesis_block) = chain.anchor();
+    assert_eq!(
+        open(anchor.clone(), genesis_block.clone()).unwrap(),
+        identity
+    );
+    // Its checkpoint deleted, so the host could replay it from genesis: refused.
+    std::fs::remove_file(dir.path().join("checkpoint.sealed")).unwrap();
+    let error = open(anchor, genesis_block).unwrap_err().to_string();
+    assert!(error.contains("checkpoint is missing"), "{error}");
 }

@@ -239,6 +239,32 @@ impl AttestationPolicy {
 
 const MAX_RULES: usize = 64;
 
+/// Why a policy cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("at most {MAX_RULES} rules of each kind")]
+    TooManyRules,
+    #[error("min_confidence must be 1 to 5, not {0}")]
+    Confidence(u8),
+}
+
+impl AttestationPolicy {
+    /// Checks what the decoder enforces and what makes sense, so a policy that is accepted can
+    /// always be read back.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if [self.simulated.len(), self.sgx.len(), self.tdx.len()]
+            .iter()
+            .any(|n| *n > MAX_RULES)
+        {
+            return Err(PolicyError::TooManyRules);
+        }
+        if !(1..=5).contains(&self.min_confidence) {
+            return Err(PolicyError::Confidence(self.min_confidence));
+        }
+        Ok(())
+    }
+}
+
 impl Write for AttestationPolicy {
     fn write(&self, buf: &mut impl BufMut) {
         self.allow_simulated.write(buf);
