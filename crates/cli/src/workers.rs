@@ -89,9 +89,12 @@ impl Workers {
                 pruntime: None,
                 pherry: None,
             };
+            // Owned by `set` before the next spawn can fail, so nothing is left running.
             process.pruntime = Some(set.spawn_pruntime(&process)?);
-            process.pherry = Some(set.spawn_pherry(&process)?);
             set.processes.push(process);
+            let last = set.processes.len() - 1;
+            let pherry = set.spawn_pherry(&set.processes[last])?;
+            set.processes[last].pherry = Some(pherry);
         }
         Ok(set)
     }
