@@ -227,6 +227,20 @@ struct Node {
 }
 
 impl Node {
+    /// A worker pRuntime opened on `chain`, driven by the test itself (no registration).
+    fn standalone(dir: &std::path::Path, chain: &Chain) -> Self {
+        let mut node = Node {
+            dir: dir.to_path_buf(),
+            mode: Mode::Worker,
+            operator: dev_operator(0),
+            pruntime: None,
+            registered: true,
+            crashes: 0,
+        };
+        node.open(chain);
+        node
+    }
+
     fn open(&mut self, chain: &Chain) {
         let (anchor, genesis_block) = chain.anchor();
         let tee = Box::new(Simulated::open(&self.dir, [0xaa; 32]).unwrap());
@@ -516,15 +530,7 @@ fn a_certificate_from_another_validator_set_is_refused() {
         chain.produce();
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut node = Node {
-        dir: dir.path().to_path_buf(),
-        mode: Mode::Worker,
-        operator: dev_operator(0),
-        pruntime: None,
-        registered: true,
-        crashes: 0,
-    };
-    node.open(&chain);
+    let mut node = Node::standalone(dir.path(), &chain);
     let info = node.pruntime().info();
     let mut batch = chain.batch(0, &info.streams, &info.identity, 3);
     // Well formed and over the right block, but signed by a group this chain never had.
@@ -544,15 +550,7 @@ fn sealed_keys_serve_only_their_chain_and_never_start_over() {
     let chain = Chain::new();
     let other = Chain::with_validators(9);
     let dir = tempfile::tempdir().unwrap();
-    let mut node = Node {
-        dir: dir.path().to_path_buf(),
-        mode: Mode::Worker,
-        operator: dev_operator(0),
-        pruntime: None,
-        registered: true,
-        crashes: 0,
-    };
-    node.open(&chain);
+    let mut node = Node::standalone(dir.path(), &chain);
     let identity = node.pruntime().identity();
     node.pruntime = None;
     // The same sealed identity pointed at another chain (another group key): refused.
