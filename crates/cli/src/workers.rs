@@ -7,7 +7,10 @@ use anyhow::{Context as _, bail};
 use phala_chain::registry;
 use phala_client::Client;
 use phala_crypto::Keypair;
-use phala_pruntime::{api::Info, client::PruntimeClient};
+use phala_pruntime::{
+    api::Info,
+    client::{PruntimeClient, anchor_from},
+};
 use phala_types::{Address, Call, WorkerRecord};
 use std::{
     path::{Path, PathBuf},
@@ -39,15 +42,7 @@ pub struct Workers {
 /// Writes the trust anchor a pRuntime is started with (in production it is part of the
 /// measured configuration; here it comes from the local chain).
 pub async fn write_anchor(node: &Client, path: &Path) -> anyhow::Result<()> {
-    let info = node.chain_info().await?;
-    let genesis_block = node.block(Some(0)).await?.header.hash;
-    let anchor = serde_json::json!({
-        "chain_id": info.chain_id,
-        "genesis_hash": info.genesis_hash,
-        "identity": info.identity,
-        "namespace": info.namespace,
-        "genesis_block": genesis_block,
-    });
+    let anchor = anchor_from(node).await?;
     std::fs::write(path, serde_json::to_vec_pretty(&anchor)?)?;
     Ok(())
 }

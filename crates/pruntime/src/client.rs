@@ -3,6 +3,7 @@
 use crate::api::{
     ApiError, Egress, Info, RegistrationRequest, RegistrationResponse, SyncBatch, SyncOutcome,
 };
+use crate::light::{AnchorFile, TrustAnchor};
 use anyhow::{Context, bail};
 use phala_client::Client;
 use serde::{Serialize, de::DeserializeOwned};
@@ -80,6 +81,22 @@ impl PruntimeClient {
     pub async fn egress(&self, from: u64) -> anyhow::Result<Egress> {
         self.get(&format!("/egress?from={from}")).await
     }
+}
+
+/// The anchor of the chain a node serves. Trusting the node for it is right only where the
+/// node is the operator's own (a dev network); in production the anchor is measured config.
+pub async fn anchor_from(node: &Client) -> anyhow::Result<AnchorFile> {
+    let info = node.chain_info().await?;
+    let genesis_block = node.block(Some(0)).await?.header.hash;
+    Ok(AnchorFile {
+        anchor: TrustAnchor {
+            chain_id: info.chain_id,
+            genesis_hash: info.genesis_hash,
+            identity: info.identity,
+            namespace: info.namespace,
+        },
+        genesis_block,
+    })
 }
 
 /// Builds the next sync batch for a pRuntime from a node: up to `limit` headers after the

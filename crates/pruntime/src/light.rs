@@ -38,6 +38,14 @@ pub struct TrustAnchor {
     pub namespace: String,
 }
 
+/// The file a pRuntime is started with: the trust anchor and the genesis block's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorFile {
+    #[serde(flatten)]
+    pub anchor: TrustAnchor,
+    pub genesis_block: String,
+}
+
 /// Where the light client stands: the last verified header and the next sequence per stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LightState {

@@ -5,7 +5,7 @@ use clap::{Parser, ValueEnum};
 use phala_pruntime::{
     Options, Pruntime,
     api::Mode,
-    light::TrustAnchor,
+    light::AnchorFile,
     server,
     tee::{GramineSgx, Simulated, TdxConfigfs, Tee},
 };
@@ -50,14 +50,6 @@ struct Args {
     cores: u32,
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
-}
-
-/// The anchor file: the trust anchor plus the genesis block hash.
-#[derive(serde::Deserialize)]
-struct AnchorFile {
-    #[serde(flatten)]
-    anchor: TrustAnchor,
-    genesis_block: String,
 }
 
 #[tokio::main]

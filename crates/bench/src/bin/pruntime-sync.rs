@@ -4,17 +4,17 @@
 //! the enclave's own work (verify certificate, header chain, message proofs, completeness
 //! witness, process, seal checkpoint) and for the whole catch-up including the node's RPC.
 
-use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
-use phala_cli::{
-    devnet::{Devnet, DevnetOptions},
-    workers::write_anchor,
-};
+use phala_cli::devnet::{Devnet, DevnetOptions};
 use phala_client::Client;
 use phala_crypto::Keypair;
 use phala_pruntime::{
-    Options, Pruntime, api::Mode, client::build_batch, light::TrustAnchor, tee::Simulated,
+    Options, Pruntime,
+    api::Mode,
+    client::{anchor_from, build_batch},
+    light::AnchorFile,
+    tee::Simulated,
 };
 use phala_types::{Call, Evidence, UpwardMessage, WorkerRegistration, registry::report_data};
 use std::time::{Duration, Instant};
@@ -105,14 +105,10 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let dir = tempfile::tempdir()?;
-    let anchor_path = dir.path().join("anchor.json");
-    write_anchor(&node, &anchor_path).await?;
-    let anchor: serde_json::Value = serde_json::from_slice(&std::fs::read(&anchor_path)?)?;
-    let genesis_block = anchor["genesis_block"]
-        .as_str()
-        .context("anchor")?
-        .to_string();
-    let anchor: TrustAnchor = serde_json::from_value(anchor)?;
+    let AnchorFile {
+        anchor,
+        genesis_block,
+    } = anchor_from(&node).await?;
     let tee = Box::new(Simulated::open(dir.path(), [0xaa; 32])?);
     let mut pruntime = Pruntime::open(
         tee,
