@@ -363,7 +363,8 @@ pub fn on_upward<S: StateRead + ?Sized>(
     if topic != topics::PUBLISH_MASTER_KEY && topic != topics::DELIVER_KEY {
         return Ok(false);
     }
-    if !gatekeepers(state).contains(&message.origin) {
+    let set = gatekeepers(state);
+    if !set.contains(&message.origin) {
         return Err(TxError::NotGatekeeper(message.origin));
     }
     let bad_payload = |_| TxError::BadPayload(String::from_utf8_lossy(topic).into_owned());
@@ -375,7 +376,7 @@ pub fn on_upward<S: StateRead + ?Sized>(
     state.set(seen, Vec::new());
     if topic == topics::PUBLISH_MASTER_KEY {
         let key: MasterPublicKey = decode_payload(&message.payload).map_err(bad_payload)?;
-        if gatekeepers(state).first() != Some(&message.origin) {
+        if set.first() != Some(&message.origin) {
             return Err(TxError::NotGatekeeper(message.origin));
         }
         publish_master_key(state, outbox, ctx, &key);

@@ -569,6 +569,12 @@ impl Ledger {
         (state.get(key), state.prove(key), head)
     }
 
+    /// A committed value, unproven (for the node's own lookups).
+    pub fn value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        use phala_chain::state::StateRead;
+        self.state().get(key)
+    }
+
     /// Several committed values with proofs against one head.
     pub fn state_values(&self, keys: &[Vec<u8>]) -> (Vec<ProvenValue>, Header) {
         use phala_chain::state::StateRead;

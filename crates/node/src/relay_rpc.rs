@@ -15,7 +15,7 @@ use phala_chain::{merkle, mq::MessageLocation, registry, state::keys};
 use phala_client::api::{
     HeaderJson, HeadersJson, OutboxMessageJson, ProofJson, StreamProof, Witness,
 };
-use phala_types::{Address, Destination, WorkerRecord};
+use phala_types::{Address, Destination, Digest, DownwardMessage, WorkerRecord};
 use std::sync::Arc;
 
 /// Most headers per `headers` call.
@@ -89,13 +89,16 @@ fn stream_messages(
         .parse()
         .map_err(|_| invalid_params("expected [destination, from_sequence, to_height]"))?;
     let mut out = Vec::new();
+    // Consecutive messages often share a block: its outbox tree is built once for all of them.
+    let mut block: Option<(u64, Vec<DownwardMessage>, Vec<Digest>)> = None;
     for sequence in from..=u64::MAX {
         if out.len() >= MAX_MESSAGES {
             break;
         }
         let key = keys::stream_message(&destination, sequence);
-        let Some(location) = ctx.ledger.state_values(&[key]).0[0]
-            .0
+        let Some(location) = ctx
+            .ledger
+            .value(&key)
             .as_deref()
             .and_then(MessageLocation::decode)
         else {
@@ -104,10 +107,19 @@ fn stream_messages(
         if location.height > to_height {
             break;
         }
-        let messages = ctx.ledger.outbox(location.height);
-        let leaves: Vec<_> = messages.iter().map(merkle::message_leaf).collect();
+        if block
+            .as_ref()
+            .is_some_and(|(height, ..)| *height != location.height)
+        {
+            block = None;
+        }
+        let (_, messages, leaves) = block.get_or_insert_with(|| {
+            let messages = ctx.ledger.outbox(location.height);
+            let leaves = messages.iter().map(merkle::message_leaf).collect();
+            (location.height, messages, leaves)
+        });
         let index = location.index as usize;
-        let (Some(message), Some(proof)) = (messages.get(index), merkle::prove(&leaves, index))
+        let (Some(message), Some(proof)) = (messages.get(index), merkle::prove(leaves, index))
         else {
             return Err(not_found(format!(
                 "the outbox of block {} is not kept on this node",
