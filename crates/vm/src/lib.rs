@@ -1,0 +1,339 @@
+//! The contract VM: WebAssembly on wasmtime (Cranelift), configured so that every worker of a
+//! cluster computes the same result from the same command, and no contract can hurt the worker.
+//!
+//! - Deterministic: canonical NaNs, no threads, no relaxed SIMD, no other non-deterministic
+//!   proposal; time and randomness only through the host calls, which the caller makes
+//!   deterministic for commands (see [`Call::random_seed`]).
+//! - Bounded: fuel metering (the gas of commands), an epoch deadline for queries (wall clock),
+//!   memory, stack, table and instance limits, size limits on every host call.
+//! - Transactional: a call returns its writes; a failed, trapped or out-of-gas call returns an
+//!   error and no writes, so the contract's state is unchanged.
+//!
+//! The host interface is documented in `docs/contracts.md`.
+
+mod host;
+
+use sha2::{Digest as _, Sha256};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+use thiserror::Error;
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, OptLevel, Store, Trap};
+
+pub use host::Writes;
+
+/// Limits every contract lives under (documented in `docs/contracts.md`).
+pub mod limits {
+    /// Largest contract code accepted.
+    pub const MAX_CODE: usize = 192 * 1024;
+    /// Largest linear memory of a contract.
+    pub const MAX_MEMORY: usize = 16 * 1024 * 1024;
+    /// Largest wasm call stack.
+    pub const MAX_STACK: usize = 512 * 1024;
+    /// Longest storage key.
+    pub const MAX_KEY: usize = 1024;
+    /// Largest storage value.
+    pub const MAX_VALUE: usize = 64 * 1024;
+    /// Largest input of a call.
+    pub const MAX_INPUT: usize = 32 * 1024;
+    /// Largest output of a call.
+    pub const MAX_OUTPUT: usize = 64 * 1024;
+    /// Most events plus messages one call may emit.
+    pub const MAX_EMITS: usize = 16;
+    /// Largest event or message (topic included).
+    pub const MAX_EMIT: usize = 4 * 1024;
+    /// Wall-clock bound of a query.
+    pub const QUERY_TIMEOUT_MS: u64 = 100;
+    /// Fuel of a query.
+    pub const QUERY_FUEL: u64 = 100_000_000;
+}
+
+/// The interval of the epoch ticker that bounds queries in wall-clock time.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// SHA-256 of a contract's code: its identity on chain and in the module cache.
+pub type CodeHash = [u8; 32];
+
+/// The hash the chain and the VM name code by.
+pub fn code_hash(code: &[u8]) -> CodeHash {
+    Sha256::digest(code).into()
+}
+
+/// Which entry point to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Init,
+    Command,
+    Query,
+}
+
+impl Entry {
+    fn export(self) -> &'static str {
+        match self {
+            Entry::Init => "init",
+            Entry::Command => "handle_command",
+            Entry::Query => "handle_query",
+        }
+    }
+}
+
+/// Everything one call of a contract sees besides its state.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub entry: Entry,
+    pub contract: [u8; 32],
+    /// The account that sent the command or query (the deployer for `init`).
+    pub caller: [u8; 32],
+    pub height: u64,
+    /// Block timestamp in milliseconds.
+    pub time_ms: u64,
+    pub input: Vec<u8>,
+    /// Fuel for commands (their gas limit); queries get [`limits::QUERY_FUEL`].
+    pub fuel: u64,
+    /// Seed of the `random` host call: derived from the contract key and the command's position
+    /// for commands (deterministic, secret), fresh randomness for queries.
+    pub random_seed: [u8; 32],
+}
+
+/// What a successful call produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub output: Vec<u8>,
+    pub writes: Writes,
+    pub events: Vec<Vec<u8>>,
+    pub messages: Vec<(Vec<u8>, Vec<u8>)>,
+    pub gas_used: u64,
+}
+
+/// A contract's state: what its storage calls read.
+pub trait State: Send + Sync {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+}
+
+impl State for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        BTreeMap::get(self, key).cloned()
+    }
+}
+
+/// Why code could not be loaded or a call did not succeed. A call that fails changes nothing.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum VmError {
+    #[error("code of {size} bytes exceeds the {limit}-byte limit")]
+    CodeTooLarge { size: usize, limit: usize },
+    #[error("invalid contract module: {0}")]
+    InvalidModule(String),
+    #[error("no code loaded with hash {0}")]
+    UnknownCode(String),
+    #[error("input of {size} bytes exceeds the {limit}-byte limit")]
+    InputTooLarge { size: usize, limit: usize },
+    #[error("out of gas (limit {limit})")]
+    OutOfGas { limit: u64 },
+    #[error("the query ran longer than {0} ms")]
+    Timeout(u64),
+    #[error("the contract refused: {0}")]
+    Refused(String),
+    #[error("the contract broke a host rule: {0}")]
+    HostRule(String),
+    #[error("the contract trapped: {0}")]
+    Trap(String),
+}
+
+/// Compiled code ready to instantiate.
+struct Loaded {
+    pre: InstancePre<host::HostState>,
+}
+
+/// The VM: one engine, one linker, and the compiled modules by code hash.
+pub struct Vm {
+    engine: Engine,
+    linker: Linker<host::HostState>,
+    modules: Mutex<HashMap<CodeHash, Arc<Loaded>>>,
+}
+
+impl Vm {
+    /// A VM with the deterministic configuration and a running epoch ticker.
+    pub fn new() -> Result<Self, VmError> {
+        let engine = Engine::new(&config()).map_err(|e| VmError::InvalidModule(e.to_string()))?;
+        start_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        host::link(&mut linker).map_err(|e| VmError::InvalidModule(e.to_string()))?;
+        Ok(Vm {
+            engine,
+            linker,
+            modules: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Validates and compiles code (once per hash) and returns its hash.
+    pub fn load(&self, code: &[u8]) -> Result<CodeHash, VmError> {
+        let hash = code_hash(code);
+        if self.is_loaded(&hash) {
+            return Ok(hash);
+        }
+        let loaded = self.compile(code)?;
+        self.lock().insert(hash, Arc::new(loaded));
+        Ok(hash)
+    }
+
+    /// Whether code with this hash is compiled and cached.
+    pub fn is_loaded(&self, hash: &CodeHash) -> bool {
+        self.lock().contains_key(hash)
+    }
+
+    /// Checks that code would load, without caching it (used before accepting an upload).
+    pub fn validate(&self, code: &[u8]) -> Result<(), VmError> {
+        self.compile(code).map(|_| ())
+    }
+
+    /// Runs one entry point of loaded code over `state`.
+    pub fn call(
+        &self,
+        code: &CodeHash,
+        state: Arc<dyn State>,
+        call: Call,
+    ) -> Result<Outcome, VmError> {
+        let loaded = self
+            .lock()
+            .get(code)
+            .cloned()
+            .ok_or_else(|| VmError::UnknownCode(hex(code)))?;
+        if call.input.len() > limits::MAX_INPUT {
+            return Err(VmError::InputTooLarge {
+                size: call.input.len(),
+                limit: limits::MAX_INPUT,
+            });
+        }
+        let entry = call.entry;
+        let fuel = match entry {
+            Entry::Query => limits::QUERY_FUEL,
+            _ => call.fuel,
+        };
+        let mut store = Store::new(&self.engine, host::HostState::new(state, call));
+        store.limiter(|host| &mut host.limits);
+        store
+            .set_fuel(fuel)
+            .map_err(|e| VmError::Trap(e.to_string()))?;
+        match entry {
+            // Commands are bounded by fuel alone: a wall-clock bound would not be deterministic.
+            Entry::Query => {
+                store.set_epoch_deadline(limits::QUERY_TIMEOUT_MS / EPOCH_TICK.as_millis() as u64)
+            }
+            _ => store.set_epoch_deadline(u64::MAX / 2),
+        }
+        let result = run(&mut store, &loaded, entry);
+        let gas_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        result.map_err(|error| classify(error, fuel))?;
+        Ok(store.into_data().into_outcome(gas_used))
+    }
+
+    fn compile(&self, code: &[u8]) -> Result<Loaded, VmError> {
+        if code.len() > limits::MAX_CODE {
+            return Err(VmError::CodeTooLarge {
+                size: code.len(),
+                limit: limits::MAX_CODE,
+            });
+        }
+        let module =
+            Module::new(&self.engine, code).map_err(|e| VmError::InvalidModule(e.to_string()))?;
+        for export in ["memory", "init", "handle_command", "handle_query"] {
+            if module.get_export(export).is_none() {
+                return Err(VmError::InvalidModule(format!("missing export `{export}`")));
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| VmError::InvalidModule(format!("{e:#}")))?;
+        Ok(Loaded { pre })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CodeHash, Arc<Loaded>>> {
+        self.modules
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn run(store: &mut Store<host::HostState>, loaded: &Loaded, entry: Entry) -> wasmtime::Result<()> {
+    let instance = loaded.pre.instantiate(&mut *store)?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::Error::msg("export `memory` is not a memory"))?;
+    store.data_mut().memory = Some(memory);
+    let function = instance.get_typed_func::<(), ()>(&mut *store, entry.export())?;
+    function.call(&mut *store, ())
+}
+
+/// Turns a wasmtime error into what the caller is told.
+fn classify(error: wasmtime::Error, fuel: u64) -> VmError {
+    if let Some(host) = error.downcast_ref::<host::HostError>() {
+        return match host {
+            host::HostError::Refused(message) => VmError::Refused(message.clone()),
+            host::HostError::Rule(message) => VmError::HostRule(message.clone()),
+            host::HostError::OutOfGas => VmError::OutOfGas { limit: fuel },
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => VmError::OutOfGas { limit: fuel },
+        Some(Trap::Interrupt) => VmError::Timeout(limits::QUERY_TIMEOUT_MS),
+        Some(trap) => VmError::Trap(trap.to_string()),
+        None => VmError::Trap(format!("{error:#}")),
+    }
+}
+
+/// Threads are compiled out (wasmtime's `threads` feature is off); everything else that could
+/// differ between machines is switched off here.
+fn config() -> Config {
+    let mut config = Config::new();
+    config
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .cranelift_nan_canonicalization(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        .wasm_relaxed_simd(false)
+        .wasm_multi_memory(false)
+        .wasm_memory64(false)
+        .wasm_wide_arithmetic(false)
+        .wasm_custom_page_sizes(false)
+        .max_wasm_stack(limits::MAX_STACK);
+    config
+}
+
+/// Advances every engine's epoch on one background thread: a query's deadline counts ticks.
+fn start_ticker(engine: &Engine) {
+    static ENGINES: OnceLock<Mutex<Vec<wasmtime::EngineWeak>>> = OnceLock::new();
+    let mut started = false;
+    let engines = ENGINES.get_or_init(|| {
+        started = true;
+        Mutex::new(Vec::new())
+    });
+    engines
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(engine.weak());
+    if started {
+        std::thread::Builder::new()
+            .name("vm-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    let mut engines = engines.lock().unwrap_or_else(|p| p.into_inner());
+                    engines.retain(|weak| match weak.upgrade() {
+                        Some(engine) => {
+                            engine.increment_epoch();
+                            true
+                        }
+                        None => false,
+                    });
+                }
+            })
+            .ok();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,227 @@
+//! The VM's promises: host calls behave as documented, and every hostile module ends in a clear
+//! error with no writes.
+
+use phala_vm::{Call, Entry, Outcome, Vm, VmError, limits};
+use std::{collections::BTreeMap, sync::Arc};
+
+/// A module with the required exports around the given body of `handle_command`.
+fn module(command_body: &str, extra: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+            (import "phala_v1" "storage_set" (func $set (param i32 i32 i32 i32)))
+            (import "phala_v1" "storage_get" (func $get (param i32 i32 i32 i32) (result i64)))
+            (import "phala_v1" "output_write" (func $out (param i32 i32)))
+            (import "phala_v1" "fail" (func $fail (param i32 i32)))
+            (import "phala_v1" "random" (func $random (param i32 i32)))
+            (import "phala_v1" "caller" (func $caller (param i32)))
+            (import "phala_v1" "emit_event" (func $event (param i32 i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "key")
+            (data (i32.const 16) "value")
+            (data (i32.const 32) "no, thank you")
+            (func (export "init"))
+            (func (export "handle_command") {command_body})
+            (func (export "handle_query")
+                ;; answers the stored value of "key"
+                (drop (call $get (i32.const 0) (i32.const 3) (i32.const 100) (i32.const 64)))
+                (call $out (i32.const 100) (i32.const 5)))
+            {extra}
+        )"#
+    );
+    wat::parse_str(text).expect("test module parses")
+}
+
+fn call(entry: Entry, fuel: u64) -> Call {
+    Call {
+        entry,
+        contract: [1; 32],
+        caller: [2; 32],
+        height: 7,
+        time_ms: 1_000,
+        input: Vec::new(),
+        fuel,
+        random_seed: [3; 32],
+    }
+}
+
+fn run(code: &[u8], entry: Entry, fuel: u64) -> Result<Outcome, VmError> {
+    let vm = Vm::new().expect("vm");
+    let hash = vm.load(code)?;
+    let state: BTreeMap<Vec<u8>, Vec<u8>> = [(b"key".to_vec(), b"first".to_vec())].into();
+    vm.call(&hash, Arc::new(state), call(entry, fuel))
+}
+
+const SET_KEY: &str = "(call $set (i32.const 0) (i32.const 3) (i32.const 16) (i32.const 5))";
+
+#[test]
+fn a_command_returns_its_writes_and_gas() {
+    let outcome = run(&module(SET_KEY, ""), Entry::Command, 1_000_000).expect("runs");
+    assert_eq!(
+        outcome.writes.get(b"key".as_slice()),
+        Some(&Some(b"value".to_vec()))
+    );
+    assert!(
+        outcome.gas_used >= 5_000,
+        "storage_set is charged: {}",
+        outcome.gas_used
+    );
+}
+
+#[test]
+fn a_query_reads_state_and_its_writes_are_discarded() {
+    let body = format!("(func $q {SET_KEY})");
+    let outcome = run(&module("", &body), Entry::Query, 0).expect("runs");
+    assert_eq!(outcome.output, b"first");
+    assert!(outcome.writes.is_empty());
+}
+
+#[test]
+fn a_refusal_carries_the_contract_message_and_no_writes() {
+    let body = format!("{SET_KEY} (call $fail (i32.const 32) (i32.const 13))");
+    let error = run(&module(&body, ""), Entry::Command, 1_000_000).unwrap_err();
+    assert_eq!(error, VmError::Refused("no, thank you".into()));
+}
+
+#[test]
+fn an_infinite_loop_runs_out_of_gas() {
+    let body = format!("{SET_KEY} (loop $forever (br $forever))");
+    let error = run(&module(&body, ""), Entry::Command, 1_000_000).unwrap_err();
+    assert_eq!(error, VmError::OutOfGas { limit: 1_000_000 });
+}
+
+#[test]
+fn an_infinite_loop_in_a_query_is_stopped() {
+    let text = r#"(module
+        (memory (export "memory") 1)
+        (func (export "init")) (func (export "handle_command"))
+        (func (export "handle_query") (loop $forever (br $forever))))"#;
+    let error = run(&wat::parse_str(text).unwrap(), Entry::Query, 0).unwrap_err();
+    assert!(
+        matches!(error, VmError::Timeout(_) | VmError::OutOfGas { .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_huge_allocation_traps() {
+    let body = format!("{SET_KEY} (drop (memory.grow (i32.const 1000)))");
+    let error = run(&module(&body, ""), Entry::Command, 1_000_000).unwrap_err();
+    assert!(matches!(error, VmError::Trap(_)), "{error}");
+    // Within the limit, growing works.
+    let body = format!(
+        "(if (i32.eq (memory.grow (i32.const 255)) (i32.const -1)) (then unreachable)) {SET_KEY}"
+    );
+    assert!(run(&module(&body, ""), Entry::Command, 1_000_000).is_ok());
+}
+
+#[test]
+fn a_trap_is_reported() {
+    let body = format!("{SET_KEY} unreachable");
+    let error = run(&module(&body, ""), Entry::Command, 1_000_000).unwrap_err();
+    assert!(
+        matches!(&error, VmError::Trap(m) if m.contains("unreachable")),
+        "{error}"
+    );
+}
+
+#[test]
+fn unbounded_recursion_overflows_the_stack_cleanly() {
+    let extra = "(func $deep (param i32) (call $deep (i32.add (local.get 0) (i32.const 1))))";
+    let error = run(
+        &module("(call $deep (i32.const 0))", extra),
+        Entry::Command,
+        u64::MAX / 4,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&error, VmError::Trap(m) if m.contains("stack")),
+        "{error}"
+    );
+}
+
+#[test]
+fn pointers_outside_memory_break_a_host_rule() {
+    let body = "(call $set (i32.const 65530) (i32.const 100) (i32.const 0) (i32.const 1))";
+    let error = run(&module(body, ""), Entry::Command, 1_000_000).unwrap_err();
+    assert!(matches!(error, VmError::HostRule(_)), "{error}");
+    let body = "(call $set (i32.const 0) (i32.const -1) (i32.const 0) (i32.const 1))";
+    let error = run(&module(body, ""), Entry::Command, 1_000_000).unwrap_err();
+    assert!(matches!(error, VmError::HostRule(_)), "{error}");
+}
+
+#[test]
+fn too_many_events_break_a_host_rule() {
+    let extra = "(func $many (local i32) (loop $l (call $event (i32.const 0) (i32.const 3)) (local.set 0 (i32.add (local.get 0) (i32.const 1))) (br_if $l (i32.lt_u (local.get 0) (i32.const 17)))))";
+    let error = run(&module("(call $many)", extra), Entry::Command, 10_000_000).unwrap_err();
+    assert!(matches!(error, VmError::HostRule(_)), "{error}");
+}
+
+#[test]
+fn invalid_modules_are_refused_at_load() {
+    let vm = Vm::new().unwrap();
+    assert!(matches!(
+        vm.load(b"not wasm"),
+        Err(VmError::InvalidModule(_))
+    ));
+    let missing =
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "init")))"#).unwrap();
+    assert!(
+        matches!(vm.load(&missing), Err(VmError::InvalidModule(m)) if m.contains("handle_command"))
+    );
+    let unknown_import = wat::parse_str(
+        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1) (func (export "init")) (func (export "handle_command")) (func (export "handle_query")))"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        vm.load(&unknown_import),
+        Err(VmError::InvalidModule(_))
+    ));
+    let huge = vec![0u8; limits::MAX_CODE + 1];
+    assert!(matches!(vm.load(&huge), Err(VmError::CodeTooLarge { .. })));
+    let threads = wat::parse_str(
+        r#"(module (memory (export "memory") 1 1 shared) (func (export "init")) (func (export "handle_command")) (func (export "handle_query")))"#,
+    );
+    if let Ok(threads) = threads {
+        assert!(matches!(vm.load(&threads), Err(VmError::InvalidModule(_))));
+    }
+}
+
+#[test]
+fn nans_are_canonical() {
+    // A NaN with a payload, divided: without canonicalisation the payload can leak through and
+    // differ between machines.
+    let body = r#"(i32.store (i32.const 48)
+                    (i32.reinterpret_f32 (f32.div (f32.reinterpret_i32 (i32.const 0x7fa00001)) (f32.const 1))))
+                  (call $set (i32.const 0) (i32.const 3) (i32.const 48) (i32.const 4))"#;
+    let outcome = run(&module(body, ""), Entry::Command, 1_000_000).unwrap();
+    let bits = outcome.writes[b"key".as_slice()].clone().unwrap();
+    assert_eq!(u32::from_le_bytes(bits.try_into().unwrap()), 0x7fc0_0000);
+}
+
+#[test]
+fn command_randomness_follows_the_seed() {
+    let body = "(call $random (i32.const 48) (i32.const 40)) (call $set (i32.const 0) (i32.const 3) (i32.const 48) (i32.const 40))";
+    let code = module(body, "");
+    let vm = Vm::new().unwrap();
+    let hash = vm.load(&code).unwrap();
+    let draw = |seed: [u8; 32]| {
+        let mut c = call(Entry::Command, 1_000_000);
+        c.random_seed = seed;
+        vm.call(&hash, Arc::new(BTreeMap::new()), c).unwrap().writes[b"key".as_slice()].clone()
+    };
+    assert_eq!(draw([3; 32]), draw([3; 32]));
+    assert_ne!(draw([3; 32]), draw([4; 32]));
+}
+
+#[test]
+fn an_oversized_input_is_refused() {
+    let vm = Vm::new().unwrap();
+    let hash = vm.load(&module("", "")).unwrap();
+    let mut c = call(Entry::Command, 1_000);
+    c.input = vec![0; limits::MAX_INPUT + 1];
+    assert!(matches!(
+        vm.call(&hash, Arc::new(BTreeMap::new()), c),
+        Err(VmError::InputTooLarge { .. })
+    ));
+}
