@@ -39,6 +39,8 @@ pub struct GenesisConfig {
     pub dev: bool,
     #[serde(default)]
     pub registry: RegistryConfig,
+    #[serde(default)]
+    pub contracts: crate::contracts::ContractsConfig,
 }
 
 /// One account's balance at genesis.

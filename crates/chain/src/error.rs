@@ -70,6 +70,26 @@ pub enum TxError {
     BadPayload(String),
     #[error("chain state is corrupt: {0}")]
     Corrupt(&'static str),
+    #[error("cluster {0} already exists")]
+    ClusterExists(u32),
+    #[error("cluster {0} does not exist")]
+    UnknownCluster(u32),
+    #[error("the code is not a WebAssembly module")]
+    NotWasm,
+    #[error("no code with hash {0} was uploaded")]
+    UnknownCode(String),
+    #[error("contract {0} already exists (use another salt)")]
+    ContractExists(String),
+    #[error("contract {0} does not exist")]
+    UnknownContract(String),
+    #[error("contract {0} has no public key yet; wait for the gatekeepers to publish it")]
+    ContractNotReady(String),
+    #[error("gas limit {got} is outside 1..={max}")]
+    BadGasLimit { got: u64, max: u64 },
+    #[error("worker {worker} is not in cluster {cluster}")]
+    NotInCluster { worker: Address, cluster: u32 },
+    #[error("contract {contract} has no call {index} to report")]
+    UnknownCall { contract: String, index: u64 },
 }
 
 impl TxError {
@@ -100,6 +120,16 @@ impl TxError {
             TxError::RotationPending => "rotation_pending",
             TxError::BadPayload(_) => "bad_payload",
             TxError::Corrupt(_) => "corrupt_state",
+            TxError::ClusterExists(_) => "cluster_exists",
+            TxError::UnknownCluster(_) => "unknown_cluster",
+            TxError::NotWasm => "not_wasm",
+            TxError::UnknownCode(_) => "unknown_code",
+            TxError::ContractExists(_) => "contract_exists",
+            TxError::UnknownContract(_) => "unknown_contract",
+            TxError::ContractNotReady(_) => "contract_not_ready",
+            TxError::BadGasLimit { .. } => "bad_gas_limit",
+            TxError::NotInCluster { .. } => "not_in_cluster",
+            TxError::UnknownCall { .. } => "unknown_call",
         }
     }
 }

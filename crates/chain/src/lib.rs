@@ -5,6 +5,7 @@
 pub mod balances;
 pub mod commitment;
 pub mod config;
+pub mod contracts;
 mod error;
 pub mod merkle;
 pub mod mq;

@@ -24,28 +24,40 @@ pub struct Outbox {
     pub messages: Vec<DownwardMessage>,
 }
 
-/// Where a stream message is: the height of its block and its index in that block's outbox.
+/// Where a stream message is (the height of its block and its index in that block's outbox)
+/// and its Merkle leaf, so that a state proof alone proves an old message to a light client
+/// that joins a stream late.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageLocation {
     pub height: u64,
     pub index: u32,
+    pub leaf: Digest,
 }
 
 impl MessageLocation {
-    /// The 12-byte state value: height then index, big-endian.
+    /// The 44-byte state value: height and index big-endian, then the leaf.
     pub fn encode(&self) -> Vec<u8> {
         [
             self.height.to_be_bytes().as_slice(),
             &self.index.to_be_bytes(),
+            self.leaf.as_ref(),
         ]
         .concat()
     }
 
     /// Reads a state value written by [`MessageLocation::encode`].
     pub fn decode(value: &[u8]) -> Option<Self> {
+        if value.len() != 44 {
+            return None;
+        }
         let height = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
         let index = u32::from_be_bytes(value.get(8..12)?.try_into().ok()?);
-        (value.len() == 12).then_some(MessageLocation { height, index })
+        let leaf: [u8; 32] = value.get(12..)?.try_into().ok()?;
+        Some(MessageLocation {
+            height,
+            index,
+            leaf: Digest::from(leaf),
+        })
     }
 }
 
@@ -61,20 +73,22 @@ pub fn send<S: StateRead + ?Sized>(
     let next_key = keys::stream_next(&destination);
     let sequence = state.get_u64(&next_key).unwrap_or(0);
     state.set(next_key, (sequence + 1).to_be_bytes().to_vec());
+    let message = DownwardMessage {
+        destination,
+        sequence,
+        topic: Bytes::copy_from_slice(topic),
+        payload,
+    };
     let location = MessageLocation {
         height: ctx.height,
         index: outbox.messages.len() as u32,
+        leaf: crate::merkle::message_leaf(&message),
     };
     state.set(
         keys::stream_message(&destination, sequence),
         location.encode(),
     );
-    outbox.messages.push(DownwardMessage {
-        destination,
-        sequence,
-        topic: Bytes::copy_from_slice(topic),
-        payload,
-    });
+    outbox.messages.push(message);
 }
 
 /// Registers an origin, expecting sequence 0 first; re-registering keeps its sequence.

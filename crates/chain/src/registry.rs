@@ -119,7 +119,7 @@ pub fn master_generation<S: StateRead + ?Sized>(state: &Overlay<S>) -> u32 {
         .unwrap_or(0)
 }
 
-fn require_admin<S: StateRead + ?Sized>(
+pub(crate) fn require_admin<S: StateRead + ?Sized>(
     state: &Overlay<S>,
     signer: &Address,
 ) -> Result<(), TxError> {
@@ -299,6 +299,9 @@ pub fn assign_cluster<S: StateRead + ?Sized>(
             "cluster id {cluster} is reserved"
         )));
     }
+    if !crate::contracts::cluster_exists(state, cluster) {
+        return Err(TxError::UnknownCluster(cluster));
+    }
     let mut record = worker(state, identity).ok_or(TxError::UnknownWorker(*identity))?;
     require_current(state, identity, ctx.height)?;
     record.cluster = Some(cluster);
@@ -309,14 +312,17 @@ pub fn assign_cluster<S: StateRead + ?Sized>(
         cluster,
     };
     let payload = Bytes::from(assignment.encode().to_vec());
-    mq::send(
-        state,
-        outbox,
-        ctx,
-        Destination::Gatekeepers,
-        topics::WORKER_ASSIGNED,
-        payload,
-    );
+    // The gatekeepers send the cluster key; the worker starts reading the cluster's stream.
+    for destination in [Destination::Gatekeepers, Destination::Worker(*identity)] {
+        mq::send(
+            state,
+            outbox,
+            ctx,
+            destination,
+            topics::WORKER_ASSIGNED,
+            payload.clone(),
+        );
+    }
     Ok(())
 }
 

@@ -3,13 +3,14 @@
 use crate::{
     TxError, balances,
     config::GenesisConfig,
+    contracts,
     mq::{self, Outbox},
     registry::{self, RegistrationContext},
     state::{Changes, Overlay, StateRead},
 };
 use commonware_codec::EncodeSize;
 use phala_types::{
-    Address, Balance, Call, Digest, Evidence, SignedTransaction, limits,
+    Address, Balance, Call, Digest, Evidence, SignedTransaction, Transaction, limits,
     registry::{MAX_COLLATERAL, MAX_QUOTE},
 };
 
@@ -74,6 +75,7 @@ impl Runtime {
             mq::register_origin(&mut state, origin);
         }
         registry::genesis(&mut state, &self.config.registry);
+        contracts::genesis(&mut state, &self.config.contracts);
         state.into_changes()
     }
 
@@ -153,7 +155,7 @@ impl Runtime {
         account.nonce += 1;
         balances::set_account(state, &tx.signer, account);
         balances::charge_fee(state, &self.config.fees, &tx.signer, &ctx.proposer, tx.fee)?;
-        self.dispatch(state, outbox, ctx, &tx.signer, &tx.call)
+        self.dispatch(state, outbox, ctx, tx)
     }
 
     /// Runs a call whose fee and nonce were paid.
@@ -162,15 +164,17 @@ impl Runtime {
         state: &mut Overlay<S>,
         outbox: &mut Outbox,
         ctx: &BlockContext,
-        signer: &Address,
-        call: &Call,
+        tx: &Transaction,
     ) -> Result<(), TxError> {
-        match call {
+        let signer = &tx.signer;
+        match &tx.call {
             Call::Transfer { to, amount } => balances::transfer(state, signer, to, *amount),
             Call::SubmitUpward(message) => {
                 registry::require_current(state, &message.origin, ctx.height)?;
                 mq::accept_upward(state, &self.genesis_hash, message)?;
-                if !registry::on_upward(state, outbox, ctx, message)? {
+                if !registry::on_upward(state, outbox, ctx, message)?
+                    && !contracts::on_upward(state, outbox, ctx, message)?
+                {
                     mq::relay(state, outbox, ctx, message);
                 }
                 Ok(())
@@ -191,6 +195,46 @@ impl Runtime {
                 registry::assign_cluster(state, outbox, ctx, signer, worker, *cluster)
             }
             Call::RotateMasterKey => registry::rotate_master_key(state, outbox, ctx, signer),
+            Call::CreateCluster { cluster } => contracts::create_cluster(state, signer, *cluster),
+            Call::UploadCode { code } => contracts::upload_code(state, code).map(|_| ()),
+            Call::Instantiate {
+                code_hash,
+                cluster,
+                salt,
+                input,
+            } => {
+                let args = contracts::Instantiation {
+                    code_hash,
+                    cluster: *cluster,
+                    salt,
+                    input,
+                };
+                contracts::instantiate(state, outbox, ctx, signer, args).map(|_| ())
+            }
+            Call::Command {
+                contract,
+                gas_limit,
+                encapped,
+                ciphertext,
+            } => {
+                let command = contracts::Command {
+                    contract,
+                    nonce: tx.nonce,
+                    gas_limit: *gas_limit,
+                    encapped,
+                    ciphertext,
+                };
+                let config = &self.config;
+                contracts::command(
+                    state,
+                    outbox,
+                    ctx,
+                    &config.contracts,
+                    &config.fees,
+                    signer,
+                    command,
+                )
+            }
         }
     }
 
@@ -262,6 +306,11 @@ impl Runtime {
                 }
                 Evidence::Simulated { .. } => true,
             },
+            Call::UploadCode { code } => code.len() <= phala_types::contracts::MAX_CODE,
+            Call::Instantiate { input, .. } => input.len() <= phala_types::contracts::MAX_INPUT,
+            Call::Command { ciphertext, .. } => {
+                ciphertext.len() <= phala_types::contracts::MAX_SEALED
+            }
             _ => true,
         };
         if !within_limits {

@@ -7,6 +7,7 @@ use phala_chain::{
     BlockContext, Runtime, TxError,
     commitment::StateDb,
     config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig, GenesisError},
+    contracts::ContractsConfig,
     mq::Outbox,
     registry::{self, RegistryConfig},
     state::Overlay,
@@ -70,6 +71,10 @@ impl Chain {
             registry: RegistryConfig {
                 admin: Some(key("admin").address()),
                 policy,
+            },
+            contracts: ContractsConfig {
+                clusters: vec![0, 1],
+                ..ContractsConfig::default()
             },
         };
         let runtime = Runtime::new(GENESIS, config);

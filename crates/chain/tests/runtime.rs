@@ -80,6 +80,7 @@ fn genesis_config() -> GenesisConfig {
         upward_origins: vec![addr("worker-1")],
         dev: false,
         registry: Default::default(),
+        contracts: Default::default(),
     }
 }
 

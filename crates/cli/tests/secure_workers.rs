@@ -274,7 +274,7 @@ async fn a_relayer_cannot_replay_skip_reorder_forge_or_fake_finality() {
             (*destination, next + kept)
         })
         .collect();
-    tail.witness = node.stream_witness(&truncated, None).await.unwrap();
+    tail.witness = node.stream_witness(&truncated, None, &[]).await.unwrap();
     let error = refusal(api.sync(&tail).await);
     assert!(error.contains("left out"), "{error}");
     // An unrelated witness does not prove anything either.

@@ -254,6 +254,10 @@ pub struct Witness {
     /// which tells a pRuntime which of its signed messages are on chain.
     #[serde(default)]
     pub origin: Option<ProofJson>,
+    /// When asked for old stream messages (a pRuntime joining a stream late): state proofs of
+    /// where each lives and its Merkle leaf, against `header`.
+    #[serde(default)]
+    pub backfill: Vec<StreamProof>,
 }
 
 /// A state proof of the key `mq/stream/<destination><sequence>`.
@@ -270,4 +274,16 @@ pub struct HeadersJson {
     pub headers: Vec<HeaderJson>,
     /// Finality certificate of the last header (hex).
     pub certificate: String,
+}
+
+/// `contract`: what the chain knows of a contract.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContractInfo {
+    pub record: phala_types::ContractRecord,
+    /// The report of the newest call any worker reported.
+    pub latest_report: Option<phala_types::ReportRecord>,
+    /// How many events the contract emitted.
+    pub event_count: u64,
+    /// The newest events (at most 32), oldest first, as UTF-8 where they are text, else hex.
+    pub recent_events: Vec<String>,
 }

@@ -3,11 +3,12 @@
 //! finality certificates against the chain's BLS group key.
 
 pub mod api;
+pub mod contracts;
 mod verify;
 
 use api::{
-    AccountJson, BlockJson, ChainInfo, FinalizedHead, HeadersJson, Health, OutboxMessageJson,
-    StateValueJson, TxStatus, Witness,
+    AccountJson, BlockJson, ChainInfo, ContractInfo, FinalizedHead, HeadersJson, Health,
+    OutboxMessageJson, StateValueJson, TxStatus, Witness,
 };
 use commonware_codec::{Encode, EncodeSize};
 use jsonrpsee::{
@@ -18,7 +19,7 @@ use jsonrpsee::{
 use phala_chain::config::FeeSchedule;
 use phala_crypto::Keypair;
 use phala_types::{Address, Digest, SignedTransaction};
-use phala_types::{Call, Destination, Transaction, WorkerRecord};
+use phala_types::{Call, Destination, ReportRecord, Transaction, WorkerRecord};
 use std::time::Duration;
 
 pub use verify::{VerifyError, verify_account, verify_certificate, verify_finalization};
@@ -200,15 +201,37 @@ impl Client {
             .await
     }
 
-    /// A certified head with proofs of where each stream's next message is, and of `origin`'s
-    /// next upward sequence.
+    /// A certified head with proofs of where each stream's next message is, of `origin`'s
+    /// next upward sequence, and of the `backfill` stream messages.
     pub async fn stream_witness(
         &self,
         streams: &[(Destination, u64)],
         origin: Option<Address>,
+        backfill: &[(Destination, u64)],
     ) -> Result<Witness, Error> {
-        self.call("stream_witness", rpc_params![streams, origin])
+        self.call("stream_witness", rpc_params![streams, origin, backfill])
             .await
+    }
+
+    /// A contract's record, its latest report and its events.
+    pub async fn contract(&self, id: &[u8; 32]) -> Result<ContractInfo, Error> {
+        self.call("contract", rpc_params![hex::encode(id)]).await
+    }
+
+    /// The report the chain recorded for call `index` of a contract, if any.
+    pub async fn contract_report(
+        &self,
+        id: &[u8; 32],
+        index: u64,
+    ) -> Result<Option<ReportRecord>, Error> {
+        self.call("contract_report", rpc_params![hex::encode(id), index])
+            .await
+    }
+
+    /// Uploaded code by hash.
+    pub async fn code(&self, hash: &[u8; 32]) -> Result<Vec<u8>, Error> {
+        let text: String = self.call("code", rpc_params![hex::encode(hash)]).await?;
+        hex::decode(text).map_err(|e| Error::Malformed(e.to_string()))
     }
 
     /// The registry's workers.

@@ -4,6 +4,7 @@
 
 pub mod application;
 pub mod certify;
+pub mod contract_rpc;
 pub mod engine;
 pub mod follower;
 pub mod gossip;

@@ -3,9 +3,11 @@
 //!
 //! - `headers(from, limit)`: consecutive headers ending at a certified one, with its certificate;
 //! - `stream_messages(destination, from_sequence, to_height)`: a stream's messages, with proofs;
-//! - `stream_witness([[destination, sequence], ...], origin?)`: a certified head and, per
-//!   stream, a state proof of where message `sequence` lives (or that it does not exist yet),
-//!   plus a proof of the origin's next upward sequence;
+//! - `stream_witness([[destination, sequence], ...], origin?, backfill?)`: a certified head
+//!   and, per stream, a state proof of where message `sequence` lives (or that it does not
+//!   exist yet), a proof of the origin's next upward sequence, and proofs of the `backfill`
+//!   messages (old messages of a stream a pRuntime joins late: the proven value holds the
+//!   message's leaf, so the message needs no old header);
 //! - `workers()`: the registry's worker records (a listing, unproven).
 
 use crate::rpc::{RpcContext, invalid_params, not_found};
@@ -141,14 +143,30 @@ async fn stream_witness(
     params: Params<'static>,
     ctx: Arc<RpcContext>,
 ) -> Result<Witness, ErrorObjectOwned> {
-    let (streams, origin): (Vec<(Destination, u64)>, Option<Address>) = params
+    type Streams = Vec<(Destination, u64)>;
+    let (streams, origin, backfill): (Streams, Option<Address>, Streams) = params
         .parse()
-        .map_err(|_| invalid_params("expected [[[destination, sequence], ...], origin | null]"))?;
+        .or_else(|_| {
+            params
+                .parse::<(Streams, Option<Address>)>()
+                .map(|(s, o)| (s, o, Vec::new()))
+        })
+        .map_err(|_| {
+            invalid_params(
+                "expected [[[destination, sequence], ...], origin | null, [[destination, sequence], ...]?]",
+            )
+        })?;
     if streams.len() > 16 {
         return Err(invalid_params("at most 16 streams"));
     }
+    if backfill.len() > MAX_MESSAGES {
+        return Err(invalid_params(format!(
+            "at most {MAX_MESSAGES} backfill messages"
+        )));
+    }
     let mut keys: Vec<_> = streams
         .iter()
+        .chain(&backfill)
         .map(|(d, s)| keys::stream_message(d, *s))
         .collect();
     keys.extend(origin.map(|o| keys::origin_sequence(&o)));
@@ -156,6 +174,7 @@ async fn stream_witness(
     let origin = origin
         .and_then(|_| values.pop())
         .map(|(_, p)| ProofJson::from_proof(&p));
+    let backfill_values = values.split_off(streams.len());
     let certificate = ctx
         .blocks
         .finalization(header.height)
@@ -179,6 +198,15 @@ async fn stream_witness(
             })
             .collect(),
         origin,
+        backfill: backfill
+            .iter()
+            .zip(backfill_values)
+            .map(|((destination, sequence), (_, proof))| StreamProof {
+                destination: *destination,
+                sequence: *sequence,
+                proof: ProofJson::from_proof(&proof),
+            })
+            .collect(),
     })
 }
 

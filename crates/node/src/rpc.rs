@@ -109,7 +109,7 @@ pub(crate) fn not_found(message: impl Into<String>) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(code::NOT_FOUND, message.into(), None::<()>)
 }
 
-fn parse_hex(text: &str, what: &str) -> Result<Vec<u8>, ErrorObjectOwned> {
+pub(crate) fn parse_hex(text: &str, what: &str) -> Result<Vec<u8>, ErrorObjectOwned> {
     hex::decode(text.trim_start_matches("0x"))
         .map_err(|e| invalid_params(format!("{what} is not hex: {e}")))
 }
@@ -410,6 +410,7 @@ pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
     module.register_method("outbox", |params, ctx, _| outbox(params, ctx))?;
     module.register_method("health", |_, ctx, _| Ok::<_, ErrorObjectOwned>(health(ctx)))?;
     crate::relay_rpc::register(&mut module)?;
+    crate::contract_rpc::register(&mut module)?;
     module.register_subscription(
         "subscribe_finalized",
         "finalized",

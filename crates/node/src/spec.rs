@@ -23,6 +23,7 @@ use commonware_utils::{N3f1, NZU32, TryCollect as _, ordered::Set};
 use phala_chain::{
     commitment::StateDb,
     config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig},
+    contracts::ContractsConfig,
     merkle,
     registry::RegistryConfig,
 };
@@ -291,6 +292,11 @@ pub fn generate_with(
         upward_origins: Vec::new(),
         dev: options.dev,
         registry: registry_config(options.dev),
+        contracts: ContractsConfig {
+            // Dev chains start with the cluster `phala dev` assigns its workers to.
+            clusters: if options.dev { vec![0] } else { Vec::new() },
+            ..ContractsConfig::default()
+        },
     };
     genesis.validate()?;
     let spec = ChainSpec {

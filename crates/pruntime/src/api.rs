@@ -15,6 +15,13 @@ pub struct SyncBatch {
     /// Every message of this pRuntime's streams in these blocks, in chain order, with proofs.
     pub messages: Vec<OutboxMessageJson>,
     pub witness: Witness,
+    /// Messages of streams this pRuntime joined late, older than `headers` (hex encodings),
+    /// proven by `witness.backfill` in the same order.
+    #[serde(default)]
+    pub backfill: Vec<String>,
+    /// Code of the contracts these messages instantiate (hex); the pRuntime checks each hash.
+    #[serde(default)]
+    pub codes: Vec<String>,
 }
 
 /// What `POST /sync` reports.

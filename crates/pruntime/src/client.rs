@@ -5,7 +5,12 @@ use crate::api::{
 };
 use crate::light::{AnchorFile, TrustAnchor};
 use anyhow::{Context, bail};
+use commonware_codec::{Copying, DecodeExt};
 use phala_client::Client;
+use phala_client::contracts::{QueryRequest, QueryResponse};
+use phala_types::{
+    ContractInstantiated, Destination, DownwardMessage, contracts::topics, registry::decode_payload,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use std::time::Duration;
 
@@ -81,6 +86,12 @@ impl PruntimeClient {
     pub async fn egress(&self, from: u64) -> anyhow::Result<Egress> {
         self.get(&format!("/egress?from={from}")).await
     }
+
+    /// Sends an encrypted query; the answer is opened by the query's
+    /// [`phala_client::contracts::PreparedQuery`].
+    pub async fn query(&self, request: &QueryRequest) -> anyhow::Result<QueryResponse> {
+        self.post("/query", request).await
+    }
 }
 
 /// The anchor of the chain a node serves. Trusting the node for it is right only where the
@@ -101,7 +112,8 @@ pub async fn anchor_from(node: &Client) -> anyhow::Result<AnchorFile> {
 
 /// Builds the next sync batch for a pRuntime from a node: up to `limit` headers after the
 /// pRuntime's head (ending at a certified one), every message of its streams in them with
-/// proofs, and a witness that none was left out.
+/// proofs, the older messages of streams it joined late (backfill), the code of contracts
+/// instantiated in its cluster, and a witness that nothing was left out.
 pub async fn build_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<SyncBatch> {
     let headers = node.headers(info.height + 1, limit).await?;
     let last = headers
@@ -117,11 +129,49 @@ pub async fn build_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Resu
         messages.extend(found);
     }
     messages.sort_by_key(|m| (m.height, m.index));
-    let witness = node.stream_witness(&after, Some(info.identity)).await?;
+    // Messages from before this batch belong to streams joined late: proven by state instead.
+    let split = messages.partition_point(|m| m.height <= info.height);
+    let messages_new = messages.split_off(split);
+    let old = messages;
+    let mut backfill = Vec::with_capacity(old.len());
+    let mut backfill_keys = Vec::with_capacity(old.len());
+    let mut codes = Vec::new();
+    for message in old.iter().chain(&messages_new) {
+        let decoded = decode_message(&message.message)?;
+        if let Some(code_hash) = instantiated_code(&decoded) {
+            codes.push(hex::encode(node.code(&code_hash).await?));
+        }
+        if message.height <= info.height {
+            backfill_keys.push((decoded.destination, decoded.sequence));
+            backfill.push(message.message.clone());
+        }
+    }
+    let witness = node
+        .stream_witness(&after, Some(info.identity), &backfill_keys)
+        .await?;
     Ok(SyncBatch {
         headers: headers.headers,
         certificate: headers.certificate,
-        messages,
+        messages: messages_new,
         witness,
+        backfill,
+        codes,
     })
+}
+
+fn decode_message(text: &str) -> anyhow::Result<DownwardMessage> {
+    let bytes = hex::decode(text).context("the node sent a message that is not hex")?;
+    DownwardMessage::decode(Copying(&bytes)).context("the node sent a malformed message")
+}
+
+/// The code a cluster-stream message needs: that of the contract it instantiates.
+fn instantiated_code(message: &DownwardMessage) -> Option<[u8; 32]> {
+    if !matches!(message.destination, Destination::Cluster(_))
+        || message.topic.as_ref() != topics::INSTANTIATED
+    {
+        return None;
+    }
+    decode_payload::<ContractInstantiated>(&message.payload)
+        .ok()
+        .map(|i| i.code_hash)
 }

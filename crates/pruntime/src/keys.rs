@@ -13,7 +13,9 @@ use phala_crypto::{
     secrets::{self, EcdhKeypair},
 };
 use phala_types::{
-    Address, ClusterAssignment, DownwardMessage, GatekeeperJoined, KeyDelivery, MasterPublicKey,
+    Address, ClusterAssignment, ContractInstantiated, ContractPublicKey, DownwardMessage,
+    GatekeeperJoined, KeyDelivery, MasterPublicKey,
+    contracts::topics as contract_topics,
     registry::{decode_payload, topics},
 };
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,11 @@ pub fn master_public_key(master: &[u8; 32]) -> [u8; 32] {
 /// A cluster's key of one master generation.
 pub fn cluster_key(master: &[u8; 32], cluster: u32) -> [u8; 32] {
     secrets::derive_key(master, CLUSTER_KEY_LABEL, &cluster.to_be_bytes())
+}
+
+/// A contract's key: its HPKE keypair seed and the root of its state sealing.
+pub fn contract_key(cluster_key: &[u8; 32], contract: &[u8; 32]) -> [u8; 32] {
+    secrets::derive_key(cluster_key, CONTRACT_KEY_LABEL, contract)
 }
 
 /// An upward message to send: topic and payload; the runtime signs and sequences it.
@@ -90,7 +97,11 @@ impl KeyState {
                 self.on_delivery(me, &delivery);
             }
         } else if me.gatekeeper {
-            if topic == topics::GATEKEEPER_JOINED {
+            if topic == contract_topics::INSTANTIATED {
+                if let Ok(instantiated) = decode_payload::<ContractInstantiated>(payload) {
+                    out.extend(self.contract_public_key(&instantiated));
+                }
+            } else if topic == topics::GATEKEEPER_JOINED {
                 if let Ok(joined) = decode_payload::<GatekeeperJoined>(payload) {
                     self.on_joined(me, &joined, &mut out);
                 }
@@ -107,10 +118,36 @@ impl KeyState {
         out
     }
 
-    /// The newest master generation the chain recorded that this gatekeeper holds.
-    fn current_master(&self) -> Option<(u32, &[u8; 32])> {
-        let (generation, _) = self.published.last_key_value()?;
-        self.master.get(generation).map(|key| (*generation, key))
+    /// The key of `cluster` from master generation `generation`: held (workers) or derived
+    /// from the master key (gatekeepers).
+    pub fn cluster_key_of(&self, cluster: u32, generation: u32) -> Option<[u8; 32]> {
+        self.cluster_keys
+            .iter()
+            .find(|k| (k.cluster, k.generation) == (cluster, generation))
+            .map(|k| k.key)
+            .or_else(|| {
+                self.master
+                    .get(&generation)
+                    .map(|master| cluster_key(master, cluster))
+            })
+    }
+
+    /// A gatekeeper's announcement of a new contract's public key (identical on every
+    /// gatekeeper holding the generation; the chain keeps the first).
+    fn contract_public_key(&self, instantiated: &ContractInstantiated) -> Option<Outgoing> {
+        let master = self.master.get(&instantiated.generation)?;
+        let key = contract_key(
+            &cluster_key(master, instantiated.cluster),
+            &instantiated.contract,
+        );
+        let public = ContractPublicKey {
+            contract: instantiated.contract,
+            public_key: EcdhKeypair::from_seed(&key).public(),
+        };
+        Some((
+            contract_topics::PUBLISH_KEY,
+            Bytes::from(public.encode().to_vec()),
+        ))
     }
 
     fn on_joined(&mut self, me: &Me<'_>, joined: &GatekeeperJoined, out: &mut Vec<Outgoing>) {
@@ -136,7 +173,11 @@ impl KeyState {
     fn on_assigned(&mut self, assignment: &ClusterAssignment, out: &mut Vec<Outgoing>) {
         self.assignments
             .insert(assignment.worker, (assignment.ecdh, assignment.cluster));
-        if let Some((generation, master)) = self.current_master() {
+        // Every recorded generation: contracts instantiated under an old one need its key.
+        for (generation, master) in &self.master {
+            if !self.published.contains_key(generation) {
+                continue;
+            }
             let key = cluster_key(master, assignment.cluster);
             let kind = KeyDelivery::cluster(assignment.cluster);
             out.extend(deliver(
@@ -144,7 +185,7 @@ impl KeyState {
                 assignment.worker,
                 &assignment.ecdh,
                 kind,
-                generation,
+                *generation,
                 &key,
             ));
         }

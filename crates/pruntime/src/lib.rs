@@ -7,8 +7,10 @@
 
 pub mod api;
 pub mod client;
+pub mod contracts;
 pub mod keys;
 pub mod light;
+pub mod query;
 pub mod runtime;
 pub mod seal;
 pub mod server;

@@ -51,6 +51,9 @@ pub struct AnchorFile {
 pub struct LightState {
     pub height: u64,
     pub hash: String,
+    /// Timestamp (ms) of the last verified header.
+    #[serde(default)]
+    pub timestamp: u64,
     pub streams: Vec<(Destination, u64)>,
 }
 
@@ -89,6 +92,11 @@ pub enum SyncError {
     MissingStreamProof(Destination),
     #[error("stream proof for {0:?} does not verify")]
     BadStreamProof(Destination),
+    #[error("backfilled message {sequence} of {destination:?} does not match the chain's record")]
+    BadBackfill {
+        destination: Destination,
+        sequence: u64,
+    },
     #[error("the proof of this pRuntime's upward sequence does not verify")]
     BadOriginProof,
     #[error("stream {destination:?}: message {sequence} was left out of the batch")]
@@ -136,6 +144,7 @@ impl LightClient {
         LightState {
             height: 0,
             hash: genesis_header_hash,
+            timestamp: 0,
             streams: streams.iter().map(|d| (*d, 0)).collect(),
         }
     }
@@ -150,15 +159,18 @@ impl LightClient {
         let headers = self.verify_headers(state, &batch.headers)?;
         let last = headers.last().ok_or(SyncError::Empty)?;
         self.check_certificate(last, &batch.certificate)?;
+        let witness = self.witness_header(last, batch)?;
         let mut streams: BTreeMap<Destination, u64> = state.streams.iter().copied().collect();
-        let messages = verify_messages(&headers, &mut streams, batch)?;
-        let origin_next = self.verify_witness(last, &streams, me, batch)?;
+        let mut messages = verify_backfill(&witness, state.height, &mut streams, batch)?;
+        messages.extend(verify_messages(&headers, &mut streams, batch)?);
+        let origin_next = self.verify_witness(&witness, last, &streams, me, batch)?;
         Ok(Verified {
             origin_next,
             messages,
             next: LightState {
                 height: last.height,
                 hash: hex::encode(last.hash()),
+                timestamp: last.timestamp,
                 streams: streams.into_iter().collect(),
             },
             headers: headers.len(),
@@ -206,14 +218,8 @@ impl LightClient {
             .map_err(|e| refused(e.to_string()))
     }
 
-    /// Checks the witness; returns the proven next upward sequence of `me`, if it was included.
-    fn verify_witness(
-        &self,
-        end: &Header,
-        streams: &BTreeMap<Destination, u64>,
-        me: &Address,
-        batch: &SyncBatch,
-    ) -> Result<Option<u64>, SyncError> {
+    /// The witness's certified header, at or after the batch's end.
+    fn witness_header(&self, end: &Header, batch: &SyncBatch) -> Result<Header, SyncError> {
         let witness = &batch.witness;
         let header = witness
             .header
@@ -228,6 +234,19 @@ impl LightClient {
         if header.hash() != end.hash() {
             self.check_certificate(&header, &witness.certificate)?;
         }
+        Ok(header)
+    }
+
+    /// Checks the witness; returns the proven next upward sequence of `me`, if it was included.
+    fn verify_witness(
+        &self,
+        header: &Header,
+        end: &Header,
+        streams: &BTreeMap<Destination, u64>,
+        me: &Address,
+        batch: &SyncBatch,
+    ) -> Result<Option<u64>, SyncError> {
+        let witness = &batch.witness;
         for (destination, next) in streams {
             let proof = find_proof(&witness.streams, destination)?;
             let key = keys::stream_message(destination, *next);
@@ -277,6 +296,69 @@ fn find_proof<'a>(
         .iter()
         .find(|p| p.destination == *destination)
         .ok_or(SyncError::MissingStreamProof(*destination))
+}
+
+/// Old messages of streams joined late: each proven by the witness header's state (where it
+/// lives and its leaf), strictly before the batch, in chain order, next in its stream.
+fn verify_backfill(
+    witness: &Header,
+    before: u64,
+    streams: &mut BTreeMap<Destination, u64>,
+    batch: &SyncBatch,
+) -> Result<Vec<DownwardMessage>, SyncError> {
+    if batch.backfill.len() != batch.witness.backfill.len() {
+        return Err(SyncError::Malformed(
+            "backfill messages and proofs differ in number".into(),
+        ));
+    }
+    let mut previous: Option<(u64, u32)> = None;
+    let mut out = Vec::with_capacity(batch.backfill.len());
+    for (text, proof) in batch.backfill.iter().zip(&batch.witness.backfill) {
+        let bytes = hex::decode(text).map_err(|e| SyncError::Malformed(e.to_string()))?;
+        let message = DownwardMessage::decode(Copying(&bytes))
+            .map_err(|e| SyncError::Malformed(format!("backfill message: {e}")))?;
+        let destination = message.destination;
+        let refused = || SyncError::BadBackfill {
+            destination,
+            sequence: message.sequence,
+        };
+        if (proof.destination, proof.sequence) != (destination, message.sequence) {
+            return Err(refused());
+        }
+        let key = keys::stream_message(&destination, message.sequence);
+        let location = proof
+            .proof
+            .to_proof()
+            .ok()
+            .and_then(|p| p.verify(&witness.state_root, &key).ok())
+            .flatten()
+            .and_then(|value| MessageLocation::decode(&value))
+            .ok_or_else(refused)?;
+        if location.leaf != merkle::message_leaf(&message) || location.height > before {
+            return Err(refused());
+        }
+        let position = (location.height, location.index);
+        if previous.is_some_and(|p| p >= position) {
+            return Err(SyncError::OutOfOrder {
+                height: location.height,
+                index: location.index,
+            });
+        }
+        previous = Some(position);
+        let expected = streams
+            .get_mut(&destination)
+            .ok_or(SyncError::NotMine(destination))?;
+        if message.sequence != *expected {
+            return Err(SyncError::Sequence {
+                destination,
+                expected: *expected,
+                got: message.sequence,
+            });
+        }
+        *expected += 1;
+        out.push(message);
+    }
+    Ok(out)
 }
 
 fn verify_messages(

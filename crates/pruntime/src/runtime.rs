@@ -5,8 +5,10 @@
 
 use crate::{
     api::{Info, Mode, RegistrationRequest, SyncBatch, SyncOutcome},
-    keys::{KeyState, Me},
+    contracts::{CodeStore, ContractError, Contracts, SealedInstance, decode_pending},
+    keys::{KeyState, Me, Outgoing},
     light::{LightClient, LightState, SyncError, TrustAnchor},
+    query::QueryView,
     seal::{SealError, Sealer},
     tee::{Tee, TeeError},
 };
@@ -14,11 +16,14 @@ use bytes::Bytes;
 use commonware_codec::{Copying, DecodeExt, Encode};
 use phala_crypto::{Keypair, secrets::EcdhKeypair};
 use phala_types::{
-    Address, Destination, SignedRegistration, TeeKind, UpwardMessage, WorkerRegistration,
-    registry::report_data,
+    Address, ClusterAssignment, Destination, DownwardMessage, SignedRegistration, TeeKind,
+    UpwardMessage, WorkerRegistration,
+    registry::{decode_payload, report_data, topics},
 };
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use thiserror::Error;
 
 const KEYS_FILE: &str = "keys.sealed";
@@ -35,6 +40,8 @@ pub enum PruntimeError {
     Seal(#[from] SealError),
     #[error(transparent)]
     Sync(#[from] SyncError),
+    #[error(transparent)]
+    Contract(#[from] ContractError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -60,6 +67,12 @@ struct Checkpoint {
     egress_base: u64,
     /// Signed upward messages not yet known to be on chain (hex encodings).
     egress: Vec<String>,
+    /// The contracts this worker runs, their state sealed with their keys.
+    #[serde(default)]
+    contracts: BTreeMap<String, SealedInstance>,
+    /// Cluster-stream messages waiting for a key (hex encodings), in order.
+    #[serde(default)]
+    pending: Vec<String>,
 }
 
 impl Checkpoint {
@@ -88,6 +101,8 @@ pub struct Pruntime {
     mode: Mode,
     light: LightClient,
     checkpoint: Checkpoint,
+    contracts: Contracts,
+    code: CodeStore,
     benchmark: u64,
     cores: u32,
 }
@@ -96,6 +111,17 @@ impl Pruntime {
     /// Opens the sealed keys and checkpoint in `data_dir`, creating them at first start.
     /// A restart with another chain or mode than the sealed one is refused.
     pub fn open(tee: Box<dyn Tee>, options: Options) -> Result<Self, PruntimeError> {
+        let vm = phala_vm::Vm::new().map_err(|e| PruntimeError::Invalid(e.to_string()))?;
+        Self::open_with_vm(tee, options, Arc::new(vm))
+    }
+
+    /// [`Pruntime::open`] sharing a VM (and its module cache) with other pRuntimes in the
+    /// same process, as the simulation tests do.
+    pub fn open_with_vm(
+        tee: Box<dyn Tee>,
+        options: Options,
+        vm: Arc<phala_vm::Vm>,
+    ) -> Result<Self, PruntimeError> {
         let sealer = Sealer::new(&tee.sealing_key()?);
         let dir = options.data_dir.clone();
         let chain = chain_binding(&options);
@@ -142,8 +168,13 @@ impl Pruntime {
                 keys: KeyState::default(),
                 egress_base: 0,
                 egress: Vec::new(),
+                contracts: BTreeMap::new(),
+                pending: Vec::new(),
             },
         };
+        let code = CodeStore::new(&dir)?;
+        let mut contracts = Contracts::new(vm);
+        contracts.restore(&checkpoint.keys, &code, &checkpoint.contracts)?;
         let pruntime = Pruntime {
             tee,
             sealer,
@@ -153,6 +184,8 @@ impl Pruntime {
             mode: keys.mode,
             light,
             checkpoint,
+            contracts,
+            code,
             benchmark: benchmark(),
             cores: options.cores,
         };
@@ -233,17 +266,42 @@ impl Pruntime {
         let verified = self
             .light
             .verify(&self.checkpoint.light, &self.identity(), batch)?;
+        for code in &batch.codes {
+            let bytes = hex::decode(code)
+                .map_err(|e| PruntimeError::Invalid(format!("contract code: {e}")))?;
+            self.code.put(&bytes)?;
+        }
         let mut next = self.checkpoint.clone();
+        let mut contracts = self.contracts.clone();
+        let mut pending: VecDeque<DownwardMessage> = next
+            .pending
+            .iter()
+            .filter_map(|m| decode_pending(m))
+            .collect();
+        let mut changed = BTreeSet::new();
+        let mut joined = Vec::new();
         let me = Me {
             identity: self.identity(),
             ecdh: &self.ecdh,
             gatekeeper: self.mode == Mode::Gatekeeper,
         };
         for message in &verified.messages {
-            for (topic, payload) in next.keys.handle(&me, message) {
-                let sequence = next.egress_next();
-                next.egress.push(self.sign_upward(topic, payload, sequence));
+            let mut out = next.keys.handle(&me, message);
+            joined.extend(self.joined_cluster(message));
+            if let Destination::Cluster(_) = message.destination {
+                pending.push_back(message.clone());
             }
+            // Apply every waiting cluster message whose key is now held, in order.
+            while let Some(front) = pending.front() {
+                if !contracts.ready(&next.keys, front) {
+                    break;
+                }
+                let reports = contracts.apply(&next.keys, &self.code, front)?;
+                changed.extend(reports.iter().filter_map(|_| report_contract(front)));
+                out.extend(reports);
+                pending.pop_front();
+            }
+            self.queue(&mut next, out);
         }
         if next.egress.len() > MAX_EGRESS {
             return Err(PruntimeError::Invalid(
@@ -251,6 +309,12 @@ impl Pruntime {
             ));
         }
         next.light = verified.next;
+        for cluster in joined {
+            let stream = Destination::Cluster(cluster);
+            if !next.light.streams.iter().any(|(d, _)| *d == stream) {
+                next.light.streams.push((stream, 0));
+            }
+        }
         // Drop what the chain has provably accepted (never on a caller's word).
         if let Some(accepted) = verified.origin_next {
             let drop = accepted
@@ -259,13 +323,48 @@ impl Pruntime {
             next.egress.drain(..drop as usize);
             next.egress_base += drop;
         }
+        let changed: Vec<_> = changed.into_iter().collect();
+        next.contracts = contracts.seal(&self.checkpoint.contracts, &changed);
+        next.pending = pending.iter().map(|m| hex::encode(m.encode())).collect();
         self.save(&next)?;
         self.checkpoint = next;
+        self.contracts = contracts;
         Ok(SyncOutcome {
             height: self.checkpoint.light.height,
             messages: verified.messages.len(),
             egress_next: self.checkpoint.egress_next(),
         })
+    }
+
+    /// The cluster a message tells this worker it joined, if it does.
+    fn joined_cluster(&self, message: &DownwardMessage) -> Option<u32> {
+        let mine = Destination::Worker(self.identity());
+        if self.mode != Mode::Worker
+            || message.destination != mine
+            || message.topic.as_ref() != topics::WORKER_ASSIGNED
+        {
+            return None;
+        }
+        let assignment: ClusterAssignment = decode_payload(&message.payload).ok()?;
+        (assignment.worker == self.identity()).then_some(assignment.cluster)
+    }
+
+    /// Signs and queues upward messages.
+    fn queue(&self, next: &mut Checkpoint, out: Vec<Outgoing>) {
+        for (topic, payload) in out {
+            let sequence = next.egress_next();
+            next.egress.push(self.sign_upward(topic, payload, sequence));
+        }
+    }
+
+    /// What queries are answered from: the contracts as of the last accepted batch.
+    pub fn query_view(&self) -> QueryView {
+        QueryView::new(
+            self.contracts.clone(),
+            self.identity.clone(),
+            self.checkpoint.light.height,
+            self.checkpoint.light.timestamp,
+        )
     }
 
     /// Signed messages from sequence `from` on. Nothing is dropped on the caller's word: a
@@ -305,6 +404,12 @@ impl Pruntime {
             .write(&self.dir.join(CHECKPOINT_FILE), b"checkpoint", &bytes)?;
         Ok(())
     }
+}
+
+/// The contract a cluster message is about.
+fn report_contract(message: &DownwardMessage) -> Option<[u8; 32]> {
+    // Both contract payloads start with the contract id.
+    message.payload.get(..32)?.try_into().ok()
 }
 
 /// The streams a pRuntime reads: everyone's, its own, and the gatekeepers' in gatekeeper mode.

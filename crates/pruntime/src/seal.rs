@@ -36,12 +36,17 @@ impl Sealer {
         }
     }
 
-    /// Encrypts `plaintext` and replaces `path` atomically.
-    pub fn write(&self, path: &Path, label: &[u8], plaintext: &[u8]) -> Result<(), SealError> {
-        let io = |source| SealError::Io {
-            path: path.display().to_string(),
-            source,
-        };
+    /// A sealer for data bound to a secret other than the TEE's (a contract key), under
+    /// `purpose`.
+    pub fn for_secret(secret: &[u8; 32], purpose: &[u8]) -> Self {
+        let key = phala_crypto::secrets::derive_key(secret, purpose, b"");
+        Sealer {
+            cipher: ChaCha20Poly1305::new(&key.into()),
+        }
+    }
+
+    /// Encrypts `plaintext` under a fresh nonce: nonce then ciphertext.
+    pub fn encrypt(&self, label: &[u8], plaintext: &[u8]) -> Option<Vec<u8>> {
         let nonce: [u8; 12] = rand::random();
         let ciphertext = self
             .cipher
@@ -52,12 +57,41 @@ impl Sealer {
                     aad: label,
                 },
             )
-            .map_err(|_| SealError::Corrupt(path.display().to_string()))?;
+            .ok()?;
+        Some([nonce.as_slice(), &ciphertext].concat())
+    }
+
+    /// Decrypts what [`Sealer::encrypt`] produced; `None` if it was tampered with.
+    pub fn decrypt(&self, label: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < 12 {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().ok()?;
+        self.cipher
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: ciphertext,
+                    aad: label,
+                },
+            )
+            .ok()
+    }
+
+    /// Encrypts `plaintext` and replaces `path` atomically.
+    pub fn write(&self, path: &Path, label: &[u8], plaintext: &[u8]) -> Result<(), SealError> {
+        let io = |source| SealError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let sealed = self
+            .encrypt(label, plaintext)
+            .ok_or_else(|| SealError::Corrupt(path.display().to_string()))?;
         let tmp = path.with_extension("tmp");
         let mut file = fs::File::create(&tmp).map_err(io)?;
         file.write_all(MAGIC).map_err(io)?;
-        file.write_all(&nonce).map_err(io)?;
-        file.write_all(&ciphertext).map_err(io)?;
+        file.write_all(&sealed).map_err(io)?;
         file.sync_all().map_err(io)?;
         fs::rename(&tmp, path).map_err(io)?;
         if let Some(dir) = path.parent() {
@@ -80,21 +114,7 @@ impl Sealer {
         };
         let corrupt = || SealError::Corrupt(path.display().to_string());
         let body = bytes.strip_prefix(MAGIC).ok_or_else(corrupt)?;
-        if body.len() < 12 {
-            return Err(corrupt());
-        }
-        let (nonce, ciphertext) = body.split_at(12);
-        let nonce: [u8; 12] = nonce.try_into().map_err(|_| corrupt())?;
-        self.cipher
-            .decrypt(
-                &nonce.into(),
-                Payload {
-                    msg: ciphertext,
-                    aad: label,
-                },
-            )
-            .map(Some)
-            .map_err(|_| corrupt())
+        self.decrypt(label, body).map(Some).ok_or_else(corrupt)
     }
 }
 

@@ -1,8 +1,9 @@
 //! The HTTP API: `GET /info`, `POST /registration`, `POST /sync`, `GET /egress?from=N`,
-//! `GET /metrics` (Prometheus text).
+//! `POST /query` (encrypted contract queries, see `query`), `GET /metrics` (Prometheus text).
 
 use crate::{
     api::{ApiError, Egress, RegistrationRequest, RegistrationResponse, SyncBatch},
+    query::{QueryError, QueryView},
     runtime::{Pruntime, PruntimeError},
 };
 use axum::{
@@ -13,13 +14,14 @@ use axum::{
     routing::{get, post},
 };
 use commonware_codec::Encode;
+use phala_client::contracts::QueryRequest;
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
 };
 use serde::Deserialize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Largest request body (a batch of 20,000 headers is about 10 MiB of JSON).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -32,10 +34,14 @@ struct Metrics {
     refused: Counter,
     messages: Counter,
     egress_next: Gauge,
+    queries: Counter,
+    refused_queries: Counter,
 }
 
 struct Shared {
     pruntime: Mutex<Pruntime>,
+    /// What queries read: replaced after each accepted batch, never locked during a query.
+    view: RwLock<Arc<QueryView>>,
     metrics: Metrics,
     registry: Registry,
 }
@@ -61,8 +67,16 @@ pub fn router(pruntime: Pruntime) -> Router {
         "next upward sequence",
         metrics.egress_next.clone(),
     );
+    registry.register("queries", "queries received", metrics.queries.clone());
+    registry.register(
+        "refused_queries",
+        "queries refused before reaching a contract",
+        metrics.refused_queries.clone(),
+    );
     metrics.height.set(pruntime.height() as i64);
+    let view = RwLock::new(Arc::new(pruntime.query_view()));
     let shared = Arc::new(Shared {
+        view,
         pruntime: Mutex::new(pruntime),
         metrics,
         registry,
@@ -72,6 +86,7 @@ pub fn router(pruntime: Pruntime) -> Router {
         .route("/registration", post(registration))
         .route("/sync", post(sync))
         .route("/egress", get(egress))
+        .route("/query", post(query))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -112,7 +127,16 @@ async fn registration(
 
 async fn sync(State(shared): State<Arc<Shared>>, Json(batch): Json<SyncBatch>) -> Response {
     let worker = shared.clone();
-    let result = tokio::task::spawn_blocking(move || lock(&worker).sync(&batch)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let mut pruntime = lock(&worker);
+        let outcome = pruntime.sync(&batch);
+        if outcome.is_ok() {
+            let view = Arc::new(pruntime.query_view());
+            *worker.view.write().unwrap_or_else(|p| p.into_inner()) = view;
+        }
+        outcome
+    })
+    .await;
     let metrics = &shared.metrics;
     match result {
         Ok(Ok(outcome)) => {
@@ -146,6 +170,29 @@ async fn egress(State(shared): State<Arc<Shared>>, Query(query): Query<EgressQue
             messages: messages.iter().map(|m| hex::encode(m.encode())).collect(),
         })
         .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn query(State(shared): State<Arc<Shared>>, Json(request): Json<QueryRequest>) -> Response {
+    let view = shared
+        .view
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    shared.metrics.queries.inc();
+    match tokio::task::spawn_blocking(move || view.answer(&request)).await {
+        Ok(Ok(response)) => Json(response).into_response(),
+        Ok(Err(e)) => {
+            shared.metrics.refused_queries.inc();
+            let status = match e {
+                QueryError::UnknownContract(_) => StatusCode::NOT_FOUND,
+                QueryError::Stale { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                QueryError::BadSignature => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            error(status, e)
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

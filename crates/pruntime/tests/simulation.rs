@@ -11,10 +11,10 @@
 //! pRuntime has read exactly the messages its streams hold (no gap, no repeat); no honest batch
 //! was refused and no key delivery failed. A failing seed prints `PRUNTIME_SIM_SEED=…`.
 
-use commonware_codec::Encode;
+use commonware_codec::{Copying, DecodeExt, Encode};
 use phala_chain::{
-    BlockContext, Runtime, commitment::StateDb, merkle, mq::MessageLocation, registry,
-    state::Overlay, state::keys,
+    BlockContext, Runtime, commitment::StateDb, contracts::keys as contract_keys, merkle,
+    mq::MessageLocation, registry, state::Overlay, state::keys,
 };
 use phala_client::api::{HeaderJson, OutboxMessageJson, ProofJson, StreamProof, Witness};
 use phala_crypto::Keypair;
@@ -30,7 +30,8 @@ use phala_pruntime::{
     tee::Simulated,
 };
 use phala_types::{
-    Address, Call, Destination, DownwardMessage, Header, SignedTransaction, Transaction, UNIT,
+    Address, Call, ContractInstantiated, Destination, DownwardMessage, Header, SignedTransaction,
+    Transaction, UNIT, contracts::topics as contract_topics, registry::decode_payload,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::PathBuf;
@@ -189,6 +190,33 @@ impl Chain {
             after.push((*destination, sequence));
         }
         messages.sort_by_key(|m| (m.height, m.index));
+        // Streams joined late: their old messages are proven by state (as the node does).
+        let split = messages.partition_point(|m| m.height <= height);
+        let new_messages = messages.split_off(split);
+        let mut backfill = Vec::new();
+        let mut backfill_proofs = Vec::new();
+        let mut codes = Vec::new();
+        for message in messages.iter().chain(&new_messages) {
+            let decoded =
+                DownwardMessage::decode(Copying(&hex::decode(&message.message).unwrap())).unwrap();
+            if decoded.topic.as_ref() == contract_topics::INSTANTIATED
+                && matches!(decoded.destination, Destination::Cluster(_))
+            {
+                let inst: ContractInstantiated = decode_payload(&decoded.payload).unwrap();
+                let code = self.value(&contract_keys::code(&inst.code_hash)).unwrap();
+                codes.push(hex::encode(code));
+            }
+            if message.height <= height {
+                let key = keys::stream_message(&decoded.destination, decoded.sequence);
+                backfill_proofs.push(StreamProof {
+                    destination: decoded.destination,
+                    sequence: decoded.sequence,
+                    proof: ProofJson::from_proof(&self.db.prove(&key)),
+                });
+                backfill.push(message.message.clone());
+            }
+        }
+        let messages = new_messages;
         let head = self.height();
         let witness = Witness {
             header: HeaderJson::from_header(&self.headers[head as usize]),
@@ -206,12 +234,15 @@ impl Chain {
             origin: Some(ProofJson::from_proof(
                 &self.db.prove(&keys::origin_sequence(origin)),
             )),
+            backfill: backfill_proofs,
         };
         SyncBatch {
             headers,
             certificate: hex::encode(&self.certificates[last as usize]),
             messages,
             witness,
+            backfill,
+            codes,
         }
     }
 }
@@ -396,6 +427,8 @@ fn advance(
             Phase::Admitting
         }
         Phase::Admitting if registry::master_generation(&state) >= 1 => {
+            // The dev genesis has cluster 0; the admin creates cluster 1.
+            chain.submit(admin, Call::CreateCluster { cluster: 1 });
             for (i, node) in nodes[gatekeepers..].iter_mut().enumerate() {
                 let worker = node.pruntime().identity();
                 chain.submit(

@@ -5,6 +5,7 @@
 mod address;
 mod amount;
 mod block;
+pub mod contracts;
 mod mq;
 pub mod registry;
 mod tx;
@@ -13,6 +14,10 @@ pub use address::{ADDRESS_HRP, Address, AddressError};
 pub use amount::{AmountError, Balance, DECIMALS, TOTAL_SUPPLY, UNIT, format_pha, parse_pha};
 pub use block::{Block, Header};
 pub use commonware_cryptography::sha256::Digest;
+pub use contracts::{
+    ContractCommand, ContractId, ContractInstantiated, ContractPublicKey, ContractRecord,
+    ContractReport, QueryReceipt, ReportRecord,
+};
 pub use mq::{Destination, DownwardMessage, UpwardMessage};
 pub use registry::{
     AttestationPolicy, ClusterAssignment, Evidence, GatekeeperJoined, KeyDelivery, MasterPublicKey,
@@ -23,7 +28,8 @@ pub use tx::{Call, SignedTransaction, Transaction};
 /// Size limits enforced by every decoder, so that no peer or user can make us allocate freely.
 pub mod limits {
     /// Largest encoded transaction accepted anywhere.
-    pub const MAX_TX_SIZE: usize = 64 * 1024;
+    /// Room for the largest contract code upload (192 KiB) with its framing.
+    pub const MAX_TX_SIZE: usize = 200 * 1024;
     /// Most transactions in one block.
     pub const MAX_BLOCK_TXS: usize = 20_000;
     /// Largest encoded block (also the p2p message bound).

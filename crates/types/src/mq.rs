@@ -23,6 +23,8 @@ pub enum Destination {
     Worker(Address),
     /// One contract, by contract id.
     Contract([u8; 32]),
+    /// The workers of one cluster: its contracts' instantiations and commands, in order.
+    Cluster(u32),
 }
 
 impl Write for Destination {
@@ -38,6 +40,10 @@ impl Write for Destination {
                 3u8.write(buf);
                 id.write(buf);
             }
+            Destination::Cluster(id) => {
+                4u8.write(buf);
+                id.write(buf);
+            }
         }
     }
 }
@@ -47,6 +53,7 @@ impl EncodeSize for Destination {
         match self {
             Destination::All | Destination::Gatekeepers => 1,
             Destination::Worker(_) | Destination::Contract(_) => 33,
+            Destination::Cluster(_) => 5,
         }
     }
 }
@@ -59,6 +66,7 @@ impl Read for Destination {
             1 => Ok(Destination::Gatekeepers),
             2 => Ok(Destination::Worker(Address::read(buf)?)),
             3 => Ok(Destination::Contract(<[u8; 32]>::read(buf)?)),
+            4 => Ok(Destination::Cluster(u32::read(buf)?)),
             tag => Err(CodecError::InvalidEnum(tag)),
         }
     }

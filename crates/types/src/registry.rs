@@ -522,6 +522,8 @@ macro_rules! payload_struct {
     };
 }
 
+pub(crate) use payload_struct;
+
 payload_struct!(
     /// A gatekeeper admitted to the set, with the ECDH key the master key is sealed to.
     GatekeeperJoined {
@@ -573,7 +575,7 @@ impl KeyDelivery {
     }
 }
 
-mod hex_bytes {
+pub(crate) mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer, const N: usize>(

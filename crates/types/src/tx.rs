@@ -1,9 +1,12 @@
 //! Transactions: a call signed by an account, with a nonce against replay, a fee, and an expiry
 //! height after which it can never be included.
 
+use crate::contracts::{CodeHash, ContractId, MAX_CODE, MAX_INPUT, MAX_SEALED};
 use crate::{Address, AttestationPolicy, Balance, SignedRegistration, UpwardMessage};
 use bytes::BufMut;
+use bytes::Bytes;
 use commonware_codec::Buf;
+use commonware_codec::RangeCfg;
 use commonware_codec::{Encode, EncodeSize, Error as CodecError, Read, ReadExt, Write};
 use commonware_cryptography::{Hasher, Sha256, sha256::Digest};
 
@@ -25,6 +28,25 @@ pub enum Call {
     AssignCluster { worker: Address, cluster: u32 },
     /// Admin: orders the gatekeepers to create the next master key generation.
     RotateMasterKey,
+    /// Admin: creates a cluster, a set of workers that replicate the same contracts.
+    CreateCluster { cluster: u32 },
+    /// Stores contract code on chain, by its SHA-256 hash.
+    UploadCode { code: Bytes },
+    /// Instantiates uploaded code on a cluster; `input` (public) goes to the contract's `init`.
+    Instantiate {
+        code_hash: CodeHash,
+        cluster: u32,
+        salt: [u8; 32],
+        input: Bytes,
+    },
+    /// Sends a contract a command encrypted to its public key (HPKE, with
+    /// [`crate::contracts::command_info`]); the signer buys `gas_limit` gas.
+    Command {
+        contract: ContractId,
+        gas_limit: u64,
+        encapped: [u8; 32],
+        ciphertext: Bytes,
+    },
 }
 
 impl Call {
@@ -67,6 +89,38 @@ impl Write for Call {
                 cluster.write(buf);
             }
             Call::RotateMasterKey => 6u8.write(buf),
+            Call::CreateCluster { cluster } => {
+                7u8.write(buf);
+                cluster.write(buf);
+            }
+            Call::UploadCode { code } => {
+                8u8.write(buf);
+                code.write(buf);
+            }
+            Call::Instantiate {
+                code_hash,
+                cluster,
+                salt,
+                input,
+            } => {
+                9u8.write(buf);
+                code_hash.write(buf);
+                cluster.write(buf);
+                salt.write(buf);
+                input.write(buf);
+            }
+            Call::Command {
+                contract,
+                gas_limit,
+                encapped,
+                ciphertext,
+            } => {
+                10u8.write(buf);
+                contract.write(buf);
+                gas_limit.write(buf);
+                encapped.write(buf);
+                ciphertext.write(buf);
+            }
         }
     }
 }
@@ -81,6 +135,10 @@ impl EncodeSize for Call {
             Call::AddGatekeeper(_) => 32,
             Call::AssignCluster { .. } => 32 + 4,
             Call::RotateMasterKey => 0,
+            Call::CreateCluster { .. } => 4,
+            Call::UploadCode { code } => code.encode_size(),
+            Call::Instantiate { input, .. } => 32 + 4 + 32 + input.encode_size(),
+            Call::Command { ciphertext, .. } => 32 + 8 + 32 + ciphertext.encode_size(),
         }
     }
 }
@@ -102,6 +160,24 @@ impl Read for Call {
                 cluster: u32::read(buf)?,
             }),
             6 => Ok(Call::RotateMasterKey),
+            7 => Ok(Call::CreateCluster {
+                cluster: u32::read(buf)?,
+            }),
+            8 => Ok(Call::UploadCode {
+                code: Bytes::read_cfg(buf, &RangeCfg::new(..=MAX_CODE))?,
+            }),
+            9 => Ok(Call::Instantiate {
+                code_hash: <[u8; 32]>::read(buf)?,
+                cluster: u32::read(buf)?,
+                salt: <[u8; 32]>::read(buf)?,
+                input: Bytes::read_cfg(buf, &RangeCfg::new(..=MAX_INPUT))?,
+            }),
+            10 => Ok(Call::Command {
+                contract: <[u8; 32]>::read(buf)?,
+                gas_limit: u64::read(buf)?,
+                encapped: <[u8; 32]>::read(buf)?,
+                ciphertext: Bytes::read_cfg(buf, &RangeCfg::new(..=MAX_SEALED))?,
+            }),
             tag => Err(CodecError::InvalidEnum(tag)),
         }
     }

@@ -332,7 +332,13 @@ fn link_effects(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          ptr: i32,
          len: i32|
          -> HostResult<()> {
-            let topic = read_bytes(&caller, topic_ptr, topic_len, 64, "message topic")?;
+            let topic = read_bytes(
+                &caller,
+                topic_ptr,
+                topic_len,
+                limits::MAX_TOPIC,
+                "message topic",
+            )?;
             let payload = read_bytes(&caller, ptr, len, limits::MAX_EMIT, "message")?;
             charge(
                 &mut caller,

@@ -42,6 +42,8 @@ pub mod limits {
     pub const MAX_OUTPUT: usize = 64 * 1024;
     /// Most events plus messages one call may emit.
     pub const MAX_EMITS: usize = 16;
+    /// Longest message topic.
+    pub const MAX_TOPIC: usize = 32;
     /// Largest event or message (topic included).
     pub const MAX_EMIT: usize = 4 * 1024;
     /// Wall-clock bound of a query.

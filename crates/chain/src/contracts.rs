@@ -1,0 +1,420 @@
+//! Confidential contracts, the chain's part: clusters, code by hash, instantiation, encrypted
+//! commands with prepaid gas, the gatekeepers' contract keys and the workers' reports.
+//!
+//! The chain never sees a contract's inputs or state: it orders encrypted commands into the
+//! cluster's stream ([`Destination::Cluster`]), which every worker of the cluster executes.
+//!
+//! Invariants:
+//! - a contract's public key is set once, by the first gatekeeper copy; commands are accepted
+//!   only once it is set;
+//! - a command's index is its position in the contract's calls (0 is `init`), so every report
+//!   names exactly one call; each worker of the cluster counts once per call, and the first
+//!   report that disagrees with the first one is kept as evidence.
+
+use crate::{
+    BlockContext, TxError, balances,
+    config::FeeSchedule,
+    mq::{self, Outbox},
+    registry,
+    state::{Overlay, StateRead},
+};
+use bytes::Bytes;
+use commonware_codec::{Copying, DecodeExt, Encode};
+use phala_types::{
+    Address, Balance, ContractCommand, ContractInstantiated, ContractPublicKey, ContractRecord,
+    ContractReport, Destination, ReportRecord, UpwardMessage,
+    contracts::{CodeHash, ContractId, Dispute, contract_id, topics},
+    registry::decode_payload,
+};
+use serde::{Deserialize, Serialize};
+
+/// Gas settings, fixed at genesis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractsConfig {
+    /// PHA (in its smallest unit) per unit of gas.
+    #[serde(with = "crate::config::u128_string")]
+    pub gas_price: Balance,
+    /// The most gas one command may buy.
+    pub max_gas: u64,
+    /// Clusters that exist from genesis (the admin creates more).
+    #[serde(default)]
+    pub clusters: Vec<u32>,
+}
+
+impl Default for ContractsConfig {
+    fn default() -> Self {
+        ContractsConfig {
+            // 10^-9 PHA per gas: a million gas costs 0.001 PHA.
+            gas_price: 1_000,
+            max_gas: 10_000_000_000,
+            clusters: Vec::new(),
+        }
+    }
+}
+
+/// Where contract data lives in the state.
+pub mod keys {
+    /// Prefix of contract records; the node lists contracts by it.
+    pub const CONTRACT_PREFIX: &[u8] = b"contracts/contract/";
+
+    pub fn cluster(cluster: u32) -> Vec<u8> {
+        [b"contracts/cluster/".as_slice(), &cluster.to_be_bytes()].concat()
+    }
+
+    pub fn code(hash: &[u8; 32]) -> Vec<u8> {
+        [b"contracts/code/".as_slice(), hash].concat()
+    }
+
+    pub fn contract(id: &[u8; 32]) -> Vec<u8> {
+        [CONTRACT_PREFIX, id].concat()
+    }
+
+    pub fn report(id: &[u8; 32], index: u64) -> Vec<u8> {
+        [b"contracts/report/".as_slice(), id, &index.to_be_bytes()].concat()
+    }
+
+    /// Marks that `worker` reported call `index` of contract `id`.
+    pub fn reported(id: &[u8; 32], index: u64, worker: &[u8; 32]) -> Vec<u8> {
+        [
+            b"contracts/reported/".as_slice(),
+            id,
+            &index.to_be_bytes(),
+            worker,
+        ]
+        .concat()
+    }
+
+    /// The number of events a contract emitted.
+    pub fn event_count(id: &[u8; 32]) -> Vec<u8> {
+        [b"contracts/event-count/".as_slice(), id].concat()
+    }
+
+    pub fn event(id: &[u8; 32], number: u64) -> Vec<u8> {
+        [b"contracts/event/".as_slice(), id, &number.to_be_bytes()].concat()
+    }
+}
+
+fn short(id: &[u8; 32]) -> String {
+    hex::encode(id)
+}
+
+pub fn contract<S: StateRead + ?Sized>(
+    state: &Overlay<S>,
+    id: &ContractId,
+) -> Option<ContractRecord> {
+    let bytes = state.get(&keys::contract(id))?;
+    ContractRecord::decode(Copying(&bytes)).ok()
+}
+
+fn set_contract<S: StateRead + ?Sized>(state: &mut Overlay<S>, record: &ContractRecord) {
+    state.set(keys::contract(&record.id), record.encode().to_vec());
+}
+
+/// Writes the genesis clusters.
+pub fn genesis<S: StateRead + ?Sized>(state: &mut Overlay<S>, config: &ContractsConfig) {
+    for cluster in &config.clusters {
+        state.set(keys::cluster(*cluster), Vec::new());
+    }
+}
+
+/// Admin: creates a cluster.
+pub fn create_cluster<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    signer: &Address,
+    cluster: u32,
+) -> Result<(), TxError> {
+    registry::require_admin(state, signer)?;
+    if cluster == u32::MAX {
+        return Err(TxError::BadPayload(format!(
+            "cluster id {cluster} is reserved"
+        )));
+    }
+    if cluster_exists(state, cluster) {
+        return Err(TxError::ClusterExists(cluster));
+    }
+    state.set(keys::cluster(cluster), Vec::new());
+    Ok(())
+}
+
+pub fn cluster_exists<S: StateRead + ?Sized>(state: &Overlay<S>, cluster: u32) -> bool {
+    state.get(&keys::cluster(cluster)).is_some()
+}
+
+/// Stores code by its hash. Uploading the same code again changes nothing.
+pub fn upload_code<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    code: &Bytes,
+) -> Result<CodeHash, TxError> {
+    // Full validation needs a VM; the chain checks the module header and workers refuse
+    // (and report) code that does not load.
+    if !code.starts_with(b"\0asm\x01\0\0\0") {
+        return Err(TxError::NotWasm);
+    }
+    let hash = phala_types::contracts::code_hash(code);
+    let key = keys::code(&hash);
+    if state.get(&key).is_none() {
+        state.set(key, code.to_vec());
+    }
+    Ok(hash)
+}
+
+/// The arguments of an instantiation.
+pub struct Instantiation<'a> {
+    pub code_hash: &'a CodeHash,
+    pub cluster: u32,
+    pub salt: &'a [u8; 32],
+    pub input: &'a Bytes,
+}
+
+/// Creates a contract and tells its cluster and the gatekeepers.
+pub fn instantiate<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    deployer: &Address,
+    args: Instantiation<'_>,
+) -> Result<ContractId, TxError> {
+    if state.get(&keys::code(args.code_hash)).is_none() {
+        return Err(TxError::UnknownCode(short(args.code_hash)));
+    }
+    if !cluster_exists(state, args.cluster) {
+        return Err(TxError::UnknownCluster(args.cluster));
+    }
+    let generation = registry::master_generation(state);
+    if generation == 0 {
+        return Err(TxError::NoMasterKey);
+    }
+    let id = contract_id(deployer, args.code_hash, args.cluster, args.salt);
+    if contract(state, &id).is_some() {
+        return Err(TxError::ContractExists(short(&id)));
+    }
+    set_contract(
+        state,
+        &ContractRecord {
+            id,
+            code_hash: *args.code_hash,
+            deployer: *deployer,
+            cluster: args.cluster,
+            generation,
+            instantiated: ctx.height,
+            public_key: None,
+            commands: 0,
+        },
+    );
+    let message = ContractInstantiated {
+        contract: id,
+        code_hash: *args.code_hash,
+        deployer: *deployer,
+        cluster: args.cluster,
+        generation,
+        height: ctx.height,
+        timestamp: ctx.timestamp,
+        input: phala_types::contracts::Blob(args.input.clone()),
+    };
+    let payload = Bytes::from(message.encode().to_vec());
+    for destination in [Destination::Cluster(args.cluster), Destination::Gatekeepers] {
+        mq::send(
+            state,
+            outbox,
+            ctx,
+            destination,
+            topics::INSTANTIATED,
+            payload.clone(),
+        );
+    }
+    Ok(id)
+}
+
+/// An encrypted command as the transaction carries it.
+pub struct Command<'a> {
+    pub contract: &'a ContractId,
+    pub nonce: u64,
+    pub gas_limit: u64,
+    pub encapped: &'a [u8; 32],
+    pub ciphertext: &'a Bytes,
+}
+
+/// Charges the gas and appends the command to its cluster's stream.
+#[allow(clippy::too_many_arguments)]
+pub fn command<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    config: &ContractsConfig,
+    fees: &FeeSchedule,
+    sender: &Address,
+    command: Command<'_>,
+) -> Result<(), TxError> {
+    let mut record = contract(state, command.contract)
+        .ok_or(TxError::UnknownContract(short(command.contract)))?;
+    if record.public_key.is_none() {
+        return Err(TxError::ContractNotReady(short(command.contract)));
+    }
+    if command.gas_limit == 0 || command.gas_limit > config.max_gas {
+        return Err(TxError::BadGasLimit {
+            got: command.gas_limit,
+            max: config.max_gas,
+        });
+    }
+    let gas_cost = config
+        .gas_price
+        .saturating_mul(command.gas_limit as Balance);
+    balances::charge_fee(state, fees, sender, &ctx.proposer, gas_cost)?;
+    record.commands += 1;
+    set_contract(state, &record);
+    let message = ContractCommand {
+        contract: record.id,
+        index: record.commands,
+        sender: *sender,
+        nonce: command.nonce,
+        gas_limit: command.gas_limit,
+        height: ctx.height,
+        timestamp: ctx.timestamp,
+        encapped: *command.encapped,
+        ciphertext: phala_types::contracts::Blob(command.ciphertext.clone()),
+    };
+    mq::send(
+        state,
+        outbox,
+        ctx,
+        Destination::Cluster(record.cluster),
+        topics::COMMAND,
+        Bytes::from(message.encode().to_vec()),
+    );
+    Ok(())
+}
+
+/// Handles contract topics of an accepted upward message; `false` if the topic is not one.
+pub fn on_upward<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    message: &UpwardMessage,
+) -> Result<bool, TxError> {
+    let topic = message.topic.as_ref();
+    let bad_payload = |_| TxError::BadPayload(String::from_utf8_lossy(topic).into_owned());
+    if topic == topics::PUBLISH_KEY {
+        let key: ContractPublicKey = decode_payload(&message.payload).map_err(bad_payload)?;
+        publish_key(state, &message.origin, &key)?;
+        Ok(true)
+    } else if topic == topics::REPORT {
+        let report =
+            ContractReport::decode(Copying(message.payload.as_ref())).map_err(bad_payload)?;
+        on_report(state, outbox, ctx, &message.origin, &report)?;
+        Ok(true)
+    } else {
+        Ok(false)
+    }
+}
+
+/// Records a contract's public key from a gatekeeper; later copies change nothing.
+fn publish_key<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    origin: &Address,
+    key: &ContractPublicKey,
+) -> Result<(), TxError> {
+    if !registry::gatekeepers(state).contains(origin) {
+        return Err(TxError::NotGatekeeper(*origin));
+    }
+    let mut record =
+        contract(state, &key.contract).ok_or(TxError::UnknownContract(short(&key.contract)))?;
+    if record.public_key.is_none() {
+        record.public_key = Some(key.public_key);
+        set_contract(state, &record);
+    }
+    Ok(())
+}
+
+/// Records a worker's report of one call: the first sets the record (and publishes its events
+/// and messages), identical ones confirm it, a different one is kept as a dispute.
+fn on_report<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    worker: &Address,
+    report: &ContractReport,
+) -> Result<(), TxError> {
+    let record = contract(state, &report.contract)
+        .ok_or(TxError::UnknownContract(short(&report.contract)))?;
+    let in_cluster = registry::worker(state, worker).and_then(|w| w.cluster);
+    if in_cluster != Some(record.cluster) {
+        return Err(TxError::NotInCluster {
+            worker: *worker,
+            cluster: record.cluster,
+        });
+    }
+    if report.index > record.commands {
+        return Err(TxError::UnknownCall {
+            contract: short(&report.contract),
+            index: report.index,
+        });
+    }
+    let reported = keys::reported(&report.contract, report.index, &worker.0);
+    if state.get(&reported).is_some() {
+        return Ok(());
+    }
+    state.set(reported, Vec::new());
+    let key = keys::report(&report.contract, report.index);
+    let existing = state
+        .get(&key)
+        .and_then(|bytes| ReportRecord::decode(Copying(&bytes)).ok());
+    let updated = match existing {
+        None => {
+            publish_effects(state, outbox, ctx, report);
+            ReportRecord {
+                index: report.index,
+                reporter: *worker,
+                commitment: report.commitment,
+                gas_used: report.gas_used,
+                succeeded: report.succeeded,
+                height: ctx.height,
+                confirmations: 1,
+                dispute: None,
+            }
+        }
+        Some(mut first) => {
+            let agrees = first.commitment == report.commitment
+                && first.succeeded == report.succeeded
+                && first.gas_used == report.gas_used;
+            if agrees {
+                first.confirmations += 1;
+            } else if first.dispute.is_none() {
+                first.dispute = Some(Dispute {
+                    worker: *worker,
+                    commitment: report.commitment,
+                });
+            }
+            first
+        }
+    };
+    state.set(key, updated.encode().to_vec());
+    Ok(())
+}
+
+/// Stores a call's events and re-publishes its messages as `contract/<id>/<topic>`.
+fn publish_effects<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    report: &ContractReport,
+) {
+    let count_key = keys::event_count(&report.contract);
+    let mut count = state.get_u64(&count_key).unwrap_or(0);
+    for event in &report.events {
+        state.set(keys::event(&report.contract, count), event.to_vec());
+        count += 1;
+    }
+    if !report.events.is_empty() {
+        state.set(count_key, count.to_be_bytes().to_vec());
+    }
+    for (topic, payload) in &report.messages {
+        let full = [
+            b"contract/".as_slice(),
+            hex::encode(report.contract).as_bytes(),
+            b"/",
+            topic,
+        ]
+        .concat();
+        mq::send(state, outbox, ctx, Destination::All, &full, payload.clone());
+    }
+}

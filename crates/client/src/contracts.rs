@@ -1,0 +1,212 @@
+//! Talking to confidential contracts: sealing commands, building signed encrypted queries,
+//! opening answers, and checking receipts. The pRuntime uses the same functions on its side,
+//! so both ends agree on every byte.
+
+use phala_crypto::{
+    Keypair,
+    secrets::{self, EcdhKeypair},
+};
+use phala_types::{
+    Address, QueryReceipt,
+    contracts::{ContractId, command_info, labels},
+};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why a contract call could not be built or its answer not be read.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ContractCallError {
+    #[error("the contract's public key is not a valid x25519 key")]
+    BadPublicKey,
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    #[error("the answer does not decrypt with this query's key")]
+    Undecryptable,
+    #[error("the receipt does not match this query and answer: {0}")]
+    ReceiptMismatch(&'static str),
+}
+
+/// `POST /query` on a worker's pRuntime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryRequest {
+    /// Contract id (hex).
+    pub contract: String,
+    pub caller: Address,
+    /// HPKE encapsulated key (hex).
+    pub encapped: String,
+    /// HPKE ciphertext (hex) of the answer key (32 bytes) followed by the input.
+    pub ciphertext: String,
+    /// The worker must have synced at least this block, else it refuses (stale).
+    #[serde(default)]
+    pub min_height: u64,
+    /// The caller's signature (hex) over [`query_signing_payload`].
+    pub signature: String,
+}
+
+/// What `POST /query` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryResponse {
+    /// HPKE encapsulated key (hex) of the encrypted answer.
+    pub encapped: String,
+    /// HPKE ciphertext (hex) of the answer ([`encode_answer`]).
+    pub ciphertext: String,
+    pub receipt: QueryReceipt,
+}
+
+/// A contract's answer: its output, or why it refused.
+pub type Answer = Result<Vec<u8>, String>;
+
+/// Seals a command's input to the contract's key, bound to its sender and transaction nonce.
+pub fn seal_command(
+    public_key: &[u8; 32],
+    contract: &ContractId,
+    sender: &Address,
+    nonce: u64,
+    input: &[u8],
+) -> Result<([u8; 32], Vec<u8>), ContractCallError> {
+    let info = command_info(contract, sender, nonce);
+    let mut rng = secrets::seeded_rng(rand_seed());
+    secrets::seal(public_key, &info, input, &mut rng).map_err(|_| ContractCallError::BadPublicKey)
+}
+
+/// HPKE info of a query: binds it to the contract and the caller.
+pub fn query_info(contract: &ContractId, caller: &Address) -> Vec<u8> {
+    [labels::QUERY, contract, &caller.0].concat()
+}
+
+/// What the caller signs: the encrypted request and its freshness bound.
+pub fn query_signing_payload(
+    contract: &ContractId,
+    encapped: &[u8; 32],
+    ciphertext: &[u8],
+    min_height: u64,
+) -> Vec<u8> {
+    [
+        contract.as_slice(),
+        encapped,
+        &min_height.to_be_bytes(),
+        ciphertext,
+    ]
+    .concat()
+}
+
+/// The hash a receipt names for a request.
+pub fn request_hash(request: &QueryRequest) -> [u8; 32] {
+    phala_types::contracts::code_hash(
+        &[
+            request.contract.as_bytes(),
+            &request.caller.0,
+            request.encapped.as_bytes(),
+            request.ciphertext.as_bytes(),
+            &request.min_height.to_be_bytes(),
+            request.signature.as_bytes(),
+        ]
+        .concat(),
+    )
+}
+
+/// The bytes of an answer: 0 then the output, or 1 then the refusal message.
+pub fn encode_answer(answer: &Answer) -> Vec<u8> {
+    match answer {
+        Ok(output) => [&[0u8][..], output].concat(),
+        Err(message) => [&[1u8][..], message.as_bytes()].concat(),
+    }
+}
+
+fn decode_answer(bytes: &[u8]) -> Result<Answer, ContractCallError> {
+    match bytes.split_first() {
+        Some((0, output)) => Ok(Ok(output.to_vec())),
+        Some((1, message)) => Ok(Err(String::from_utf8_lossy(message).into_owned())),
+        _ => Err(ContractCallError::Malformed("answer")),
+    }
+}
+
+/// HPKE info of an answer: binds it to the request it answers.
+pub fn response_info(request_hash: &[u8; 32]) -> Vec<u8> {
+    [labels::RESPONSE, request_hash.as_slice()].concat()
+}
+
+/// A query ready to send, and the secret that opens its answer.
+pub struct PreparedQuery {
+    pub request: QueryRequest,
+    answer_key: EcdhKeypair,
+}
+
+/// Builds a query of `contract` (whose public key is `public_key`) signed by `caller`.
+pub fn prepare_query(
+    caller: &Keypair,
+    contract: &ContractId,
+    public_key: &[u8; 32],
+    input: &[u8],
+    min_height: u64,
+) -> Result<PreparedQuery, ContractCallError> {
+    let answer_key = EcdhKeypair::from_seed(&rand_seed());
+    let plaintext = [answer_key.public().as_slice(), input].concat();
+    let info = query_info(contract, &caller.address());
+    let mut rng = secrets::seeded_rng(rand_seed());
+    let (encapped, ciphertext) = secrets::seal(public_key, &info, &plaintext, &mut rng)
+        .map_err(|_| ContractCallError::BadPublicKey)?;
+    let payload = query_signing_payload(contract, &encapped, &ciphertext, min_height);
+    let signature = caller.sign(labels::QUERY_SIGNATURE, &payload);
+    Ok(PreparedQuery {
+        request: QueryRequest {
+            contract: hex::encode(contract),
+            caller: caller.address(),
+            encapped: hex::encode(encapped),
+            ciphertext: hex::encode(ciphertext),
+            min_height,
+            signature: hex::encode(signature),
+        },
+        answer_key,
+    })
+}
+
+impl PreparedQuery {
+    /// Decrypts the answer and checks that the receipt names this request, this answer and
+    /// this contract, and is signed by the worker it names. Whether that worker and code are
+    /// the chain's is [`crate::Client`]'s part (`phala contract verify-receipt`).
+    pub fn open(&self, response: &QueryResponse) -> Result<Answer, ContractCallError> {
+        let hash = request_hash(&self.request);
+        let encapped: [u8; 32] = hex::decode(&response.encapped)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(ContractCallError::Malformed("encapsulated key"))?;
+        let ciphertext = hex::decode(&response.ciphertext)
+            .map_err(|_| ContractCallError::Malformed("answer ciphertext"))?;
+        let plain = self
+            .answer_key
+            .open(&response_info(&hash), &encapped, &ciphertext)
+            .map_err(|_| ContractCallError::Undecryptable)?;
+        let receipt = &response.receipt;
+        if receipt.request_hash != hash {
+            return Err(ContractCallError::ReceiptMismatch("request hash"));
+        }
+        if receipt.response_hash != phala_types::contracts::code_hash(&plain) {
+            return Err(ContractCallError::ReceiptMismatch("response hash"));
+        }
+        if hex::encode(receipt.contract) != self.request.contract {
+            return Err(ContractCallError::ReceiptMismatch("contract"));
+        }
+        if !receipt_signature_valid(receipt) {
+            return Err(ContractCallError::ReceiptMismatch("worker signature"));
+        }
+        decode_answer(&plain)
+    }
+}
+
+/// Whether the receipt carries its worker's valid signature.
+pub fn receipt_signature_valid(receipt: &QueryReceipt) -> bool {
+    phala_crypto::verify(
+        &receipt.worker,
+        labels::RECEIPT,
+        &receipt.signing_payload(),
+        &receipt.signature,
+    )
+}
+
+fn rand_seed() -> [u8; 32] {
+    use rand::RngCore;
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    seed
+}

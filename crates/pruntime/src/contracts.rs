@@ -1,0 +1,480 @@
+//! The contracts a worker runs: instantiation, encrypted commands in chain order, state sealed
+//! with each contract's key, and the reports that let the chain compare workers.
+//!
+//! Invariants:
+//! - every worker of a cluster applies the cluster stream's messages in the same order with the
+//!   same inputs (commands carry their block's height and time), so the state commitment after
+//!   call `n` is the same on every honest worker;
+//! - a call that fails (cannot be decrypted, traps, runs out of gas, is refused) changes nothing
+//!   but is still reported, so gas and failures are visible on chain;
+//! - messages of the cluster stream wait, in order, until the worker holds the cluster key they
+//!   need (a worker that joins late reads the stream from its start).
+
+use crate::keys::{KeyState, Outgoing, contract_key};
+use crate::seal::Sealer;
+use bytes::Bytes;
+use commonware_codec::{Copying, DecodeExt, Encode};
+use phala_crypto::secrets::{self, EcdhKeypair};
+use phala_types::{
+    Address, ContractCommand, ContractInstantiated, ContractReport, DownwardMessage,
+    contracts::{CodeHash, ContractId, command_info, labels, topics},
+    registry::decode_payload,
+};
+use phala_vm::{Call, Entry, Outcome, Vm, VmError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+use thiserror::Error;
+
+/// Gas of a contract's `init` (paid by the deployer's transaction fee).
+pub const INIT_GAS: u64 = 1_000_000_000;
+const STATE_SEAL_PURPOSE: &[u8] = b"phala/contract-state-seal/v1";
+const COMMAND_RANDOM_LABEL: &[u8] = b"phala/contract-command-random/v1";
+
+/// A contract's key-value state.
+pub type ContractState = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Why a batch's contract messages could not be applied (the whole batch is refused).
+#[derive(Debug, Error)]
+pub enum ContractError {
+    #[error("code {0} of an instantiated contract is missing; the relayer must include it")]
+    MissingCode(String),
+    #[error("code store: {0}")]
+    Io(String),
+    #[error("sealed state of contract {0} does not open")]
+    Corrupt(String),
+}
+
+/// One contract this worker runs.
+#[derive(Clone)]
+pub struct Instance {
+    pub id: ContractId,
+    pub code_hash: CodeHash,
+    pub cluster: u32,
+    pub generation: u32,
+    pub deployer: Address,
+    key: [u8; 32],
+    pub state: Arc<ContractState>,
+    /// Index of the next call (commands start at 1; 0 is `init`).
+    pub next_call: u64,
+    /// Commitment of `state`.
+    pub commitment: [u8; 32],
+    /// Height of the block of the last applied call.
+    pub height: u64,
+    /// Why the contract cannot run (its code does not load or `init` failed), if so.
+    pub broken: Option<String>,
+}
+
+impl Instance {
+    /// The x25519 keypair commands and queries are encrypted to.
+    pub fn ecdh(&self) -> EcdhKeypair {
+        EcdhKeypair::from_seed(&self.key)
+    }
+
+    /// Randomness for queries: fresh, never derived from the contract key.
+    pub fn query_seed() -> [u8; 32] {
+        rand::random()
+    }
+}
+
+/// What the checkpoint keeps of an instance: everything but the key, with the state sealed
+/// under the contract key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedInstance {
+    pub code_hash: String,
+    pub cluster: u32,
+    pub generation: u32,
+    pub deployer: Address,
+    pub next_call: u64,
+    pub commitment: String,
+    pub height: u64,
+    pub broken: Option<String>,
+    /// Hex of the state encrypted with a key derived from the contract key.
+    pub state: String,
+}
+
+/// Code by hash, on disk (code is public; its hash is checked on every load).
+pub struct CodeStore {
+    dir: PathBuf,
+}
+
+impl CodeStore {
+    pub fn new(dir: &Path) -> Result<Self, ContractError> {
+        let dir = dir.join("code");
+        std::fs::create_dir_all(&dir).map_err(|e| ContractError::Io(e.to_string()))?;
+        Ok(CodeStore { dir })
+    }
+
+    /// Stores code the relayer supplied, keyed by its own hash.
+    pub fn put(&self, code: &[u8]) -> Result<CodeHash, ContractError> {
+        let hash = phala_vm::code_hash(code);
+        let path = self.path(&hash);
+        if !path.exists() {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, code)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| ContractError::Io(e.to_string()))?;
+        }
+        Ok(hash)
+    }
+
+    /// Code with this hash, if stored and intact.
+    pub fn get(&self, hash: &CodeHash) -> Option<Vec<u8>> {
+        let code = std::fs::read(self.path(hash)).ok()?;
+        (phala_vm::code_hash(&code) == *hash).then_some(code)
+    }
+
+    fn path(&self, hash: &CodeHash) -> PathBuf {
+        self.dir.join(format!("{}.wasm", hex::encode(hash)))
+    }
+}
+
+/// The contracts of this worker.
+#[derive(Clone)]
+pub struct Contracts {
+    vm: Arc<Vm>,
+    pub instances: BTreeMap<ContractId, Instance>,
+}
+
+impl Contracts {
+    pub fn new(vm: Arc<Vm>) -> Self {
+        Contracts {
+            vm,
+            instances: BTreeMap::new(),
+        }
+    }
+
+    pub fn vm(&self) -> &Arc<Vm> {
+        &self.vm
+    }
+
+    /// Whether `message` (of a cluster stream) can be applied with the keys held now.
+    pub fn ready(&self, keys: &KeyState, message: &DownwardMessage) -> bool {
+        if message.topic.as_ref() != topics::INSTANTIATED {
+            return true;
+        }
+        match decode_payload::<ContractInstantiated>(&message.payload) {
+            Ok(inst) => keys.cluster_key_of(inst.cluster, inst.generation).is_some(),
+            Err(_) => true,
+        }
+    }
+
+    /// Applies one cluster-stream message; returns the report to send up.
+    pub fn apply(
+        &mut self,
+        keys: &KeyState,
+        code: &CodeStore,
+        message: &DownwardMessage,
+    ) -> Result<Vec<Outgoing>, ContractError> {
+        let topic = message.topic.as_ref();
+        // The chain built these payloads; a malformed one is skipped (defence in depth).
+        let report = if topic == topics::INSTANTIATED {
+            match decode_payload::<ContractInstantiated>(&message.payload) {
+                Ok(inst) => self.instantiate(keys, code, &inst)?,
+                Err(_) => None,
+            }
+        } else if topic == topics::COMMAND {
+            match decode_payload::<ContractCommand>(&message.payload) {
+                Ok(command) => self.command(&command),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        Ok(report
+            .map(|r| (topics::REPORT, Bytes::from(r.encode().to_vec())))
+            .into_iter()
+            .collect())
+    }
+
+    fn instantiate(
+        &mut self,
+        keys: &KeyState,
+        code: &CodeStore,
+        inst: &ContractInstantiated,
+    ) -> Result<Option<ContractReport>, ContractError> {
+        if self.instances.contains_key(&inst.contract) {
+            return Ok(None);
+        }
+        let Some(cluster_key) = keys.cluster_key_of(inst.cluster, inst.generation) else {
+            return Ok(None);
+        };
+        let bytes = code
+            .get(&inst.code_hash)
+            .ok_or_else(|| ContractError::MissingCode(hex::encode(inst.code_hash)))?;
+        let mut instance = Instance {
+            id: inst.contract,
+            code_hash: inst.code_hash,
+            cluster: inst.cluster,
+            generation: inst.generation,
+            deployer: inst.deployer,
+            key: contract_key(&cluster_key, &inst.contract),
+            state: Arc::new(ContractState::new()),
+            next_call: 1,
+            commitment: commitment(&inst.contract, &ContractState::new()),
+            height: inst.height,
+            broken: None,
+        };
+        let result = self.vm.load(&bytes).and_then(|_| {
+            let call = Call {
+                entry: Entry::Init,
+                contract: inst.contract,
+                caller: inst.deployer.0,
+                height: inst.height,
+                time_ms: inst.timestamp,
+                input: inst.input.0.to_vec(),
+                fuel: INIT_GAS,
+                random_seed: command_seed(&instance.key, 0, inst.height),
+            };
+            self.vm.call(&inst.code_hash, instance.state.clone(), call)
+        });
+        if let Err(error) = &result {
+            instance.broken = Some(error.to_string());
+        }
+        let report = apply_outcome(&mut instance, 0, result);
+        self.instances.insert(inst.contract, instance);
+        Ok(Some(report))
+    }
+
+    fn command(&mut self, command: &ContractCommand) -> Option<ContractReport> {
+        let instance = self.instances.get_mut(&command.contract)?;
+        if command.index != instance.next_call {
+            tracing::warn!(
+                contract = %hex::encode(command.contract),
+                expected = instance.next_call,
+                got = command.index,
+                "command out of order; skipped"
+            );
+            return None;
+        }
+        instance.height = command.height;
+        let result = match &instance.broken {
+            Some(reason) => Err(VmError::Refused(format!(
+                "the contract cannot run: {reason}"
+            ))),
+            None => instance
+                .ecdh()
+                .open(
+                    &command_info(&command.contract, &command.sender, command.nonce),
+                    &command.encapped,
+                    &command.ciphertext.0,
+                )
+                .map_err(|_| {
+                    VmError::Refused("the command does not decrypt with this contract's key".into())
+                })
+                .and_then(|input| {
+                    let call = Call {
+                        entry: Entry::Command,
+                        contract: command.contract,
+                        caller: command.sender.0,
+                        height: command.height,
+                        time_ms: command.timestamp,
+                        input,
+                        fuel: command.gas_limit,
+                        random_seed: command_seed(&instance.key, command.index, command.height),
+                    };
+                    self.vm
+                        .call(&instance.code_hash, instance.state.clone(), call)
+                }),
+        };
+        if let Err(error) = &result {
+            tracing::debug!(contract = %hex::encode(command.contract), %error, "command failed");
+        }
+        Some(apply_outcome(instance, command.index, result))
+    }
+
+    /// Seals every instance for the checkpoint.
+    pub fn seal(
+        &self,
+        previous: &BTreeMap<String, SealedInstance>,
+        changed: &[ContractId],
+    ) -> BTreeMap<String, SealedInstance> {
+        self.instances
+            .values()
+            .map(|instance| {
+                let id = hex::encode(instance.id);
+                let sealed = match previous.get(&id) {
+                    Some(sealed) if !changed.contains(&instance.id) => sealed.clone(),
+                    _ => seal_instance(instance),
+                };
+                (id, sealed)
+            })
+            .collect()
+    }
+
+    /// Restores instances from a checkpoint; keys come from the key state.
+    pub fn restore(
+        &mut self,
+        keys: &KeyState,
+        code: &CodeStore,
+        sealed: &BTreeMap<String, SealedInstance>,
+    ) -> Result<(), ContractError> {
+        for (id_hex, sealed) in sealed {
+            let instance = unseal_instance(keys, id_hex, sealed)?;
+            if instance.broken.is_none() {
+                let bytes = code
+                    .get(&instance.code_hash)
+                    .ok_or_else(|| ContractError::MissingCode(sealed.code_hash.clone()))?;
+                self.vm
+                    .load(&bytes)
+                    .map_err(|e| ContractError::Io(e.to_string()))?;
+            }
+            self.instances.insert(instance.id, instance);
+        }
+        Ok(())
+    }
+}
+
+/// Applies a call's result to the instance and builds its report.
+fn apply_outcome(
+    instance: &mut Instance,
+    index: u64,
+    result: Result<Outcome, VmError>,
+) -> ContractReport {
+    instance.next_call = index + 1;
+    let (succeeded, gas_used, events, messages) = match result {
+        Ok(outcome) => {
+            if !outcome.writes.is_empty() {
+                let state = Arc::make_mut(&mut instance.state);
+                for (key, value) in outcome.writes {
+                    match value {
+                        Some(value) => state.insert(key, value),
+                        None => state.remove(&key),
+                    };
+                }
+                instance.commitment = commitment(&instance.id, &instance.state);
+            }
+            (true, outcome.gas_used, outcome.events, outcome.messages)
+        }
+        Err(VmError::OutOfGas { limit }) => (false, limit, Vec::new(), Vec::new()),
+        Err(_) => (false, 0, Vec::new(), Vec::new()),
+    };
+    ContractReport {
+        contract: instance.id,
+        index,
+        commitment: instance.commitment,
+        gas_used,
+        succeeded,
+        events: events.into_iter().map(Bytes::from).collect(),
+        messages: messages
+            .into_iter()
+            .map(|(topic, payload)| (Bytes::from(topic), Bytes::from(payload)))
+            .collect(),
+    }
+}
+
+/// The commitment of a contract's state: SHA-256 over its id and every entry in key order.
+pub fn commitment(id: &ContractId, state: &ContractState) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(labels::STATE);
+    hasher.update(id);
+    for (key, value) in state {
+        hasher.update((key.len() as u32).to_be_bytes());
+        hasher.update(key);
+        hasher.update((value.len() as u32).to_be_bytes());
+        hasher.update(value);
+    }
+    hasher.finalize().into()
+}
+
+/// The secret seed of the `random` host call for call `index`: every worker draws the same,
+/// nobody without the contract key can predict it.
+fn command_seed(key: &[u8; 32], index: u64, height: u64) -> [u8; 32] {
+    let context = [index.to_be_bytes(), height.to_be_bytes()].concat();
+    secrets::derive_key(key, COMMAND_RANDOM_LABEL, &context)
+}
+
+fn encode_state(state: &ContractState) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, value) in state {
+        out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+fn decode_state(mut bytes: &[u8]) -> Option<ContractState> {
+    let mut state = ContractState::new();
+    let take = |bytes: &mut &[u8]| -> Option<Vec<u8>> {
+        let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let item = bytes.get(4..4 + len)?.to_vec();
+        *bytes = &bytes[4 + len..];
+        Some(item)
+    };
+    while !bytes.is_empty() {
+        let key = take(&mut bytes)?;
+        let value = take(&mut bytes)?;
+        state.insert(key, value);
+    }
+    Some(state)
+}
+
+fn seal_instance(instance: &Instance) -> SealedInstance {
+    let sealer = Sealer::for_secret(&instance.key, STATE_SEAL_PURPOSE);
+    let state = sealer
+        .encrypt(&instance.id, &encode_state(&instance.state))
+        .unwrap_or_default();
+    SealedInstance {
+        code_hash: hex::encode(instance.code_hash),
+        cluster: instance.cluster,
+        generation: instance.generation,
+        deployer: instance.deployer,
+        next_call: instance.next_call,
+        commitment: hex::encode(instance.commitment),
+        height: instance.height,
+        broken: instance.broken.clone(),
+        state: hex::encode(state),
+    }
+}
+
+fn unseal_instance(
+    keys: &KeyState,
+    id_hex: &str,
+    sealed: &SealedInstance,
+) -> Result<Instance, ContractError> {
+    let corrupt = || ContractError::Corrupt(id_hex.to_string());
+    let id: ContractId = hex_array(id_hex).ok_or_else(corrupt)?;
+    let cluster_key = keys
+        .cluster_key_of(sealed.cluster, sealed.generation)
+        .ok_or_else(corrupt)?;
+    let key = contract_key(&cluster_key, &id);
+    let sealer = Sealer::for_secret(&key, STATE_SEAL_PURPOSE);
+    let bytes = hex::decode(&sealed.state).map_err(|_| corrupt())?;
+    let state = sealer
+        .decrypt(&id, &bytes)
+        .and_then(|plain| decode_state(&plain))
+        .ok_or_else(corrupt)?;
+    let commitment_now = commitment(&id, &state);
+    if hex::encode(commitment_now) != sealed.commitment {
+        return Err(corrupt());
+    }
+    Ok(Instance {
+        id,
+        code_hash: hex_array(&sealed.code_hash).ok_or_else(corrupt)?,
+        cluster: sealed.cluster,
+        generation: sealed.generation,
+        deployer: sealed.deployer,
+        key,
+        state: Arc::new(state),
+        next_call: sealed.next_call,
+        commitment: commitment_now,
+        height: sealed.height,
+        broken: sealed.broken.clone(),
+    })
+}
+
+fn hex_array(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok()?.try_into().ok()
+}
+
+/// Decodes a hex cluster-stream message kept in the checkpoint.
+pub fn decode_pending(text: &str) -> Option<DownwardMessage> {
+    let bytes = hex::decode(text).ok()?;
+    DownwardMessage::decode(Copying(&bytes)).ok()
+}

@@ -1,0 +1,165 @@
+//! Encrypted queries: decrypt a caller-signed request with the contract's key, run the
+//! contract's `handle_query` on the state of the last accepted batch, and answer encrypted to
+//! the caller with a receipt signed by this worker's identity key.
+//!
+//! A query never waits for sync and never changes state: the view is an immutable snapshot
+//! (contract states are shared, copy-on-write), so queries run in parallel with each other and
+//! with sync.
+
+use crate::contracts::{Contracts, Instance};
+use phala_client::contracts::{
+    QueryRequest, QueryResponse, encode_answer, query_info, query_signing_payload, request_hash,
+    response_info,
+};
+use phala_crypto::{Keypair, secrets};
+use phala_types::{QueryReceipt, contracts::labels};
+use phala_vm::{Call, Entry};
+use thiserror::Error;
+
+/// Why a query was not answered. The contract's own refusals are answers, not errors: they come
+/// back encrypted with a receipt.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum QueryError {
+    #[error("malformed query: {0}")]
+    Malformed(&'static str),
+    #[error("this worker does not run contract {0}")]
+    UnknownContract(String),
+    #[error(
+        "this worker is at block {height}, behind the requested {wanted}; ask again shortly or ask another worker"
+    )]
+    Stale { height: u64, wanted: u64 },
+    #[error("the caller's signature is invalid")]
+    BadSignature,
+    #[error("the query does not decrypt with this contract's key")]
+    Undecryptable,
+}
+
+/// What queries are answered from.
+#[derive(Clone)]
+pub struct QueryView {
+    contracts: Contracts,
+    identity: Keypair,
+    height: u64,
+    time_ms: u64,
+}
+
+impl QueryView {
+    /// A view of `contracts` as of block `height` (timestamp `time_ms`).
+    pub fn new(contracts: Contracts, identity: Keypair, height: u64, time_ms: u64) -> Self {
+        QueryView {
+            contracts,
+            identity,
+            height,
+            time_ms,
+        }
+    }
+
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Answers one query.
+    pub fn answer(&self, request: &QueryRequest) -> Result<QueryResponse, QueryError> {
+        let contract: [u8; 32] = decode_hex(&request.contract, "contract id")?;
+        let instance = self
+            .contracts
+            .instances
+            .get(&contract)
+            .ok_or_else(|| QueryError::UnknownContract(request.contract.clone()))?;
+        if self.height < request.min_height {
+            return Err(QueryError::Stale {
+                height: self.height,
+                wanted: request.min_height,
+            });
+        }
+        let encapped: [u8; 32] = decode_hex(&request.encapped, "encapsulated key")?;
+        let ciphertext =
+            hex::decode(&request.ciphertext).map_err(|_| QueryError::Malformed("ciphertext"))?;
+        let signature: [u8; 64] = decode_hex(&request.signature, "signature")?;
+        let payload = query_signing_payload(&contract, &encapped, &ciphertext, request.min_height);
+        if !phala_crypto::verify(
+            &request.caller,
+            labels::QUERY_SIGNATURE,
+            &payload,
+            &signature,
+        ) {
+            return Err(QueryError::BadSignature);
+        }
+        let plain = instance
+            .ecdh()
+            .open(
+                &query_info(&contract, &request.caller),
+                &encapped,
+                &ciphertext,
+            )
+            .map_err(|_| QueryError::Undecryptable)?;
+        if plain.len() < 32 {
+            return Err(QueryError::Malformed("request without an answer key"));
+        }
+        let (answer_key, input) = plain.split_at(32);
+        let answer_key: [u8; 32] = answer_key
+            .try_into()
+            .map_err(|_| QueryError::Malformed("answer key"))?;
+        let answer = self.run(instance, request, input.to_vec());
+        let answer_bytes = encode_answer(&answer);
+        let hash = request_hash(request);
+        let mut rng = secrets::seeded_rng(Instance::query_seed());
+        let (answer_encapped, answer_ciphertext) =
+            secrets::seal(&answer_key, &response_info(&hash), &answer_bytes, &mut rng)
+                .map_err(|_| QueryError::Malformed("answer key"))?;
+        let mut receipt = QueryReceipt {
+            contract,
+            code_hash: instance.code_hash,
+            request_hash: hash,
+            response_hash: phala_types::contracts::code_hash(&answer_bytes),
+            height: self.height,
+            state_commitment: instance.commitment,
+            worker: self.identity.address(),
+            signature: [0; 64],
+        };
+        receipt.signature = self
+            .identity
+            .sign(labels::RECEIPT, &receipt.signing_payload());
+        Ok(QueryResponse {
+            encapped: hex::encode(answer_encapped),
+            ciphertext: hex::encode(answer_ciphertext),
+            receipt,
+        })
+    }
+
+    fn run(
+        &self,
+        instance: &Instance,
+        request: &QueryRequest,
+        input: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        if let Some(reason) = &instance.broken {
+            return Err(format!("the contract cannot run: {reason}"));
+        }
+        let call = Call {
+            entry: Entry::Query,
+            contract: instance.id,
+            caller: request.caller.0,
+            height: self.height,
+            time_ms: self.time_ms,
+            input,
+            fuel: 0,
+            random_seed: Instance::query_seed(),
+        };
+        self.contracts
+            .vm()
+            .call(&instance.code_hash, instance.state.clone(), call)
+            .map(|outcome| outcome.output)
+            .map_err(|error| match error {
+                phala_vm::VmError::Refused(message) => message,
+                other => other.to_string(),
+            })
+    }
+}
+
+fn decode_hex<const N: usize>(text: &str, what: &'static str) -> Result<[u8; N], QueryError> {
+    hex::decode(text)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or(QueryError::Malformed(what))
+}
