@@ -53,6 +53,18 @@ enum Command {
         /// pRuntime i serves its API on this port + i.
         #[arg(long, default_value_t = 8000)]
         worker_port: u16,
+        /// Runs the confidential analytics demo, then stops the network (exit 0 only if every
+        /// step did what it should).
+        #[arg(long)]
+        demo: bool,
+        /// With --demo: keep the network running afterwards.
+        #[arg(long, requires = "demo")]
+        keep: bool,
+    },
+    /// Confidential contracts: upload, instantiate, call, query, verify-receipt.
+    Contract {
+        #[command(subcommand)]
+        command: phala_cli::contract::ContractCommand,
     },
     /// Secure workers.
     Worker {
@@ -133,12 +145,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             block_interval_ms,
             workers,
             worker_port,
+            demo,
+            keep,
         } => {
             let mut options = DevnetOptions::new(validators)?;
             options.rpc_port = rpc_port;
             options.p2p_port = p2p_port;
             options.block_interval_ms = block_interval_ms;
-            dev(options, workers, worker_port, cli.json).await
+            let mode = match (demo, keep) {
+                (false, _) => DevMode::Serve,
+                (true, false) => DevMode::Demo,
+                (true, true) => DevMode::DemoThenServe,
+            };
+            dev(options, workers, worker_port, mode, cli.json).await
+        }
+        Command::Contract { command } => {
+            phala_cli::contract::run(&client()?, command, cli.json).await
         }
         Command::Worker {
             command: WorkerCommand::List,
@@ -160,14 +182,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// What `phala dev` does once the network is up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DevMode {
+    Serve,
+    Demo,
+    DemoThenServe,
+}
+
 async fn dev(
     options: DevnetOptions,
     workers: usize,
     worker_port: u16,
+    mode: DevMode,
     as_json: bool,
 ) -> anyhow::Result<()> {
     if options.validators == 0 {
         anyhow::bail!("at least one validator");
+    }
+    if mode != DevMode::Serve && workers == 0 {
+        anyhow::bail!("the demo needs at least one worker");
     }
     let mut devnet = Devnet::start(options)?;
     if !as_json {
@@ -200,6 +234,20 @@ async fn dev(
     secure_workers
         .bootstrap(&node, &admin, Duration::from_secs(120))
         .await?;
+    if mode != DevMode::Serve {
+        let worker = secure_workers
+            .processes
+            .iter()
+            .find(|p| !p.gatekeeper)
+            .map(|p| p.api.clone())
+            .unwrap_or_default();
+        let result = phala_cli::demo::run(&node, &worker).await;
+        if mode == DevMode::Demo || result.is_err() {
+            secure_workers.stop();
+            devnet.stop();
+            return result;
+        }
+    }
     let accounts: Vec<_> = phala_node::spec::DEV_ACCOUNTS
         .iter()
         .map(|name| (name.to_string(), phala_crypto::Keypair::dev(name).address()))
@@ -247,6 +295,9 @@ async fn dev(
             println!("    {:<13} {}", process.name, process.api);
         }
         phala_cli::workers::list(&node, false).await?;
+        if let Some(worker) = secure_workers.processes.iter().find(|p| !p.gatekeeper) {
+            println!("contracts: export PHALA_WORKER={}", worker.api);
+        }
         println!("try:  phala transfer --from alice --to bob --amount 1.5");
         println!("      phala worker list");
         println!("      phala block");

@@ -3,6 +3,7 @@
 //! finality certificates against the chain's BLS group key.
 
 pub mod api;
+pub mod contract_ops;
 pub mod contracts;
 mod verify;
 

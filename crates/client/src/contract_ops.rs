@@ -1,0 +1,348 @@
+//! The contract workflow over a node and a worker: upload, instantiate, command, query, and
+//! checking a receipt against the chain. Used by the CLI, the demo and the tests.
+
+use crate::contracts::{
+    Answer, PreparedQuery, QueryRequest, QueryResponse, prepare_query, seal_command,
+};
+use crate::{Client, Error};
+use bytes::Bytes;
+use phala_chain::registry;
+use phala_crypto::Keypair;
+use phala_types::{
+    AttestationPolicy, Call, ContractRecord, QueryReceipt, ReportRecord,
+    contracts::{CodeHash, ContractId, code_hash, contract_id},
+};
+use std::time::{Duration, Instant};
+
+/// Uploads code (idempotent) and returns its hash once final.
+pub async fn upload_code(
+    client: &Client,
+    signer: &Keypair,
+    code: &[u8],
+) -> Result<CodeHash, Error> {
+    client
+        .execute(
+            signer,
+            Call::UploadCode {
+                code: Bytes::copy_from_slice(code),
+            },
+        )
+        .await?;
+    Ok(code_hash(code))
+}
+
+/// Instantiates code on a cluster and waits until the gatekeepers published its key.
+pub async fn instantiate(
+    client: &Client,
+    signer: &Keypair,
+    code_hash: &CodeHash,
+    cluster: u32,
+    salt: [u8; 32],
+    input: &[u8],
+    timeout: Duration,
+) -> Result<ContractRecord, Error> {
+    let call = Call::Instantiate {
+        code_hash: *code_hash,
+        cluster,
+        salt,
+        input: Bytes::copy_from_slice(input),
+    };
+    client.execute(signer, call).await?;
+    let id = contract_id(&signer.address(), code_hash, cluster, &salt);
+    wait_ready(client, &id, timeout).await
+}
+
+/// Waits until a contract has its public key.
+pub async fn wait_ready(
+    client: &Client,
+    id: &ContractId,
+    timeout: Duration,
+) -> Result<ContractRecord, Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let record = client.contract(id).await?.record;
+        if record.public_key.is_some() {
+            return Ok(record);
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout(format!(
+                "the gatekeepers to publish the key of contract {}",
+                hex::encode(id)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A command sent: its transaction and its call index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentCommand {
+    pub transaction: phala_types::Digest,
+    pub index: u64,
+}
+
+/// Encrypts `input` to the contract, sends it with `gas_limit` and waits until final.
+pub async fn command(
+    client: &Client,
+    signer: &Keypair,
+    contract: &ContractId,
+    input: &[u8],
+    gas_limit: u64,
+) -> Result<SentCommand, Error> {
+    let record = client.contract(contract).await?.record;
+    let public_key = record
+        .public_key
+        .ok_or_else(|| Error::Malformed("the contract has no public key yet".into()))?;
+    let nonce = client.account(&signer.address()).await?.nonce;
+    let (encapped, ciphertext) =
+        seal_command(&public_key, contract, &signer.address(), nonce, input)
+            .map_err(|e| Error::Malformed(e.to_string()))?;
+    let call = Call::Command {
+        contract: *contract,
+        gas_limit,
+        encapped,
+        ciphertext: Bytes::from(ciphertext),
+    };
+    let stx = client.sign_call(signer, call, Some(nonce)).await?;
+    let transaction = client.submit(&stx).await?;
+    match client
+        .wait_final(&transaction, Duration::from_secs(60))
+        .await?
+    {
+        crate::api::TxStatus::Rejected { reason, .. } => Err(Error::Rpc {
+            code: 1001,
+            message: format!("transaction rejected: {reason}"),
+            data: None,
+        }),
+        _ => {
+            // Commands of one contract are numbered in chain order; ours is the newest the
+            // record counted when our transaction was final, unless others followed it.
+            let index = client.contract(contract).await?.record.commands;
+            Ok(SentCommand { transaction, index })
+        }
+    }
+}
+
+/// Waits until some worker reported call `index` of a contract.
+pub async fn wait_report(
+    client: &Client,
+    contract: &ContractId,
+    index: u64,
+    timeout: Duration,
+) -> Result<ReportRecord, Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(report) = client.contract_report(contract, index).await? {
+            return Ok(report);
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout(format!(
+                "a worker to report call {index} of contract {}",
+                hex::encode(contract)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A query's outcome: the contract's answer and the worker's receipt.
+#[derive(Debug, Clone)]
+pub struct QueryOutcome {
+    pub answer: Answer,
+    pub receipt: QueryReceipt,
+}
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryFailure {
+    #[error(transparent)]
+    Node(#[from] Error),
+    #[error("cannot reach the worker at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the worker refused the query: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Call(#[from] crate::contracts::ContractCallError),
+}
+
+/// Sends an encrypted, signed query to the worker at `worker_url` and opens its answer. The
+/// worker must have synced at least the node's finalized height minus `lag` blocks.
+pub async fn query(
+    client: &Client,
+    http: &reqwest::Client,
+    worker_url: &str,
+    caller: &Keypair,
+    contract: &ContractId,
+    input: &[u8],
+    lag: u64,
+) -> Result<QueryOutcome, QueryFailure> {
+    let record = client.contract(contract).await?.record;
+    let public_key = record
+        .public_key
+        .ok_or_else(|| Error::Malformed("the contract has no public key yet".into()))?;
+    let head = client.health().await?.finalized_height;
+    let prepared = prepare_query(
+        caller,
+        contract,
+        &public_key,
+        input,
+        head.saturating_sub(lag),
+    )?;
+    let response = send_query(http, worker_url, &prepared.request).await?;
+    open(&prepared, &response)
+}
+
+fn open(prepared: &PreparedQuery, response: &QueryResponse) -> Result<QueryOutcome, QueryFailure> {
+    Ok(QueryOutcome {
+        answer: prepared.open(response)?,
+        receipt: response.receipt.clone(),
+    })
+}
+
+/// Posts a query to a worker's `/query`.
+pub async fn send_query(
+    http: &reqwest::Client,
+    worker_url: &str,
+    request: &QueryRequest,
+) -> Result<QueryResponse, QueryFailure> {
+    let url = format!("{}/query", worker_url.trim_end_matches('/'));
+    let unreachable = |e: reqwest::Error| QueryFailure::Unreachable {
+        url: url.clone(),
+        reason: e.to_string(),
+    };
+    let response = http
+        .post(&url)
+        .json(request)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    if response.status().is_success() {
+        return response.json().await.map_err(unreachable);
+    }
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let reason = body["error"]
+        .as_str()
+        .unwrap_or("no reason given")
+        .to_string();
+    Err(QueryFailure::Refused(format!("{status}: {reason}")))
+}
+
+/// What checking a receipt against the chain found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReceiptCheck {
+    pub worker: phala_types::Address,
+    pub tee: phala_types::TeeKind,
+    pub confidence: u8,
+    pub cluster: u32,
+    pub code_hash: String,
+    /// The call whose reported commitment equals the receipt's, if the chain has it.
+    pub commitment_reported_for_call: Option<u64>,
+}
+
+/// Why a receipt is not good.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    #[error(transparent)]
+    Node(#[from] Error),
+    #[error(
+        "the worker's signature over the receipt is invalid (a field was changed, or another key signed it)"
+    )]
+    BadSignature,
+    #[error("worker {0} is not registered on this chain")]
+    UnknownWorker(phala_types::Address),
+    #[error("worker {worker}'s attestation expired at block {expired}")]
+    Expired {
+        worker: phala_types::Address,
+        expired: u64,
+    },
+    #[error("contract {0} does not exist on this chain")]
+    UnknownContract(String),
+    #[error("worker {worker} is not in the contract's cluster {cluster}")]
+    WrongCluster {
+        worker: phala_types::Address,
+        cluster: u32,
+    },
+    #[error("the receipt names code {receipt}, the contract runs {chain}")]
+    WrongCode { receipt: String, chain: String },
+    #[error("the receipt is for block {receipt}, after the chain's finalized block {head}")]
+    FromTheFuture { receipt: u64, head: u64 },
+}
+
+/// Checks a receipt against the chain: signed by a registered worker whose attestation is
+/// current, in the contract's cluster, for the code the contract runs, at a finalized height.
+pub async fn verify_receipt(
+    client: &Client,
+    receipt: &QueryReceipt,
+) -> Result<ReceiptCheck, ReceiptError> {
+    if !crate::contracts::receipt_signature_valid(receipt) {
+        return Err(ReceiptError::BadSignature);
+    }
+    let workers = client.workers().await?;
+    let worker = workers
+        .iter()
+        .find(|w| w.identity == receipt.worker)
+        .ok_or(ReceiptError::UnknownWorker(receipt.worker))?;
+    let head = client.health().await?.finalized_height;
+    let policy = attestation_policy(client).await?;
+    let expired = worker.attested_at.saturating_add(policy.reattest_blocks);
+    if policy.reattest_blocks > 0 && head > expired {
+        return Err(ReceiptError::Expired {
+            worker: receipt.worker,
+            expired,
+        });
+    }
+    let info = client
+        .contract(&receipt.contract)
+        .await
+        .map_err(|e| match e {
+            Error::Rpc { .. } => ReceiptError::UnknownContract(hex::encode(receipt.contract)),
+            other => ReceiptError::Node(other),
+        })?;
+    let record = info.record;
+    if worker.cluster != Some(record.cluster) {
+        return Err(ReceiptError::WrongCluster {
+            worker: receipt.worker,
+            cluster: record.cluster,
+        });
+    }
+    if record.code_hash != receipt.code_hash {
+        return Err(ReceiptError::WrongCode {
+            receipt: hex::encode(receipt.code_hash),
+            chain: hex::encode(record.code_hash),
+        });
+    }
+    if receipt.height > head {
+        return Err(ReceiptError::FromTheFuture {
+            receipt: receipt.height,
+            head,
+        });
+    }
+    let mut reported = None;
+    for index in (record.commands.saturating_sub(64)..=record.commands).rev() {
+        if let Some(report) = client.contract_report(&receipt.contract, index).await?
+            && report.commitment == receipt.state_commitment
+        {
+            reported = Some(index);
+            break;
+        }
+    }
+    Ok(ReceiptCheck {
+        worker: receipt.worker,
+        tee: worker.tee,
+        confidence: worker.confidence,
+        cluster: record.cluster,
+        code_hash: hex::encode(record.code_hash),
+        commitment_reported_for_call: reported,
+    })
+}
+
+async fn attestation_policy(client: &Client) -> Result<AttestationPolicy, Error> {
+    use commonware_codec::{Copying, DecodeExt};
+    let value = client.state_value(registry::keys::POLICY).await?;
+    value
+        .value
+        .and_then(|v| hex::decode(v).ok())
+        .and_then(|bytes| AttestationPolicy::decode(Copying(&bytes)).ok())
+        .ok_or_else(|| Error::Malformed("the chain has no attestation policy".into()))
+}
