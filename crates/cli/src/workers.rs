@@ -64,34 +64,44 @@ impl Workers {
             processes: Vec::new(),
         };
         for index in 0..gatekeepers + workers {
-            let gatekeeper = index < gatekeepers;
-            let name = if gatekeeper {
-                format!("gatekeeper-{index}")
-            } else {
-                format!("worker-{}", index - gatekeepers)
-            };
-            let port = api_port + index as u16;
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-                bail!("port {port} is in use; choose others with --worker-port");
-            }
-            let mut process = WorkerProcess {
-                name,
-                gatekeeper,
-                api: format!("http://127.0.0.1:{port}"),
-                data_dir: dir.join(format!("pruntime-{index}")),
-                node: nodes[index % nodes.len()].clone(),
-                operator: format!("operator-{index}"),
-                pruntime: None,
-                pherry: None,
-            };
-            // Owned by `set` before the next spawn can fail, so nothing is left running.
-            process.pruntime = Some(set.spawn_pruntime(&process)?);
-            set.processes.push(process);
-            let last = set.processes.len() - 1;
-            let pherry = set.spawn_pherry(&set.processes[last])?;
-            set.processes[last].pherry = Some(pherry);
+            set.add(nodes, index < gatekeepers, api_port + index as u16)?;
         }
         Ok(set)
+    }
+
+    /// Starts one more pRuntime (and its pherry) with its API on `port`; a worker joins no
+    /// cluster until the admin assigns it.
+    pub fn add(&mut self, nodes: &[String], gatekeeper: bool, port: u16) -> anyhow::Result<()> {
+        let index = self.processes.len();
+        let kind_count = self
+            .processes
+            .iter()
+            .filter(|p| p.gatekeeper == gatekeeper)
+            .count();
+        let name = if gatekeeper {
+            format!("gatekeeper-{kind_count}")
+        } else {
+            format!("worker-{kind_count}")
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!("port {port} is in use; choose others with --worker-port");
+        }
+        let mut process = WorkerProcess {
+            name,
+            gatekeeper,
+            api: format!("http://127.0.0.1:{port}"),
+            data_dir: self.dir.join(format!("pruntime-{index}")),
+            node: nodes[index % nodes.len()].clone(),
+            operator: format!("operator-{index}"),
+            pruntime: None,
+            pherry: None,
+        };
+        // Owned by `self` before the next spawn can fail, so nothing is left running.
+        process.pruntime = Some(self.spawn_pruntime(&process)?);
+        self.processes.push(process);
+        let pherry = self.spawn_pherry(&self.processes[index])?;
+        self.processes[index].pherry = Some(pherry);
+        Ok(())
     }
 
     fn log(&self, name: &str) -> anyhow::Result<(Stdio, Stdio)> {
