@@ -11,7 +11,14 @@ fn the_demo_runs_every_step_and_exits_zero() {
     let workers = free_ports(3).to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_phala"))
         .args(["dev", "--demo", "--validators", "1", "--workers", "2"])
-        .args(["--rpc-port", &rpc, "--p2p-port", &p2p, "--worker-port", &workers])
+        .args([
+            "--rpc-port",
+            &rpc,
+            "--p2p-port",
+            &p2p,
+            "--worker-port",
+            &workers,
+        ])
         .output()
         .expect("phala runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -27,6 +34,9 @@ fn the_demo_runs_every_step_and_exits_zero() {
         "a copy with one field changed is refused",
         "demo complete",
     ] {
-        assert!(stdout.contains(expected), "missing `{expected}` in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
     }
 }
