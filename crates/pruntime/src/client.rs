@@ -7,7 +7,6 @@ use crate::light::{AnchorFile, TrustAnchor};
 use anyhow::{Context, bail};
 use commonware_codec::{Copying, DecodeExt};
 use phala_client::Client;
-use phala_client::contracts::{QueryRequest, QueryResponse};
 use phala_types::{
     ContractInstantiated, Destination, DownwardMessage, contracts::topics, registry::decode_payload,
 };
@@ -85,12 +84,6 @@ impl PruntimeClient {
 
     pub async fn egress(&self, from: u64) -> anyhow::Result<Egress> {
         self.get(&format!("/egress?from={from}")).await
-    }
-
-    /// Sends an encrypted query; the answer is opened by the query's
-    /// [`phala_client::contracts::PreparedQuery`].
-    pub async fn query(&self, request: &QueryRequest) -> anyhow::Result<QueryResponse> {
-        self.post("/query", request).await
     }
 }
 

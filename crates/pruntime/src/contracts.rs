@@ -287,18 +287,18 @@ impl Contracts {
         Some(apply_outcome(instance, command.index, result))
     }
 
-    /// Seals every instance for the checkpoint.
+    /// Seals every instance for the checkpoint, reusing the sealed copy of each instance that
+    /// ran no call since (every call, failed or not, advances `next_call`).
     pub fn seal(
         &self,
         previous: &BTreeMap<String, SealedInstance>,
-        changed: &[ContractId],
     ) -> BTreeMap<String, SealedInstance> {
         self.instances
             .values()
             .map(|instance| {
                 let id = hex::encode(instance.id);
                 let sealed = match previous.get(&id) {
-                    Some(sealed) if !changed.contains(&instance.id) => sealed.clone(),
+                    Some(sealed) if sealed.next_call == instance.next_call => sealed.clone(),
                     _ => seal_instance(instance),
                 };
                 (id, sealed)

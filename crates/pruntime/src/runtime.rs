@@ -21,7 +21,7 @@ use phala_types::{
     registry::{decode_payload, report_data, topics},
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
@@ -278,7 +278,6 @@ impl Pruntime {
             .iter()
             .filter_map(|m| decode_pending(m))
             .collect();
-        let mut changed = BTreeSet::new();
         let mut joined = Vec::new();
         let me = Me {
             identity: self.identity(),
@@ -296,9 +295,7 @@ impl Pruntime {
                 if !contracts.ready(&next.keys, front) {
                     break;
                 }
-                let reports = contracts.apply(&next.keys, &self.code, front)?;
-                changed.extend(reports.iter().filter_map(|_| report_contract(front)));
-                out.extend(reports);
+                out.extend(contracts.apply(&next.keys, &self.code, front)?);
                 pending.pop_front();
             }
             self.queue(&mut next, out);
@@ -323,8 +320,7 @@ impl Pruntime {
             next.egress.drain(..drop as usize);
             next.egress_base += drop;
         }
-        let changed: Vec<_> = changed.into_iter().collect();
-        next.contracts = contracts.seal(&self.checkpoint.contracts, &changed);
+        next.contracts = contracts.seal(&self.checkpoint.contracts);
         next.pending = pending.iter().map(|m| hex::encode(m.encode())).collect();
         self.save(&next)?;
         self.checkpoint = next;
@@ -404,12 +400,6 @@ impl Pruntime {
             .write(&self.dir.join(CHECKPOINT_FILE), b"checkpoint", &bytes)?;
         Ok(())
     }
-}
-
-/// The contract a cluster message is about.
-fn report_contract(message: &DownwardMessage) -> Option<[u8; 32]> {
-    // Both contract payloads start with the contract id.
-    message.payload.get(..32)?.try_into().ok()
 }
 
 /// The streams a pRuntime reads: everyone's, its own, and the gatekeepers' in gatekeeper mode.

@@ -185,11 +185,6 @@ impl Vm {
         self.lock().contains_key(hash)
     }
 
-    /// Checks that code would load, without caching it (used before accepting an upload).
-    pub fn validate(&self, code: &[u8]) -> Result<(), VmError> {
-        self.compile(code).map(|_| ())
-    }
-
     /// Runs one entry point of loaded code over `state`.
     pub fn call(
         &self,
