@@ -3,207 +3,16 @@
 
 use bytes::Bytes;
 use commonware_codec::Encode;
-use phala_chain::{
-    BlockContext, Runtime, TxError,
-    commitment::StateDb,
-    config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig, GenesisError},
-    contracts::ContractsConfig,
-    mq::Outbox,
-    registry::{self, RegistryConfig},
-    state::Overlay,
-};
-use phala_crypto::Keypair;
+use phala_chain::{TxError, config::GenesisError, registry, state::Overlay};
 use phala_types::{
-    AttestationPolicy, Call, Destination, Digest, Evidence, KeyDelivery, MasterPublicKey,
-    SignedRegistration, TOTAL_SUPPLY, Transaction, UNIT, UpwardMessage, WorkerRegistration,
-    registry::{HexMeasurement32, SgxRule, report_data, topics},
+    AttestationPolicy, Call, Destination, Evidence, KeyDelivery, MasterPublicKey,
+    SignedRegistration,
+    registry::{HexMeasurement32, SgxRule, topics},
 };
 
-const GENESIS: Digest = Digest([42; 32]);
-/// Inside the validity window of the SGX sample collateral (see phala-attestation's tests).
-const SGX_SAMPLE_TIME_MS: u64 = 1_751_328_000_000;
-const SGX_QUOTE: &[u8] = include_bytes!("../../attestation/testdata/sgx_quote");
-const SGX_COLLATERAL: &[u8] =
-    include_bytes!("../../attestation/testdata/sgx_quote_collateral.json");
+mod common;
 
-fn key(name: &str) -> Keypair {
-    Keypair::dev(name)
-}
-
-/// A chain state with a runtime, applying one transaction per block.
-struct Chain {
-    runtime: Runtime,
-    db: StateDb,
-    height: u64,
-    timestamp: u64,
-    outboxes: Vec<Outbox>,
-}
-
-impl Chain {
-    fn new(dev: bool, policy: AttestationPolicy) -> Self {
-        let treasury = key("treasury").address();
-        let mut allocations: Vec<Allocation> = ["admin", "op1", "op2", "op3"]
-            .iter()
-            .map(|n| Allocation {
-                address: key(n).address(),
-                balance: 1_000 * UNIT,
-            })
-            .collect();
-        allocations.push(Allocation {
-            address: treasury,
-            balance: TOTAL_SUPPLY - 4_000 * UNIT,
-        });
-        let config = GenesisConfig {
-            timestamp: 1_700_000_000_000,
-            fees: FeeSchedule {
-                base: 1,
-                per_byte: 0,
-                split: FeeSplit {
-                    burn: 100,
-                    author: 0,
-                    treasury: 0,
-                },
-                treasury,
-            },
-            allocations,
-            upward_origins: Vec::new(),
-            dev,
-            registry: RegistryConfig {
-                admin: Some(key("admin").address()),
-                policy,
-            },
-            contracts: ContractsConfig {
-                clusters: vec![0, 1],
-                ..ContractsConfig::default()
-            },
-        };
-        let runtime = Runtime::new(GENESIS, config);
-        let mut db = StateDb::default();
-        db.apply(&runtime.genesis_changes());
-        Chain {
-            runtime,
-            db,
-            height: 0,
-            timestamp: 1_700_000_000_000,
-            outboxes: Vec::new(),
-        }
-    }
-
-    fn apply(&mut self, signer: &Keypair, call: Call) -> Result<Outbox, TxError> {
-        self.height += 1;
-        self.timestamp += 1_000;
-        let state = Overlay::new(&self.db);
-        let nonce = phala_chain::balances::account(&state, &signer.address()).nonce;
-        let tx = Transaction {
-            signer: signer.address(),
-            nonce,
-            fee: 1,
-            expiry: self.height + 10,
-            call,
-        };
-        let stx = signer.sign_transaction(&GENESIS, tx);
-        let ctx = BlockContext {
-            height: self.height,
-            timestamp: self.timestamp,
-            proposer: key("validator").address(),
-        };
-        let mut state = Overlay::new(&self.db);
-        let mut outbox = Outbox::default();
-        self.runtime.apply(&mut state, &mut outbox, &ctx, &stx)?;
-        let changes = state.into_changes();
-        self.db.apply(&changes);
-        self.outboxes.push(outbox.clone());
-        Ok(outbox)
-    }
-
-    /// Moves the chain forward by `blocks` blocks of one transfer each.
-    fn advance(&mut self, blocks: u64) {
-        for _ in 0..blocks {
-            let call = Call::Transfer {
-                to: key("op2").address(),
-                amount: 1,
-            };
-            self.apply(&key("op3"), call).unwrap();
-        }
-    }
-
-    fn worker(&self, identity: &Keypair) -> Option<phala_types::WorkerRecord> {
-        registry::worker(&Overlay::new(&self.db), &identity.address())
-    }
-}
-
-/// A pRuntime stand-in: identity and ECDH keys, signing registrations and upward messages.
-struct Enclave {
-    identity: Keypair,
-    ecdh: [u8; 32],
-    sequence: u64,
-}
-
-impl Enclave {
-    fn new(name: &str) -> Self {
-        Enclave {
-            identity: key(name),
-            ecdh: phala_crypto::secrets::EcdhKeypair::from_seed(&[name.len() as u8; 32]).public(),
-            sequence: 0,
-        }
-    }
-
-    fn registration(
-        &self,
-        operator: &Keypair,
-        freshness: u64,
-        gatekeeper: bool,
-    ) -> WorkerRegistration {
-        WorkerRegistration {
-            identity: self.identity.address(),
-            ecdh: self.ecdh,
-            operator: operator.address(),
-            cores: 4,
-            benchmark: 1_000,
-            freshness,
-            gatekeeper,
-            evidence: Evidence::Simulated {
-                measurement: [0xaa; 32],
-                report_data: report_data(
-                    &self.identity.address(),
-                    &self.ecdh,
-                    GENESIS.as_ref(),
-                    freshness,
-                ),
-            },
-        }
-    }
-
-    fn register(
-        &self,
-        chain: &mut Chain,
-        operator: &Keypair,
-        gatekeeper: bool,
-    ) -> Result<Outbox, TxError> {
-        let signed = self.identity.sign_registration(
-            &GENESIS,
-            self.registration(operator, chain.height, gatekeeper),
-        );
-        chain.apply(operator, Call::RegisterWorker(signed))
-    }
-
-    fn upward(&mut self, topic: &[u8], payload: Vec<u8>) -> UpwardMessage {
-        let mut message = UpwardMessage {
-            origin: self.identity.address(),
-            topic: Bytes::copy_from_slice(topic),
-            payload: Bytes::from(payload),
-            sequence: self.sequence,
-            signature: [0; 64],
-        };
-        self.sequence += 1;
-        self.identity.sign_upward(&GENESIS, &mut message);
-        message
-    }
-}
-
-fn refused(result: Result<Outbox, TxError>) -> TxError {
-    result.expect_err("the call must be refused")
-}
+use common::*;
 
 #[test]
 fn a_dev_chain_registers_a_simulated_worker_and_makes_it_an_origin() {
@@ -354,15 +163,6 @@ fn someone_elses_real_sgx_quote_is_refused() {
     let error = refused(chain.apply(&key("op1"), Call::RegisterWorker(signed)));
     assert_eq!(error.code(), "attestation_refused");
     assert!(chain.worker(&worker.identity).is_none());
-}
-
-fn downward(outbox: &Outbox, topic: &[u8]) -> Vec<(Destination, u64)> {
-    outbox
-        .messages
-        .iter()
-        .filter(|m| m.topic.as_ref() == topic)
-        .map(|m| (m.destination, m.sequence))
-        .collect()
 }
 
 #[test]

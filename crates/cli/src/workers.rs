@@ -33,6 +33,13 @@ pub struct WorkerProcess {
 /// The cluster `phala dev` puts its workers in.
 pub const DEV_CLUSTER: u32 = 0;
 
+impl WorkerProcess {
+    /// The pRuntime's process id while it runs (benchmarks read its CPU time).
+    pub fn pruntime_pid(&self) -> Option<u32> {
+        self.pruntime.as_ref().map(Child::id)
+    }
+}
+
 /// The pRuntimes and pherries of a local network.
 pub struct Workers {
     dir: PathBuf,

@@ -13,7 +13,7 @@ use phala_client::contracts::{
 };
 use phala_crypto::{Keypair, secrets};
 use phala_types::{QueryReceipt, contracts::labels};
-use phala_vm::{Call, Entry};
+use phala_vm::{Call, Entry, VmError};
 use thiserror::Error;
 
 /// Why a query was not answered. The contract's own refusals are answers, not errors: they come
@@ -32,6 +32,10 @@ pub enum QueryError {
     BadSignature,
     #[error("the query does not decrypt with this contract's key")]
     Undecryptable,
+    #[error(
+        "this worker is answering {0} queries already; ask again shortly or ask another worker"
+    )]
+    Busy(usize),
 }
 
 /// What queries are answered from.
@@ -100,7 +104,7 @@ impl QueryView {
         let answer_key: [u8; 32] = answer_key
             .try_into()
             .map_err(|_| QueryError::Malformed("answer key"))?;
-        let answer = self.run(instance, request, input.to_vec());
+        let answer = self.run(instance, request, input.to_vec())?;
         let answer_bytes = encode_answer(&answer);
         let hash = request_hash(request);
         let mut rng = secrets::seeded_rng(Instance::query_seed());
@@ -132,9 +136,9 @@ impl QueryView {
         instance: &Instance,
         request: &QueryRequest,
         input: Vec<u8>,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Result<Vec<u8>, String>, QueryError> {
         if let Some(reason) = &instance.broken {
-            return Err(format!("the contract cannot run: {reason}"));
+            return Ok(Err(format!("the contract cannot run: {reason}")));
         }
         let call = Call {
             entry: Entry::Query,
@@ -146,14 +150,17 @@ impl QueryView {
             fuel: 0,
             random_seed: Instance::query_seed(),
         };
-        self.contracts
+        // The contract's own refusals and failures are answers; a full VM is not.
+        match self
+            .contracts
             .vm()
             .call(&instance.code_hash, instance.state.clone(), call)
-            .map(|outcome| outcome.output)
-            .map_err(|error| match error {
-                phala_vm::VmError::Refused(message) => message,
-                other => other.to_string(),
-            })
+        {
+            Ok(outcome) => Ok(Ok(outcome.output)),
+            Err(VmError::Busy(running)) => Err(QueryError::Busy(running)),
+            Err(VmError::Refused(message)) => Ok(Err(message)),
+            Err(other) => Ok(Err(other.to_string())),
+        }
     }
 }
 

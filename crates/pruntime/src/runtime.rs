@@ -353,6 +353,11 @@ impl Pruntime {
         }
     }
 
+    /// The contracts this worker runs, as of the last accepted batch.
+    pub fn contracts(&self) -> &Contracts {
+        &self.contracts
+    }
+
     /// What queries are answered from: the contracts as of the last accepted batch.
     pub fn query_view(&self) -> QueryView {
         QueryView::new(

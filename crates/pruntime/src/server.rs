@@ -187,7 +187,7 @@ async fn query(State(shared): State<Arc<Shared>>, Json(request): Json<QueryReque
             shared.metrics.refused_queries.inc();
             let status = match e {
                 QueryError::UnknownContract(_) => StatusCode::NOT_FOUND,
-                QueryError::Stale { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                QueryError::Stale { .. } | QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 QueryError::BadSignature => StatusCode::UNAUTHORIZED,
                 _ => StatusCode::BAD_REQUEST,
             };

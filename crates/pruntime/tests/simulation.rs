@@ -3,20 +3,27 @@
 //! `Pruntime`s on disk, simulated TEE), and a relayer for each that runs at random times with
 //! random batch sizes, while pRuntimes crash and restart from their sealed checkpoints. The
 //! admin registers nothing by hand: relayers register their workers, then the admin admits the
-//! gatekeepers, assigns workers to two clusters and rotates the master key twice.
+//! gatekeepers, assigns workers to two clusters and rotates the master key twice. Meanwhile
+//! users deploy the analytics contract on both clusters and send it random encrypted commands:
+//! most succeed, some are refused by the contract, run out of gas or arrive tampered.
 //!
 //! Invariants at the end of every run: every gatekeeper holds the same master key of every
 //! generation and it matches the public key the chain recorded; every worker holds the cluster
 //! keys of its cluster for every generation, equal to what the master keys derive; every
 //! pRuntime has read exactly the messages its streams hold (no gap, no repeat); no honest batch
-//! was refused and no key delivery failed. A failing seed prints `PRUNTIME_SIM_SEED=…`.
+//! was refused and no key delivery failed; every worker of a cluster executed every command of
+//! its contracts and holds the same state commitment, which matches the chain's reports, and no
+//! report was disputed. A failing seed prints `PRUNTIME_SIM_SEED=…`.
 
 use commonware_codec::{Copying, DecodeExt, Encode};
 use phala_chain::{
     BlockContext, Runtime, commitment::StateDb, contracts::keys as contract_keys, merkle,
     mq::MessageLocation, registry, state::Overlay, state::keys,
 };
-use phala_client::api::{HeaderJson, OutboxMessageJson, ProofJson, StreamProof, Witness};
+use phala_client::{
+    api::{HeaderJson, OutboxMessageJson, ProofJson, StreamProof, Witness},
+    contracts::seal_command,
+};
 use phala_crypto::Keypair;
 use phala_node::{
     certify::Certifier,
@@ -30,8 +37,10 @@ use phala_pruntime::{
     tee::Simulated,
 };
 use phala_types::{
-    Address, Call, ContractInstantiated, Destination, DownwardMessage, Header, SignedTransaction,
-    Transaction, UNIT, contracts::topics as contract_topics, registry::decode_payload,
+    Address, Call, ContractId, ContractInstantiated, Destination, DownwardMessage, Header,
+    ReportRecord, SignedTransaction, Transaction, UNIT,
+    contracts::{contract_id, topics as contract_topics},
+    registry::decode_payload,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::PathBuf;
@@ -130,14 +139,19 @@ impl Chain {
         self.outboxes.push(executed.outbox.messages);
     }
 
-    fn submit(&mut self, signer: &Keypair, call: Call) {
+    /// The nonce `signer`'s next submitted transaction gets.
+    fn next_nonce(&self, signer: &Keypair) -> u64 {
         let state = Overlay::new(&self.db);
         let queued = self
             .pending
             .iter()
             .filter(|t| t.tx.signer == signer.address())
             .count();
-        let nonce = phala_chain::balances::account(&state, &signer.address()).nonce + queued as u64;
+        phala_chain::balances::account(&state, &signer.address()).nonce + queued as u64
+    }
+
+    fn submit(&mut self, signer: &Keypair, call: Call) {
+        let nonce = self.next_nonce(signer);
         let tx = Transaction {
             signer: signer.address(),
             nonce,
@@ -334,6 +348,94 @@ impl Node {
     }
 }
 
+const ANALYTICS_WASM: &[u8] = include_bytes!("../../../contracts/wasm/analytics.wasm");
+const SENDERS: [&str; 4] = ["bob", "charlie", "dave", "eve"];
+/// Commands every run sends at least, before it may settle.
+const MIN_COMMANDS: u32 = 30;
+
+/// The users' part: ferdie deploys the analytics contract on both clusters, then random
+/// senders send it encrypted commands.
+#[derive(Default)]
+struct Users {
+    contracts: Vec<ContractId>,
+    sent: u32,
+}
+
+impl Users {
+    fn act(&mut self, chain: &mut Chain, rng: &mut StdRng, clusters_exist: bool) {
+        if self.contracts.is_empty() {
+            if clusters_exist {
+                self.deploy(chain);
+            }
+            return;
+        }
+        if !rng.gen_bool(0.05) {
+            return;
+        }
+        let id = self.contracts[rng.gen_range(0..self.contracts.len())];
+        let state = Overlay::new(&chain.db);
+        let Some(public_key) =
+            phala_chain::contracts::contract(&state, &id).and_then(|record| record.public_key)
+        else {
+            return;
+        };
+        let sender = Keypair::dev(SENDERS[rng.gen_range(0..SENDERS.len())]);
+        let input = match rng.gen_range(0..10) {
+            0 => "submit Not-A-Group! 1".to_string(),
+            1 => "gibberish".to_string(),
+            _ => format!(
+                "submit g{} {}",
+                rng.gen_range(0..3),
+                rng.gen_range(0..1_000_000)
+            ),
+        };
+        let nonce = chain.next_nonce(&sender);
+        let (encapped, mut ciphertext) =
+            seal_command(&public_key, &id, &sender.address(), nonce, input.as_bytes()).unwrap();
+        if rng.gen_bool(0.05) {
+            ciphertext[0] ^= 1;
+        }
+        let gas_limit = if rng.gen_bool(0.05) {
+            1_000
+        } else {
+            10_000_000
+        };
+        let call = Call::Command {
+            contract: id,
+            gas_limit,
+            encapped,
+            ciphertext: ciphertext.into(),
+        };
+        chain.submit(&sender, call);
+        self.sent += 1;
+    }
+
+    fn deploy(&mut self, chain: &mut Chain) {
+        let deployer = Keypair::dev("ferdie");
+        let code_hash = phala_types::contracts::code_hash(ANALYTICS_WASM);
+        chain.submit(
+            &deployer,
+            Call::UploadCode {
+                code: ANALYTICS_WASM.to_vec().into(),
+            },
+        );
+        for cluster in [0, 1] {
+            let salt = [cluster as u8; 32];
+            chain.submit(
+                &deployer,
+                Call::Instantiate {
+                    code_hash,
+                    cluster,
+                    salt,
+                    input: b"min_group 2".to_vec().into(),
+                },
+            );
+            let id = contract_id(&deployer.address(), &code_hash, cluster, &salt);
+            self.contracts.push(id);
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
 enum Phase {
     Registering,
@@ -368,6 +470,7 @@ fn run(seed: u64) {
     }
     let admin = Keypair::dev("alice");
     let mut phase = Phase::Registering;
+    let mut users = Users::default();
     let mut settle = 0;
     for step in 0..20_000 {
         if rng.gen_bool(0.5) {
@@ -385,7 +488,8 @@ fn run(seed: u64) {
             }
         }
         phase = advance(phase, &mut chain, &mut nodes, &admin, gatekeepers);
-        if phase == Phase::Settling {
+        users.act(&mut chain, &mut rng, phase > Phase::Admitting);
+        if phase == Phase::Settling && users.sent >= MIN_COMMANDS {
             settle += 1;
             if settle > 200 {
                 break;
@@ -394,10 +498,12 @@ fn run(seed: u64) {
         assert!(step < 19_999, "no progress: stuck in {phase:?}");
     }
     check(&chain, &mut nodes);
+    let calls = check_contracts(&chain, &mut nodes, &users);
     let crashes: u32 = nodes.iter().map(|n| n.crashes).sum();
     eprintln!(
-        "seed {seed}: {gatekeepers} gatekeepers, 3 workers, {} blocks, {crashes} pRuntime crashes",
-        chain.height()
+        "seed {seed}: {gatekeepers} gatekeepers, 3 workers, {} blocks, {crashes} pRuntime crashes, {} commands sent, {calls} calls executed",
+        chain.height(),
+        users.sent
     );
 }
 
@@ -532,6 +638,72 @@ fn check(chain: &Chain, nodes: &mut [Node]) {
     }
 }
 
+/// Every worker of each contract's cluster executed every command and holds the same state
+/// commitment; every report on chain agrees with it, undisputed. Returns the calls executed.
+fn check_contracts(chain: &Chain, nodes: &mut [Node], users: &Users) -> u64 {
+    let state = Overlay::new(&chain.db);
+    assert_eq!(
+        users.contracts.len(),
+        2,
+        "the contracts were never deployed"
+    );
+    let mut calls = 0;
+    for id in &users.contracts {
+        let record = phala_chain::contracts::contract(&state, id).expect("instantiated");
+        let mut replicas = Vec::new();
+        for node in nodes.iter_mut().filter(|n| n.mode == Mode::Worker) {
+            let pruntime = node.pruntime();
+            let worker = registry::worker(&state, &pruntime.identity()).unwrap();
+            if worker.cluster != Some(record.cluster) {
+                continue;
+            }
+            let instance = pruntime
+                .contracts()
+                .instances
+                .get(id)
+                .unwrap_or_else(|| panic!("worker {} lacks a contract", worker.identity));
+            assert!(instance.broken.is_none(), "{:?}", instance.broken);
+            assert_eq!(
+                instance.next_call,
+                record.commands + 1,
+                "worker {} skipped or repeated a call",
+                worker.identity
+            );
+            replicas.push((worker.identity, instance.commitment, instance.state.clone()));
+        }
+        assert!(
+            !replicas.is_empty(),
+            "cluster {} has no worker",
+            record.cluster
+        );
+        for (worker, commitment, contract_state) in &replicas {
+            assert_eq!(
+                (commitment, contract_state),
+                (&replicas[0].1, &replicas[0].2),
+                "worker {worker} diverged from {}",
+                replicas[0].0
+            );
+        }
+        // Every recorded report is undisputed; the last call's, if reported, is the replicas'.
+        let mut reported = 0;
+        for index in 0..=record.commands {
+            let key = phala_chain::contracts::keys::report(id, index);
+            let Some(bytes) = chain.value(&key) else {
+                continue;
+            };
+            let report = ReportRecord::decode(Copying(&bytes)).unwrap();
+            assert_eq!(report.dispute, None, "call {index} was disputed");
+            reported += 1;
+            if index == record.commands {
+                assert_eq!(report.commitment, replicas[0].1, "the chain's last report");
+            }
+        }
+        assert!(reported > 0, "no call of the contract was ever reported");
+        calls += record.commands + 1;
+    }
+    calls
+}
+
 fn seeds() -> Vec<u64> {
     if let Ok(seed) = std::env::var("PRUNTIME_SIM_SEED") {
         return vec![seed.parse().expect("PRUNTIME_SIM_SEED is a number")];
@@ -544,7 +716,7 @@ fn seeds() -> Vec<u64> {
 }
 
 #[test]
-fn gatekeepers_and_workers_agree_on_every_key_under_random_relaying_and_crashes() {
+fn keys_and_contract_states_agree_under_random_relaying_commands_and_crashes() {
     for seed in seeds() {
         let result = std::panic::catch_unwind(|| run(seed));
         if let Err(panic) = result {

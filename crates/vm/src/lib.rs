@@ -16,11 +16,17 @@ mod host;
 use sha2::{Digest as _, Sha256};
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 use thiserror::Error;
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, OptLevel, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
+    PoolingAllocationConfig, Store, Trap,
+};
 
 pub use host::Writes;
 
@@ -50,6 +56,11 @@ pub mod limits {
     pub const QUERY_TIMEOUT_MS: u64 = 100;
     /// Fuel of a query.
     pub const QUERY_FUEL: u64 = 100_000_000;
+    /// Queries running at once in one VM; more are refused as busy. Commands never wait for a
+    /// slot: the instance pool holds [`COMMAND_SLOTS`] more than this.
+    pub const MAX_CONCURRENT_QUERIES: usize = 32;
+    /// Instance slots kept for commands (a worker executes them one at a time).
+    pub const COMMAND_SLOTS: usize = 8;
 }
 
 /// The interval of the epoch ticker that bounds queries in wall-clock time.
@@ -141,6 +152,8 @@ pub enum VmError {
     HostRule(String),
     #[error("the contract trapped: {0}")]
     Trap(String),
+    #[error("{0} queries are already running; ask again shortly")]
+    Busy(usize),
 }
 
 /// Compiled code ready to instantiate.
@@ -153,6 +166,7 @@ pub struct Vm {
     engine: Engine,
     linker: Linker<host::HostState>,
     modules: Mutex<HashMap<CodeHash, Arc<Loaded>>>,
+    queries: AtomicUsize,
 }
 
 impl Vm {
@@ -166,6 +180,7 @@ impl Vm {
             engine,
             linker,
             modules: Mutex::new(HashMap::new()),
+            queries: AtomicUsize::new(0),
         })
     }
 
@@ -183,6 +198,13 @@ impl Vm {
     /// Whether code with this hash is compiled and cached.
     pub fn is_loaded(&self, hash: &CodeHash) -> bool {
         self.lock().contains_key(hash)
+    }
+
+    /// Queries running now (at most [`limits::MAX_CONCURRENT_QUERIES`]).
+    pub fn queries_running(&self) -> usize {
+        self.queries
+            .load(Ordering::Acquire)
+            .min(limits::MAX_CONCURRENT_QUERIES)
     }
 
     /// Runs one entry point of loaded code over `state`.
@@ -204,6 +226,10 @@ impl Vm {
             });
         }
         let entry = call.entry;
+        let _slot = match entry {
+            Entry::Query => Some(QuerySlot::take(&self.queries)?),
+            _ => None,
+        };
         let fuel = match entry {
             Entry::Query => limits::QUERY_FUEL,
             _ => call.fuel,
@@ -254,6 +280,26 @@ impl Vm {
     }
 }
 
+/// One of the [`limits::MAX_CONCURRENT_QUERIES`] query places, given back on drop.
+struct QuerySlot<'a>(&'a AtomicUsize);
+
+impl<'a> QuerySlot<'a> {
+    fn take(running: &'a AtomicUsize) -> Result<Self, VmError> {
+        let before = running.fetch_add(1, Ordering::AcqRel);
+        let slot = QuerySlot(running);
+        if before >= limits::MAX_CONCURRENT_QUERIES {
+            return Err(VmError::Busy(before));
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for QuerySlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn run(store: &mut Store<host::HostState>, loaded: &Loaded, entry: Entry) -> wasmtime::Result<()> {
     let instance = loaded.pre.instantiate(&mut *store)?;
     let memory = instance
@@ -296,6 +342,16 @@ fn config() -> Config {
         .wasm_wide_arithmetic(false)
         .wasm_custom_page_sizes(false)
         .max_wasm_stack(limits::MAX_STACK);
+    // Instances come from a pool of pre-reserved slots, reset between calls: instantiation
+    // costs about half of fresh mappings (see benches/kernel.rs, `matmul 1`). Each slot keeps
+    // the default 4 GiB reservation, so memory accesses need no bounds checks.
+    let slots = (limits::MAX_CONCURRENT_QUERIES + limits::COMMAND_SLOTS) as u32;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_core_instances(slots)
+        .total_memories(slots)
+        .total_tables(slots)
+        .max_memory_size(limits::MAX_MEMORY);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
 

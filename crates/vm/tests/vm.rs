@@ -103,6 +103,55 @@ fn an_infinite_loop_in_a_query_is_stopped() {
 }
 
 #[test]
+fn queries_beyond_the_limit_are_refused_as_busy_and_commands_still_run() {
+    let spin = r#"(module
+        (import "phala_v1" "storage_set" (func $set (param i32 i32 i32 i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 0) "key")
+        (func (export "init"))
+        (func (export "handle_command") (call $set (i32.const 0) (i32.const 3) (i32.const 0) (i32.const 3)))
+        (func (export "handle_query") (loop $forever (br $forever))))"#;
+    let vm = Arc::new(Vm::new().expect("vm"));
+    let spinning = vm.load(&wat::parse_str(spin).unwrap()).expect("loads");
+    let quick = vm.load(&module(SET_KEY, "")).expect("loads");
+    let state: Arc<BTreeMap<Vec<u8>, Vec<u8>>> = Arc::new(BTreeMap::new());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Every place taken by a query that runs until its deadline, again and again.
+    let threads: Vec<_> = (0..limits::MAX_CONCURRENT_QUERIES)
+        .map(|_| {
+            let (vm, state, stop) = (vm.clone(), state.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = vm.call(&spinning, state.clone(), call(Entry::Query, 0));
+                }
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut busy = false;
+    while !busy && std::time::Instant::now() < deadline {
+        if vm.queries_running() < limits::MAX_CONCURRENT_QUERIES {
+            std::thread::yield_now();
+            continue;
+        }
+        busy = matches!(
+            vm.call(&quick, state.clone(), call(Entry::Query, 0)),
+            Err(VmError::Busy(_))
+        );
+    }
+    let command = vm.call(&spinning, state.clone(), call(Entry::Command, 1_000_000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for thread in threads {
+        thread.join().expect("no panic");
+    }
+    assert!(busy, "a query beyond the limit was never refused");
+    let command = command.expect("a command runs while queries fill every place");
+    assert_eq!(command.writes.len(), 1);
+    // Once the queries are over, queries run again.
+    assert!(vm.call(&quick, state, call(Entry::Query, 0)).is_ok());
+}
+
+#[test]
 fn a_huge_allocation_traps() {
     let body = format!("{SET_KEY} (drop (memory.grow (i32.const 1000)))");
     let error = run(&module(&body, ""), Entry::Command, 1_000_000).unwrap_err();

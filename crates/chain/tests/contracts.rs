@@ -1,0 +1,407 @@
+//! The contracts module in the state transition: what instantiation needs, what a command costs
+//! and where it goes, and how workers' reports of each call are recorded, confirmed and
+//! disputed.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use commonware_codec::{Copying, DecodeExt, Encode};
+use phala_chain::{
+    TxError,
+    contracts::{self, ContractsConfig, keys},
+    state::{Overlay, StateRead},
+};
+use phala_types::{
+    AttestationPolicy, Call, ContractCommand, ContractId, ContractPublicKey, ContractRecord,
+    ContractReport, Destination, MasterPublicKey, ReportRecord,
+    contracts::{code_hash, topics},
+    registry::{decode_payload, topics as registry_topics},
+};
+
+/// The smallest byte string the chain takes as WebAssembly (workers load the real thing).
+const CODE: &[u8] = b"\0asm\x01\0\0\0 a module";
+
+/// A dev chain whose gatekeeper holds master key generation 1, with workers `w1`, `w2` in
+/// cluster 0 and `w3` in cluster 1.
+struct Network {
+    chain: Chain,
+    gatekeeper: Enclave,
+    w1: Enclave,
+    w2: Enclave,
+    w3: Enclave,
+}
+
+impl Network {
+    fn new() -> Self {
+        let mut chain = Chain::new(true, AttestationPolicy::dev());
+        let admin = key("admin");
+        let mut gatekeeper = Enclave::new("gk");
+        gatekeeper.register(&mut chain, &key("op1"), true).unwrap();
+        chain
+            .apply(&admin, Call::AddGatekeeper(gatekeeper.identity.address()))
+            .unwrap();
+        let master = MasterPublicKey {
+            generation: 1,
+            public_key: [9; 32],
+        };
+        let message = gatekeeper.upward(
+            registry_topics::PUBLISH_MASTER_KEY,
+            master.encode().to_vec(),
+        );
+        chain
+            .apply(&key("op1"), Call::SubmitUpward(message))
+            .unwrap();
+        let (w1, w2, w3) = (
+            Enclave::new("w-1"),
+            Enclave::new("w-22"),
+            Enclave::new("w-333"),
+        );
+        for (worker, cluster) in [(&w1, 0), (&w2, 0), (&w3, 1)] {
+            worker.register(&mut chain, &key("op2"), false).unwrap();
+            let call = Call::AssignCluster {
+                worker: worker.identity.address(),
+                cluster,
+            };
+            chain.apply(&admin, call).unwrap();
+        }
+        Network {
+            chain,
+            gatekeeper,
+            w1,
+            w2,
+            w3,
+        }
+    }
+
+    /// op3 uploads `CODE` and instantiates it on cluster 0.
+    fn deploy(&mut self, salt: u8) -> Result<ContractId, TxError> {
+        self.chain.apply(
+            &key("op3"),
+            Call::UploadCode {
+                code: Bytes::from_static(CODE),
+            },
+        )?;
+        self.chain.apply(&key("op3"), instantiate(0, salt))?;
+        Ok(phala_types::contracts::contract_id(
+            &key("op3").address(),
+            &code_hash(CODE),
+            0,
+            &[salt; 32],
+        ))
+    }
+
+    fn publish_key(&mut self, contract: ContractId, key_byte: u8) -> Result<(), TxError> {
+        let payload = ContractPublicKey {
+            contract,
+            public_key: [key_byte; 32],
+        };
+        let message = self
+            .gatekeeper
+            .upward(topics::PUBLISH_KEY, payload.encode().to_vec());
+        let result = self.chain.apply(&key("op1"), Call::SubmitUpward(message));
+        if result.is_err() {
+            // A refused message takes no sequence number.
+            self.gatekeeper.sequence -= 1;
+        }
+        result.map(drop)
+    }
+
+    fn record(&self, contract: &ContractId) -> ContractRecord {
+        contracts::contract(&Overlay::new(&self.chain.db), contract).expect("a contract")
+    }
+
+    fn report_record(&self, contract: &ContractId, index: u64) -> Option<ReportRecord> {
+        let bytes = self.chain.db.get(&keys::report(contract, index))?;
+        Some(ReportRecord::decode(Copying(bytes.as_slice())).unwrap())
+    }
+}
+
+fn instantiate(cluster: u32, salt: u8) -> Call {
+    Call::Instantiate {
+        code_hash: code_hash(CODE),
+        cluster,
+        salt: [salt; 32],
+        input: Bytes::from_static(b"init"),
+    }
+}
+
+fn command(contract: ContractId, gas_limit: u64) -> Call {
+    Call::Command {
+        contract,
+        gas_limit,
+        encapped: [5; 32],
+        ciphertext: Bytes::from_static(b"sealed input"),
+    }
+}
+
+/// `worker`'s report of call `index`, relayed by its operator.
+fn report(
+    network: &mut Network,
+    worker: fn(&mut Network) -> &mut Enclave,
+    report: &ContractReport,
+) -> Result<(), TxError> {
+    let message = worker(network).upward(topics::REPORT, report.encode().to_vec());
+    let result = network
+        .chain
+        .apply(&key("op2"), Call::SubmitUpward(message));
+    if result.is_err() {
+        // A refused message takes no sequence number.
+        worker(network).sequence -= 1;
+    }
+    result.map(drop)
+}
+
+fn a_report(contract: ContractId, index: u64, commitment: u8) -> ContractReport {
+    ContractReport {
+        contract,
+        index,
+        commitment: [commitment; 32],
+        gas_used: 1_234,
+        succeeded: true,
+        events: vec![
+            Bytes::from_static(b"first event"),
+            Bytes::from_static(b"second"),
+        ],
+        messages: vec![(Bytes::from_static(b"ping"), Bytes::from_static(b"payload"))],
+    }
+}
+
+#[test]
+fn code_is_stored_once_by_hash_and_must_look_like_webassembly() {
+    let mut network = Network::new();
+    let chain = &mut network.chain;
+    let not_wasm = Call::UploadCode {
+        code: Bytes::from_static(b"#!/bin/sh\nrm -rf /"),
+    };
+    assert_eq!(
+        refused(chain.apply(&key("op3"), not_wasm)),
+        TxError::NotWasm
+    );
+    for _ in 0..2 {
+        let call = Call::UploadCode {
+            code: Bytes::from_static(CODE),
+        };
+        chain.apply(&key("op3"), call).unwrap();
+    }
+    assert_eq!(
+        chain.db.get(&keys::code(&code_hash(CODE))),
+        Some(CODE.to_vec())
+    );
+}
+
+#[test]
+fn instantiation_needs_code_a_cluster_and_a_master_key() {
+    let mut bare = Chain::new(true, AttestationPolicy::dev());
+    let upload = Call::UploadCode {
+        code: Bytes::from_static(CODE),
+    };
+    assert!(matches!(
+        refused(bare.apply(&key("op3"), instantiate(0, 1))),
+        TxError::UnknownCode(_)
+    ));
+    bare.apply(&key("op3"), upload).unwrap();
+    assert_eq!(
+        refused(bare.apply(&key("op3"), instantiate(7, 1))),
+        TxError::UnknownCluster(7)
+    );
+    assert_eq!(
+        refused(bare.apply(&key("op3"), instantiate(0, 1))),
+        TxError::NoMasterKey
+    );
+
+    let mut network = Network::new();
+    let id = network.deploy(1).unwrap();
+    let record = network.record(&id);
+    assert_eq!(
+        (record.cluster, record.generation, record.commands),
+        (0, 1, 0)
+    );
+    assert_eq!(record.deployer, key("op3").address());
+    assert_eq!(record.public_key, None);
+    // The cluster and the gatekeepers were told, in that order.
+    let outbox = network.chain.outboxes.last().unwrap();
+    let told: Vec<_> = downward(outbox, topics::INSTANTIATED)
+        .into_iter()
+        .map(|(destination, _)| destination)
+        .collect();
+    assert_eq!(
+        told,
+        vec![Destination::Cluster(0), Destination::Gatekeepers]
+    );
+    assert!(matches!(
+        refused(network.deploy(1)),
+        TxError::ContractExists(_)
+    ));
+    assert_ne!(
+        network.deploy(2).unwrap(),
+        id,
+        "another salt, another contract"
+    );
+}
+
+#[test]
+fn only_a_gatekeeper_publishes_a_contract_key_and_the_first_copy_wins() {
+    let mut network = Network::new();
+    let id = network.deploy(1).unwrap();
+    let message = network.w1.upward(
+        topics::PUBLISH_KEY,
+        ContractPublicKey {
+            contract: id,
+            public_key: [1; 32],
+        }
+        .encode()
+        .to_vec(),
+    );
+    let error = refused(
+        network
+            .chain
+            .apply(&key("op2"), Call::SubmitUpward(message)),
+    );
+    assert!(matches!(error, TxError::NotGatekeeper(_)), "{error}");
+    network.w1.sequence -= 1;
+    assert!(matches!(
+        refused(network.publish_key([7; 32], 3)),
+        TxError::UnknownContract(_)
+    ));
+    network.publish_key(id, 3).unwrap();
+    network.publish_key(id, 4).unwrap();
+    assert_eq!(network.record(&id).public_key, Some([3; 32]));
+}
+
+#[test]
+fn a_command_waits_for_the_key_pays_for_its_gas_and_goes_to_its_cluster() {
+    let mut network = Network::new();
+    let id = network.deploy(1).unwrap();
+    let user = key("op3");
+    assert!(matches!(
+        refused(network.chain.apply(&user, command(id, 1_000))),
+        TxError::ContractNotReady(_)
+    ));
+    network.publish_key(id, 3).unwrap();
+    let max = ContractsConfig::default().max_gas;
+    for gas in [0, max + 1] {
+        assert_eq!(
+            refused(network.chain.apply(&user, command(id, gas))),
+            TxError::BadGasLimit { got: gas, max }
+        );
+    }
+    assert!(matches!(
+        refused(network.chain.apply(&user, command([8; 32], 1_000))),
+        TxError::UnknownContract(_)
+    ));
+
+    let balance = |network: &Network| {
+        phala_chain::balances::account(&Overlay::new(&network.chain.db), &user.address()).free
+    };
+    let before = balance(&network);
+    let gas = 2_000_000;
+    let outbox = network.chain.apply(&user, command(id, gas)).unwrap();
+    let price = ContractsConfig::default().gas_price;
+    assert_eq!(
+        before - balance(&network),
+        1 + price * gas as u128,
+        "the fee plus the gas"
+    );
+    let sent = &outbox.messages[0];
+    assert_eq!(
+        (sent.destination, sent.topic.as_ref()),
+        (Destination::Cluster(0), topics::COMMAND)
+    );
+    let message: ContractCommand = decode_payload(&sent.payload).unwrap();
+    assert_eq!((message.index, message.sender), (1, user.address()));
+    assert_eq!(message.gas_limit, gas);
+    assert_eq!(message.ciphertext.0.as_ref(), b"sealed input");
+    network.chain.apply(&user, command(id, gas)).unwrap();
+    assert_eq!(network.record(&id).commands, 2);
+
+    // Gas the sender cannot pay for: refused, and no call is counted.
+    let rest = balance(&network) - price * 1_000_000;
+    let drain = Call::Transfer {
+        to: key("op1").address(),
+        amount: rest,
+    };
+    network.chain.apply(&user, drain).unwrap();
+    assert!(matches!(
+        refused(network.chain.apply(&user, command(id, 1_000_000))),
+        TxError::InsufficientFunds { .. }
+    ));
+    assert_eq!(network.record(&id).commands, 2);
+}
+
+#[test]
+fn reports_are_recorded_once_per_worker_confirmed_and_disputed() {
+    let mut network = Network::new();
+    let id = network.deploy(1).unwrap();
+    network.publish_key(id, 3).unwrap();
+
+    // Only workers of the contract's cluster report, and only calls that exist.
+    let error = refused(report(&mut network, |n| &mut n.w3, &a_report(id, 0, 1)));
+    assert!(
+        matches!(error, TxError::NotInCluster { cluster: 0, .. }),
+        "{error}"
+    );
+    let error = refused(report(
+        &mut network,
+        |n| &mut n.gatekeeper,
+        &a_report(id, 0, 1),
+    ));
+    assert!(matches!(error, TxError::NotInCluster { .. }), "{error}");
+    let error = refused(report(&mut network, |n| &mut n.w1, &a_report(id, 1, 1)));
+    assert!(
+        matches!(error, TxError::UnknownCall { index: 1, .. }),
+        "{error}"
+    );
+
+    // The first report sets the record, stores the events and re-publishes the messages.
+    report(&mut network, |n| &mut n.w1, &a_report(id, 0, 1)).unwrap();
+    let record = network.report_record(&id, 0).unwrap();
+    assert_eq!(record.reporter, network.w1.identity.address());
+    assert_eq!((record.commitment, record.gas_used), ([1; 32], 1_234));
+    assert_eq!((record.confirmations, record.dispute), (1, None));
+    let topic = format!("contract/{}/ping", hex::encode(id));
+    let outbox = network.chain.outboxes.last().unwrap();
+    let relayed: Vec<_> = downward(outbox, topic.as_bytes())
+        .into_iter()
+        .map(|(destination, _)| destination)
+        .collect();
+    assert_eq!(relayed, vec![Destination::All]);
+    let events = |network: &Network| {
+        let count = network
+            .chain
+            .db
+            .get(&keys::event_count(&id))
+            .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+        (0..count)
+            .map(|n| network.chain.db.get(&keys::event(&id, n)).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        events(&network),
+        vec![b"first event".to_vec(), b"second".to_vec()]
+    );
+
+    // The same worker again counts nothing; another with the same result confirms, without
+    // storing the events twice.
+    report(&mut network, |n| &mut n.w1, &a_report(id, 0, 1)).unwrap();
+    assert_eq!(network.report_record(&id, 0).unwrap().confirmations, 1);
+    report(&mut network, |n| &mut n.w2, &a_report(id, 0, 1)).unwrap();
+    assert_eq!(network.report_record(&id, 0).unwrap().confirmations, 2);
+    assert_eq!(events(&network).len(), 2);
+
+    // A different result for a call is kept as evidence against the worker that sent it.
+    network
+        .chain
+        .apply(&key("op3"), command(id, 1_000))
+        .unwrap();
+    report(&mut network, |n| &mut n.w1, &a_report(id, 1, 1)).unwrap();
+    let mut other = a_report(id, 1, 2);
+    other.events.clear();
+    report(&mut network, |n| &mut n.w2, &other).unwrap();
+    let record = network.report_record(&id, 1).unwrap();
+    assert_eq!(record.confirmations, 1);
+    let dispute = record.dispute.expect("a dispute");
+    assert_eq!(dispute.worker, network.w2.identity.address());
+    assert_eq!(dispute.commitment, [2; 32]);
+    assert_eq!(events(&network).len(), 4, "only the first report's events");
+}
