@@ -6,11 +6,14 @@ use crate::contracts::{
 };
 use crate::{Client, Error};
 use bytes::Bytes;
-use phala_chain::registry;
+use commonware_codec::{Copying, DecodeExt};
+use phala_chain::{registry, state::keys};
 use phala_crypto::Keypair;
 use phala_types::{
-    AttestationPolicy, Call, ContractRecord, QueryReceipt, ReportRecord,
-    contracts::{CodeHash, ContractId, code_hash, contract_id},
+    Address, AttestationPolicy, Call, ContractCommand, ContractRecord, Destination,
+    DownwardMessage, QueryReceipt, ReportRecord,
+    contracts::{CodeHash, ContractId, code_hash, contract_id, topics},
+    registry::decode_payload,
 };
 use std::time::{Duration, Instant};
 
@@ -94,6 +97,14 @@ pub async fn command(
         .public_key
         .ok_or_else(|| Error::Malformed("the contract has no public key yet".into()))?;
     let nonce = client.account(&signer.address()).await?.nonce;
+    let stream = Destination::Cluster(record.cluster);
+    let from = client
+        .state_value(&keys::stream_next(&stream))
+        .await?
+        .value
+        .and_then(|v| hex::decode(v).ok())
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map_or(0, u64::from_be_bytes);
     let (encapped, ciphertext) =
         seal_command(&public_key, contract, &signer.address(), nonce, input)
             .map_err(|e| Error::Malformed(e.to_string()))?;
@@ -114,11 +125,47 @@ pub async fn command(
             message: format!("transaction rejected: {reason}"),
             data: None,
         }),
-        _ => {
-            // Commands of one contract are numbered in chain order; ours is the newest the
-            // record counted when our transaction was final, unless others followed it.
-            let index = client.contract(contract).await?.record.commands;
+        crate::api::TxStatus::Finalized { height, .. } => {
+            let sent = (signer.address(), nonce);
+            let index = command_index(client, stream, from, height, sent).await?;
             Ok(SentCommand { transaction, index })
+        }
+        other => Err(Error::Malformed(format!(
+            "unexpected transaction status {other:?}"
+        ))),
+    }
+}
+
+/// The call index the chain gave the command `(sender, nonce)`: found among the messages of its
+/// cluster's stream from sequence `from` up to the block that included it.
+async fn command_index(
+    client: &Client,
+    stream: Destination,
+    mut from: u64,
+    height: u64,
+    (sender, nonce): (Address, u64),
+) -> Result<u64, Error> {
+    loop {
+        let messages = client.stream_messages(stream, from, height).await?;
+        if messages.is_empty() {
+            return Err(Error::Malformed(
+                "the command is missing from its cluster's stream".into(),
+            ));
+        }
+        for message in &messages {
+            let bytes = hex::decode(&message.message)
+                .map_err(|_| Error::Malformed("stream message hex".into()))?;
+            let message = DownwardMessage::decode(Copying(bytes.as_slice()))
+                .map_err(|e| Error::Malformed(format!("stream message: {e}")))?;
+            from = message.sequence.saturating_add(1);
+            if message.topic.as_ref() != topics::COMMAND {
+                continue;
+            }
+            let command: ContractCommand = decode_payload(&message.payload)
+                .map_err(|e| Error::Malformed(format!("command message: {e}")))?;
+            if command.sender == sender && command.nonce == nonce {
+                return Ok(command.index);
+            }
         }
     }
 }

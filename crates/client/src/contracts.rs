@@ -4,7 +4,7 @@
 
 use phala_crypto::{
     Keypair,
-    secrets::{self, EcdhKeypair},
+    secrets::{self, ReplySecret},
 };
 use phala_types::{
     Address, QueryReceipt,
@@ -34,7 +34,8 @@ pub struct QueryRequest {
     pub caller: Address,
     /// HPKE encapsulated key (hex).
     pub encapped: String,
-    /// HPKE ciphertext (hex) of the answer key (32 bytes) followed by the input.
+    /// HPKE ciphertext (hex) of the input; the answer is sealed under a secret exported from
+    /// the same HPKE context ([`secrets::seal_request`]).
     pub ciphertext: String,
     /// The worker must have synced at least this block, else it refuses (stale).
     #[serde(default)]
@@ -46,9 +47,10 @@ pub struct QueryRequest {
 /// What `POST /query` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryResponse {
-    /// HPKE encapsulated key (hex) of the encrypted answer.
-    pub encapped: String,
-    /// HPKE ciphertext (hex) of the answer ([`encode_answer`]).
+    /// The worker's fresh response nonce (hex, 32 bytes), mixed into the answer's key.
+    pub nonce: String,
+    /// The answer ([`encode_answer`]) sealed with the request's reply secret (hex), with
+    /// [`response_info`] as associated data.
     pub ciphertext: String,
     pub receipt: QueryReceipt,
 }
@@ -121,7 +123,7 @@ fn decode_answer(bytes: &[u8]) -> Result<Answer, ContractCallError> {
     }
 }
 
-/// HPKE info of an answer: binds it to the request it answers.
+/// Associated data of an answer: binds it to the request it answers.
 pub fn response_info(request_hash: &[u8; 32]) -> Vec<u8> {
     [labels::RESPONSE, request_hash.as_slice()].concat()
 }
@@ -129,7 +131,7 @@ pub fn response_info(request_hash: &[u8; 32]) -> Vec<u8> {
 /// A query ready to send, and the secret that opens its answer.
 pub struct PreparedQuery {
     pub request: QueryRequest,
-    answer_key: EcdhKeypair,
+    reply: ReplySecret,
 }
 
 /// Builds a query of `contract` (whose public key is `public_key`) signed by `caller`.
@@ -140,11 +142,9 @@ pub fn prepare_query(
     input: &[u8],
     min_height: u64,
 ) -> Result<PreparedQuery, ContractCallError> {
-    let answer_key = EcdhKeypair::from_seed(&rand_seed());
-    let plaintext = [answer_key.public().as_slice(), input].concat();
     let info = query_info(contract, &caller.address());
     let mut rng = secrets::seeded_rng(rand_seed());
-    let (encapped, ciphertext) = secrets::seal(public_key, &info, &plaintext, &mut rng)
+    let (encapped, ciphertext, reply) = secrets::seal_request(public_key, &info, input, &mut rng)
         .map_err(|_| ContractCallError::BadPublicKey)?;
     let payload = query_signing_payload(contract, &encapped, &ciphertext, min_height);
     let signature = caller.sign(labels::QUERY_SIGNATURE, &payload);
@@ -157,7 +157,7 @@ pub fn prepare_query(
             min_height,
             signature: hex::encode(signature),
         },
-        answer_key,
+        reply,
     })
 }
 
@@ -167,15 +167,15 @@ impl PreparedQuery {
     /// the chain's is [`crate::Client`]'s part (`phala contract verify-receipt`).
     pub fn open(&self, response: &QueryResponse) -> Result<Answer, ContractCallError> {
         let hash = request_hash(&self.request);
-        let encapped: [u8; 32] = hex::decode(&response.encapped)
+        let nonce: [u8; 32] = hex::decode(&response.nonce)
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or(ContractCallError::Malformed("encapsulated key"))?;
+            .ok_or(ContractCallError::Malformed("response nonce"))?;
         let ciphertext = hex::decode(&response.ciphertext)
             .map_err(|_| ContractCallError::Malformed("answer ciphertext"))?;
         let plain = self
-            .answer_key
-            .open(&response_info(&hash), &encapped, &ciphertext)
+            .reply
+            .open(&nonce, &response_info(&hash), &ciphertext)
             .map_err(|_| ContractCallError::Undecryptable)?;
         let receipt = &response.receipt;
         if receipt.request_hash != hash {

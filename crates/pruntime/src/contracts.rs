@@ -58,6 +58,8 @@ pub struct Instance {
     pub generation: u32,
     pub deployer: Address,
     key: [u8; 32],
+    /// The x25519 pair derived from `key`, kept because every query needs it.
+    ecdh: Arc<EcdhKeypair>,
     pub state: Arc<ContractState>,
     /// Index of the next call (commands start at 1; 0 is `init`).
     pub next_call: u64,
@@ -71,8 +73,8 @@ pub struct Instance {
 
 impl Instance {
     /// The x25519 keypair commands and queries are encrypted to.
-    pub fn ecdh(&self) -> EcdhKeypair {
-        EcdhKeypair::from_seed(&self.key)
+    pub fn ecdh(&self) -> &EcdhKeypair {
+        &self.ecdh
     }
 
     /// Randomness for queries: fresh, never derived from the contract key.
@@ -206,13 +208,15 @@ impl Contracts {
         let bytes = code
             .get(&inst.code_hash)
             .ok_or_else(|| ContractError::MissingCode(hex::encode(inst.code_hash)))?;
+        let key = contract_key(&cluster_key, &inst.contract);
         let mut instance = Instance {
             id: inst.contract,
             code_hash: inst.code_hash,
             cluster: inst.cluster,
             generation: inst.generation,
             deployer: inst.deployer,
-            key: contract_key(&cluster_key, &inst.contract),
+            key,
+            ecdh: Arc::new(EcdhKeypair::from_seed(&key)),
             state: Arc::new(ContractState::new()),
             next_call: 1,
             commitment: commitment(&inst.contract, &ContractState::new()),
@@ -461,6 +465,7 @@ fn unseal_instance(
         generation: sealed.generation,
         deployer: sealed.deployer,
         key,
+        ecdh: Arc::new(EcdhKeypair::from_seed(&key)),
         state: Arc::new(state),
         next_call: sealed.next_call,
         commitment: commitment_now,

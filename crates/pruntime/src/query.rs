@@ -11,7 +11,7 @@ use phala_client::contracts::{
     QueryRequest, QueryResponse, encode_answer, query_info, query_signing_payload, request_hash,
     response_info,
 };
-use phala_crypto::{Keypair, secrets};
+use phala_crypto::Keypair;
 use phala_types::{QueryReceipt, contracts::labels};
 use phala_vm::{Call, Entry, VmError};
 use thiserror::Error;
@@ -89,28 +89,19 @@ impl QueryView {
         ) {
             return Err(QueryError::BadSignature);
         }
-        let plain = instance
+        let (input, reply) = instance
             .ecdh()
-            .open(
+            .open_request(
                 &query_info(&contract, &request.caller),
                 &encapped,
                 &ciphertext,
             )
             .map_err(|_| QueryError::Undecryptable)?;
-        if plain.len() < 32 {
-            return Err(QueryError::Malformed("request without an answer key"));
-        }
-        let (answer_key, input) = plain.split_at(32);
-        let answer_key: [u8; 32] = answer_key
-            .try_into()
-            .map_err(|_| QueryError::Malformed("answer key"))?;
-        let answer = self.run(instance, request, input.to_vec())?;
+        let answer = self.run(instance, request, input)?;
         let answer_bytes = encode_answer(&answer);
         let hash = request_hash(request);
-        let mut rng = secrets::seeded_rng(Instance::query_seed());
-        let (answer_encapped, answer_ciphertext) =
-            secrets::seal(&answer_key, &response_info(&hash), &answer_bytes, &mut rng)
-                .map_err(|_| QueryError::Malformed("answer key"))?;
+        let nonce: [u8; 32] = rand::random();
+        let sealed = reply.seal(&nonce, &response_info(&hash), &answer_bytes);
         let mut receipt = QueryReceipt {
             contract,
             code_hash: instance.code_hash,
@@ -125,8 +116,8 @@ impl QueryView {
             .identity
             .sign(labels::RECEIPT, &receipt.signing_payload());
         Ok(QueryResponse {
-            encapped: hex::encode(answer_encapped),
-            ciphertext: hex::encode(answer_ciphertext),
+            nonce: hex::encode(nonce),
+            ciphertext: hex::encode(sealed),
             receipt,
         })
     }
