@@ -278,6 +278,48 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
         "{stale:?}"
     );
 
+    // A query session: one signed, encrypted opening, then cheap queries keyed from it, each
+    // with a receipt that verifies on chain; a session is bound to its caller, worker and keys.
+    let http = reqwest::Client::new();
+    let opening = prepare_query(&bob, &vault, &public_key, b"", 0).unwrap();
+    let session = contract_ops::open_session(&http, &worker0, opening)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let prepared = session.prepare(b"balance", 0);
+        let response = contract_ops::send_session_query(&http, &worker0, &prepared.query)
+            .await
+            .unwrap();
+        assert_eq!(prepared.open(&response).unwrap().unwrap(), b"balance=307");
+        contract_ops::verify_receipt(&node, &response.receipt)
+            .await
+            .unwrap();
+    }
+    let mut tampered = session.prepare(b"balance", 0);
+    let mut bytes = hex::decode(&tampered.query.ciphertext).unwrap();
+    bytes[0] ^= 1;
+    tampered.query.ciphertext = hex::encode(bytes);
+    let refused = contract_ops::send_session_query(&http, &worker0, &tampered.query).await;
+    assert!(
+        matches!(&refused, Err(QueryFailure::Refused(m)) if m.contains("decrypt")),
+        "{refused:?}"
+    );
+    let elsewhere =
+        contract_ops::send_session_query(&http, &worker1, &session.prepare(b"balance", 0).query)
+            .await;
+    assert!(
+        matches!(&elsewhere, Err(QueryFailure::Refused(m)) if m.contains("session")),
+        "another worker does not know the session: {elsewhere:?}"
+    );
+    let mut forged = prepare_query(&bob, &vault, &public_key, b"", 0).unwrap();
+    forged.request.caller = eve.address();
+    assert!(
+        contract_ops::open_session(&http, &worker0, forged)
+            .await
+            .is_err(),
+        "a session opened in another caller's name"
+    );
+
     // Availability: worker 0 dies, worker 1 keeps answering.
     workers.kill_pruntime(1).unwrap();
     let outcome = ask(&node, &worker1, &bob, &vault, "balance").await.unwrap();

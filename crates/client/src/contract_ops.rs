@@ -2,7 +2,8 @@
 //! checking a receipt against the chain. Used by the CLI, the demo and the tests.
 
 use crate::contracts::{
-    Answer, PreparedQuery, QueryRequest, QueryResponse, prepare_query, seal_command,
+    Answer, PreparedQuery, QueryRequest, QueryResponse, QuerySession, SessionOpened, SessionQuery,
+    prepare_query, seal_command,
 };
 use crate::{Client, Error};
 use bytes::Bytes;
@@ -252,14 +253,44 @@ pub async fn send_query(
     worker_url: &str,
     request: &QueryRequest,
 ) -> Result<QueryResponse, QueryFailure> {
-    let url = format!("{}/query", worker_url.trim_end_matches('/'));
+    post(http, worker_url, "query", request).await
+}
+
+/// Opens a query session with a worker: `prepared` (any input; it is not run) is signed and
+/// encrypted like a query, and the session's queries then cost the worker no public-key
+/// operation.
+pub async fn open_session(
+    http: &reqwest::Client,
+    worker_url: &str,
+    prepared: PreparedQuery,
+) -> Result<QuerySession, QueryFailure> {
+    let opened: SessionOpened = post(http, worker_url, "session", &prepared.request).await?;
+    Ok(prepared.into_session(&opened)?)
+}
+
+/// Posts a query of an open session to a worker's `/session/query`.
+pub async fn send_session_query(
+    http: &reqwest::Client,
+    worker_url: &str,
+    query: &SessionQuery,
+) -> Result<QueryResponse, QueryFailure> {
+    post(http, worker_url, "session/query", query).await
+}
+
+async fn post<Request: serde::Serialize, Answer: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    worker_url: &str,
+    path: &str,
+    body: &Request,
+) -> Result<Answer, QueryFailure> {
+    let url = format!("{}/{path}", worker_url.trim_end_matches('/'));
     let unreachable = |e: reqwest::Error| QueryFailure::Unreachable {
         url: url.clone(),
         reason: e.to_string(),
     };
     let response = http
         .post(&url)
-        .json(request)
+        .json(body)
         .send()
         .await
         .map_err(unreachable)?;

@@ -11,6 +11,7 @@ use phala_types::{
     contracts::{ContractId, command_info, labels},
 };
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
 
 /// Why a contract call could not be built or its answer not be read.
@@ -167,30 +168,159 @@ impl PreparedQuery {
     /// the chain's is [`crate::Client`]'s part (`phala contract verify-receipt`).
     pub fn open(&self, response: &QueryResponse) -> Result<Answer, ContractCallError> {
         let hash = request_hash(&self.request);
-        let nonce: [u8; 32] = hex::decode(&response.nonce)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or(ContractCallError::Malformed("response nonce"))?;
-        let ciphertext = hex::decode(&response.ciphertext)
-            .map_err(|_| ContractCallError::Malformed("answer ciphertext"))?;
-        let plain = self
-            .reply
-            .open(&nonce, &response_info(&hash), &ciphertext)
-            .map_err(|_| ContractCallError::Undecryptable)?;
-        let receipt = &response.receipt;
-        if receipt.request_hash != hash {
-            return Err(ContractCallError::ReceiptMismatch("request hash"));
+        open_answer(&self.reply, &hash, &self.request.contract, response)
+    }
+
+    /// Turns this query, sent to `POST /session`, into a session of further queries.
+    pub fn into_session(self, opened: &SessionOpened) -> Result<QuerySession, ContractCallError> {
+        let id = request_hash(&self.request);
+        if opened.session != hex::encode(id) {
+            return Err(ContractCallError::ReceiptMismatch("session id"));
         }
-        if receipt.response_hash != phala_types::contracts::code_hash(&plain) {
-            return Err(ContractCallError::ReceiptMismatch("response hash"));
+        Ok(QuerySession {
+            id,
+            contract: self.request.contract,
+            reply: self.reply,
+            next: AtomicU64::new(0),
+        })
+    }
+}
+
+/// Opens an answer sealed under `reply` and checks that the receipt names this request, this
+/// answer and this contract, and is signed by the worker it names.
+fn open_answer(
+    reply: &ReplySecret,
+    hash: &[u8; 32],
+    contract: &str,
+    response: &QueryResponse,
+) -> Result<Answer, ContractCallError> {
+    let nonce: [u8; 32] = hex::decode(&response.nonce)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(ContractCallError::Malformed("response nonce"))?;
+    let ciphertext = hex::decode(&response.ciphertext)
+        .map_err(|_| ContractCallError::Malformed("answer ciphertext"))?;
+    let plain = reply
+        .open(&nonce, &response_info(hash), &ciphertext)
+        .map_err(|_| ContractCallError::Undecryptable)?;
+    let receipt = &response.receipt;
+    if receipt.request_hash != *hash {
+        return Err(ContractCallError::ReceiptMismatch("request hash"));
+    }
+    if receipt.response_hash != phala_types::contracts::code_hash(&plain) {
+        return Err(ContractCallError::ReceiptMismatch("response hash"));
+    }
+    if hex::encode(receipt.contract) != contract {
+        return Err(ContractCallError::ReceiptMismatch("contract"));
+    }
+    if !receipt_signature_valid(receipt) {
+        return Err(ContractCallError::ReceiptMismatch("worker signature"));
+    }
+    decode_answer(&plain)
+}
+
+/// What `POST /session` answers: the session a signed, encrypted [`QueryRequest`] opened (its
+/// input is ignored). Queries in a session cost the worker no public-key operation: they are
+/// authenticated and encrypted by keys derived from the opening request's reply secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionOpened {
+    /// The session id (hex): the opening request's hash.
+    pub session: String,
+    /// Seconds the worker keeps the session (a restarted worker forgets it: open another).
+    pub expires_in_secs: u64,
+}
+
+/// `POST /session/query`: one query in a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionQuery {
+    pub session: String,
+    /// Never reused within a session: it selects this query's keys.
+    pub counter: u64,
+    /// The input sealed under the counter's request key (hex).
+    pub ciphertext: String,
+    #[serde(default)]
+    pub min_height: u64,
+}
+
+const SESSION_REQUEST: &[u8] = b"phala/session-request/v1";
+const SESSION_RESPONSE: &[u8] = b"phala/session-response/v1";
+const SESSION_QUERY: &[u8] = b"phala/session-query/v1";
+
+/// The keys of query `counter` in a session: (request, response).
+pub fn session_keys(session: &ReplySecret, counter: u64) -> (ReplySecret, ReplySecret) {
+    let context = counter.to_be_bytes();
+    (
+        session.derive(SESSION_REQUEST, &context),
+        session.derive(SESSION_RESPONSE, &context),
+    )
+}
+
+/// Associated data of a session query's input: binds it to its session, counter and height.
+pub fn session_request_aad(session: &[u8; 32], counter: u64, min_height: u64) -> Vec<u8> {
+    [
+        SESSION_QUERY,
+        session.as_slice(),
+        &counter.to_be_bytes(),
+        &min_height.to_be_bytes(),
+    ]
+    .concat()
+}
+
+/// The hash a receipt names for a session query.
+pub fn session_query_hash(query: &SessionQuery) -> [u8; 32] {
+    phala_types::contracts::code_hash(
+        &[
+            SESSION_QUERY,
+            query.session.as_bytes(),
+            &query.counter.to_be_bytes(),
+            query.ciphertext.as_bytes(),
+            &query.min_height.to_be_bytes(),
+        ]
+        .concat(),
+    )
+}
+
+/// A caller's open session with one worker and contract.
+pub struct QuerySession {
+    pub id: [u8; 32],
+    contract: String,
+    reply: ReplySecret,
+    next: AtomicU64,
+}
+
+/// A session query ready to send, and what opens its answer.
+pub struct PreparedSessionQuery {
+    pub query: SessionQuery,
+    contract: String,
+    response: ReplySecret,
+}
+
+impl QuerySession {
+    /// Seals `input` as the session's next query.
+    pub fn prepare(&self, input: &[u8], min_height: u64) -> PreparedSessionQuery {
+        let counter = self.next.fetch_add(1, Ordering::Relaxed);
+        let (request, response) = session_keys(&self.reply, counter);
+        // Each counter's request key is used once, so a fixed nonce is safe.
+        let aad = session_request_aad(&self.id, counter, min_height);
+        let ciphertext = request.seal(&[0; 32], &aad, input);
+        PreparedSessionQuery {
+            query: SessionQuery {
+                session: hex::encode(self.id),
+                counter,
+                ciphertext: hex::encode(ciphertext),
+                min_height,
+            },
+            contract: self.contract.clone(),
+            response,
         }
-        if hex::encode(receipt.contract) != self.request.contract {
-            return Err(ContractCallError::ReceiptMismatch("contract"));
-        }
-        if !receipt_signature_valid(receipt) {
-            return Err(ContractCallError::ReceiptMismatch("worker signature"));
-        }
-        decode_answer(&plain)
+    }
+}
+
+impl PreparedSessionQuery {
+    /// Decrypts the answer and checks its receipt, as [`PreparedQuery::open`] does.
+    pub fn open(&self, response: &QueryResponse) -> Result<Answer, ContractCallError> {
+        let hash = session_query_hash(&self.query);
+        open_answer(&self.response, &hash, &self.contract, response)
     }
 }
 

@@ -123,6 +123,15 @@ impl ReplySecret {
             .map_err(|_| SecretError::Open)
     }
 
+    /// A secret derived from this one for `label` and `context`: a query session keys each of
+    /// its requests and answers this way, so no two messages share a key and nonce.
+    pub fn derive(&self, label: &[u8], context: &[u8]) -> ReplySecret {
+        ReplySecret {
+            secret: derive_key(&self.secret, label, context),
+            encapped: self.encapped,
+        }
+    }
+
     fn cipher(
         &self,
         response_nonce: &[u8; 32],
@@ -296,6 +305,26 @@ mod tests {
         )
         .unwrap();
         assert!(stranger.open(&[7; 32], b"aad", &sealed).is_err());
+        // Derived secrets open only what was sealed under the same label and context.
+        let derived = reply.derive(b"label", b"1").seal(&[7; 32], b"aad", b"x");
+        assert!(
+            requester
+                .derive(b"label", b"1")
+                .open(&[7; 32], b"aad", &derived)
+                .is_ok()
+        );
+        assert!(
+            requester
+                .derive(b"label", b"2")
+                .open(&[7; 32], b"aad", &derived)
+                .is_err()
+        );
+        assert!(
+            requester
+                .derive(b"other", b"1")
+                .open(&[7; 32], b"aad", &derived)
+                .is_err()
+        );
     }
 
     #[test]

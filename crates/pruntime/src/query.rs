@@ -8,11 +8,14 @@
 
 use crate::contracts::{Contracts, Instance};
 use phala_client::contracts::{
-    QueryRequest, QueryResponse, encode_answer, query_info, query_signing_payload, request_hash,
-    response_info,
+    QueryRequest, QueryResponse, SessionQuery, encode_answer, query_info, query_signing_payload,
+    request_hash, response_info, session_keys, session_query_hash, session_request_aad,
 };
-use phala_crypto::Keypair;
-use phala_types::{QueryReceipt, contracts::labels};
+use phala_crypto::{Keypair, secrets::ReplySecret};
+use phala_types::{
+    Address, QueryReceipt,
+    contracts::{ContractId, labels},
+};
 use phala_vm::{Call, Entry, VmError};
 use thiserror::Error;
 
@@ -36,6 +39,25 @@ pub enum QueryError {
         "this worker is answering {0} queries already; ask again shortly or ask another worker"
     )]
     Busy(usize),
+    #[error("no such query session on this worker (unknown or expired); open a new one")]
+    UnknownSession,
+    #[error("this worker holds {0} query sessions already; ask again later or ask another worker")]
+    TooManySessions(usize),
+}
+
+/// A caller's query session: who opened it, for which contract, and the secret its queries'
+/// keys derive from.
+pub struct Session {
+    contract: ContractId,
+    caller: Address,
+    reply: ReplySecret,
+}
+
+/// A request whose signature checked and whose input decrypted.
+struct Opened<'a> {
+    instance: &'a Instance,
+    input: Vec<u8>,
+    reply: ReplySecret,
 }
 
 /// What queries are answered from.
@@ -64,18 +86,68 @@ impl QueryView {
 
     /// Answers one query.
     pub fn answer(&self, request: &QueryRequest) -> Result<QueryResponse, QueryError> {
-        let contract: [u8; 32] = decode_hex(&request.contract, "contract id")?;
+        let opened = self.open(request)?;
+        let hash = request_hash(request);
+        self.respond(
+            opened.instance,
+            &request.caller,
+            opened.input,
+            &opened.reply,
+            hash,
+        )
+    }
+
+    /// Opens a query session from a signed, encrypted request (its input is ignored): later
+    /// queries in it are keyed from the request's reply secret.
+    pub fn open_session(&self, request: &QueryRequest) -> Result<([u8; 32], Session), QueryError> {
+        let opened = self.open(request)?;
+        let session = Session {
+            contract: opened.instance.id,
+            caller: request.caller,
+            reply: opened.reply,
+        };
+        Ok((request_hash(request), session))
+    }
+
+    /// Answers one query of an open session.
+    pub fn answer_in_session(
+        &self,
+        id: &[u8; 32],
+        session: &Session,
+        query: &SessionQuery,
+    ) -> Result<QueryResponse, QueryError> {
+        let instance = self.instance(&session.contract, query.min_height)?;
+        let ciphertext =
+            hex::decode(&query.ciphertext).map_err(|_| QueryError::Malformed("ciphertext"))?;
+        let (request_key, response_key) = session_keys(&session.reply, query.counter);
+        let aad = session_request_aad(id, query.counter, query.min_height);
+        let input = request_key
+            .open(&[0; 32], &aad, &ciphertext)
+            .map_err(|_| QueryError::Undecryptable)?;
+        let hash = session_query_hash(query);
+        self.respond(instance, &session.caller, input, &response_key, hash)
+    }
+
+    /// The instance a query reads, if this worker runs it and is recent enough.
+    fn instance(&self, contract: &ContractId, min_height: u64) -> Result<&Instance, QueryError> {
         let instance = self
             .contracts
             .instances
-            .get(&contract)
-            .ok_or_else(|| QueryError::UnknownContract(request.contract.clone()))?;
-        if self.height < request.min_height {
+            .get(contract)
+            .ok_or_else(|| QueryError::UnknownContract(hex::encode(contract)))?;
+        if self.height < min_height {
             return Err(QueryError::Stale {
                 height: self.height,
-                wanted: request.min_height,
+                wanted: min_height,
             });
         }
+        Ok(instance)
+    }
+
+    /// Checks a request's signature and decrypts it.
+    fn open(&self, request: &QueryRequest) -> Result<Opened<'_>, QueryError> {
+        let contract: [u8; 32] = decode_hex(&request.contract, "contract id")?;
+        let instance = self.instance(&contract, request.min_height)?;
         let encapped: [u8; 32] = decode_hex(&request.encapped, "encapsulated key")?;
         let ciphertext =
             hex::decode(&request.ciphertext).map_err(|_| QueryError::Malformed("ciphertext"))?;
@@ -97,13 +169,28 @@ impl QueryView {
                 &ciphertext,
             )
             .map_err(|_| QueryError::Undecryptable)?;
-        let answer = self.run(instance, request, input)?;
+        Ok(Opened {
+            instance,
+            input,
+            reply,
+        })
+    }
+
+    /// Runs the query and seals the answer under `reply` with a signed receipt.
+    fn respond(
+        &self,
+        instance: &Instance,
+        caller: &Address,
+        input: Vec<u8>,
+        reply: &ReplySecret,
+        hash: [u8; 32],
+    ) -> Result<QueryResponse, QueryError> {
+        let answer = self.run(instance, caller, input)?;
         let answer_bytes = encode_answer(&answer);
-        let hash = request_hash(request);
         let nonce: [u8; 32] = rand::random();
         let sealed = reply.seal(&nonce, &response_info(&hash), &answer_bytes);
         let mut receipt = QueryReceipt {
-            contract,
+            contract: instance.id,
             code_hash: instance.code_hash,
             request_hash: hash,
             response_hash: phala_types::contracts::code_hash(&answer_bytes),
@@ -125,7 +212,7 @@ impl QueryView {
     fn run(
         &self,
         instance: &Instance,
-        request: &QueryRequest,
+        caller: &Address,
         input: Vec<u8>,
     ) -> Result<Result<Vec<u8>, String>, QueryError> {
         if let Some(reason) = &instance.broken {
@@ -134,7 +221,7 @@ impl QueryView {
         let call = Call {
             entry: Entry::Query,
             contract: instance.id,
-            caller: request.caller.0,
+            caller: caller.0,
             height: self.height,
             time_ms: self.time_ms,
             input,

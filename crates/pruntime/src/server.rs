@@ -3,7 +3,7 @@
 
 use crate::{
     api::{ApiError, Egress, RegistrationRequest, RegistrationResponse, SyncBatch},
-    query::{QueryError, QueryView},
+    query::{QueryError, QueryView, Session},
     runtime::{Pruntime, PruntimeError},
 };
 use axum::{
@@ -14,17 +14,27 @@ use axum::{
     routing::{get, post},
 };
 use commonware_codec::Encode;
-use phala_client::contracts::QueryRequest;
+use phala_client::contracts::{QueryRequest, QueryResponse, SessionOpened, SessionQuery};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
 };
 use serde::Deserialize;
-use std::sync::{Arc, Mutex, RwLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
 
 /// Largest request body (a batch of 20,000 headers is about 10 MiB of JSON).
 const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Query sessions a worker keeps at once, and for how long each.
+const MAX_SESSIONS: usize = 10_000;
+const SESSION_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Open query sessions by id, each with its expiry.
+type Sessions = HashMap<[u8; 32], (Arc<Session>, Instant)>;
 
 /// Counters operators watch.
 #[derive(Default)]
@@ -42,6 +52,8 @@ struct Shared {
     pruntime: Mutex<Pruntime>,
     /// What queries read: replaced after each accepted batch, never locked during a query.
     view: RwLock<Arc<QueryView>>,
+    /// Open query sessions by id, with their expiry; in memory only (a restart forgets them).
+    sessions: Mutex<Sessions>,
     metrics: Metrics,
     registry: Registry,
 }
@@ -78,6 +90,7 @@ pub fn router(pruntime: Pruntime) -> Router {
     let shared = Arc::new(Shared {
         view,
         pruntime: Mutex::new(pruntime),
+        sessions: Mutex::new(HashMap::new()),
         metrics,
         registry,
     });
@@ -87,6 +100,8 @@ pub fn router(pruntime: Pruntime) -> Router {
         .route("/sync", post(sync))
         .route("/egress", get(egress))
         .route("/query", post(query))
+        .route("/session", post(open_session))
+        .route("/session/query", post(session_query))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -175,26 +190,93 @@ async fn egress(State(shared): State<Arc<Shared>>, Query(query): Query<EgressQue
 }
 
 async fn query(State(shared): State<Arc<Shared>>, Json(request): Json<QueryRequest>) -> Response {
-    let view = shared
+    let view = current_view(&shared);
+    shared.metrics.queries.inc();
+    let answer = tokio::task::spawn_blocking(move || view.answer(&request)).await;
+    query_response(&shared, answer)
+}
+
+async fn open_session(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<QueryRequest>,
+) -> Response {
+    let view = current_view(&shared);
+    let opened = match tokio::task::spawn_blocking(move || view.open_session(&request)).await {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => return query_error(&shared, e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let (id, session) = opened;
+    let now = Instant::now();
+    let mut sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    if sessions.len() >= MAX_SESSIONS {
+        sessions.retain(|_, (_, expires)| *expires > now);
+    }
+    if sessions.len() >= MAX_SESSIONS {
+        return query_error(&shared, QueryError::TooManySessions(sessions.len()));
+    }
+    sessions.insert(id, (Arc::new(session), now + SESSION_LIFETIME));
+    Json(SessionOpened {
+        session: hex::encode(id),
+        expires_in_secs: SESSION_LIFETIME.as_secs(),
+    })
+    .into_response()
+}
+
+async fn session_query(
+    State(shared): State<Arc<Shared>>,
+    Json(query): Json<SessionQuery>,
+) -> Response {
+    shared.metrics.queries.inc();
+    let id: Option<[u8; 32]> = hex::decode(&query.session)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok());
+    let session = id.and_then(|id| {
+        let sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions
+            .get(&id)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(session, _)| (id, session.clone()))
+    });
+    let Some((id, session)) = session else {
+        return query_error(&shared, QueryError::UnknownSession);
+    };
+    let view = current_view(&shared);
+    let answer =
+        tokio::task::spawn_blocking(move || view.answer_in_session(&id, &session, &query)).await;
+    query_response(&shared, answer)
+}
+
+fn current_view(shared: &Shared) -> Arc<QueryView> {
+    shared
         .view
         .read()
         .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    shared.metrics.queries.inc();
-    match tokio::task::spawn_blocking(move || view.answer(&request)).await {
+        .clone()
+}
+
+fn query_response(
+    shared: &Shared,
+    answer: Result<Result<QueryResponse, QueryError>, tokio::task::JoinError>,
+) -> Response {
+    match answer {
         Ok(Ok(response)) => Json(response).into_response(),
-        Ok(Err(e)) => {
-            shared.metrics.refused_queries.inc();
-            let status = match e {
-                QueryError::UnknownContract(_) => StatusCode::NOT_FOUND,
-                QueryError::Stale { .. } | QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-                QueryError::BadSignature => StatusCode::UNAUTHORIZED,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            error(status, e)
-        }
+        Ok(Err(e)) => query_error(shared, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+fn query_error(shared: &Shared, e: QueryError) -> Response {
+    shared.metrics.refused_queries.inc();
+    let status = match e {
+        QueryError::UnknownContract(_) | QueryError::UnknownSession => StatusCode::NOT_FOUND,
+        QueryError::Stale { .. } | QueryError::Busy(_) | QueryError::TooManySessions(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        QueryError::BadSignature => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, e)
 }
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {

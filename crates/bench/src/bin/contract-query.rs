@@ -2,9 +2,12 @@
 //! TEE) runs the confidential analytics contract with a few data points, then an analyst's
 //! authorized `aggregate` query is sent to the worker's `/query` over loopback HTTP.
 //!
-//! - **Round trip**, one query at a time: seal and sign the request (HPKE + ed25519), POST it,
-//!   the worker verifies, decrypts, runs the contract and seals the signed answer, the client
-//!   opens it and checks the receipt's signature. p50 / p90 / p99 over `--queries`.
+//! Both ways of asking are measured: signed queries (each sealed with HPKE and signed, `/query`)
+//! and queries in a session (`/session/query`, keyed from one signed opening).
+//!
+//! - **Round trip**, one query at a time: seal (and sign) the request, POST it, the worker
+//!   verifies, decrypts, runs the contract and seals the signed answer, the client opens it and
+//!   checks the receipt's signature. p50 / p90 / p99 over `--queries`.
 //! - **Throughput**, `--concurrency` queries in flight for `--seconds`, requests sealed
 //!   beforehand and answers opened afterwards (both outside the window, checked all the same),
 //!   so the window measures the worker. Queries per second, and queries per CPU-second of the
@@ -21,8 +24,8 @@ use phala_cli::{
 };
 use phala_client::{
     Client,
-    contract_ops::{self, send_query},
-    contracts::{PreparedQuery, prepare_query},
+    contract_ops::{self, open_session, send_query, send_session_query},
+    contracts::{PreparedQuery, PreparedSessionQuery, QueryResponse, prepare_query},
 };
 use phala_crypto::Keypair;
 use phala_pruntime::client::PruntimeClient;
@@ -115,109 +118,186 @@ async fn measure(args: &Args, rpc: &str, workers: &Workers) -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let http = reqwest::Client::builder().timeout(WAIT).build()?;
-    let prepare = || prepare_query(&alice, &contract, &public_key, QUERY, min_height);
     let expected = b"group=salary count=3 sum=16100".as_slice();
-
-    eprintln!("warming up ...");
-    for _ in 0..100 {
-        round_trip(&http, &worker.api, prepare()?, expected).await?;
+    let plain = || {
+        prepare_query(&alice, &contract, &public_key, QUERY, min_height)
+            .map(Prepared::Plain)
+            .map_err(anyhow::Error::from)
+    };
+    let opening = prepare_query(&alice, &contract, &public_key, b"", 0)?;
+    let session = open_session(&http, &worker.api, opening).await?;
+    let in_session = || Ok(Prepared::Session(session.prepare(QUERY, min_height)));
+    let ask = Asker {
+        http: &http,
+        worker: &worker.api,
+        expected,
+        pid,
+    };
+    let mut figures = serde_json::Map::new();
+    for (mode, prepare) in [
+        ("signed", &plain as &dyn Fn() -> anyhow::Result<Prepared>),
+        ("session", &in_session),
+    ] {
+        eprintln!("{mode} queries ...");
+        let measured = ask.measure(args, prepare).await?;
+        if !args.json {
+            measured.print(mode, args.concurrency);
+        }
+        figures.insert(mode.into(), measured.json(args.concurrency));
     }
-
-    eprintln!("{} sequential round trips ...", args.queries);
-    let mut latencies = Vec::with_capacity(args.queries);
-    for _ in 0..args.queries {
-        let started = Instant::now();
-        round_trip(&http, &worker.api, prepare()?, expected).await?;
-        latencies.push(started.elapsed());
-    }
-    latencies.sort();
-
-    eprintln!(
-        "{} s with {} queries in flight ...",
-        args.seconds, args.concurrency
-    );
-    let window = Duration::from_secs(args.seconds);
-    // Requests sealed beforehand and sent round-robin (a query may be asked again: each copy
-    // gets its own answer, and the worker does the same work).
-    let prepared: Vec<PreparedQuery> = (0..2_000).map(|_| prepare()).collect::<Result<_, _>>()?;
-    let cpu_before = cpu_seconds(pid)?;
-    let started = Instant::now();
-    let answered: Vec<_> = stream::iter(prepared.iter().cycle())
-        .take_while(|_| std::future::ready(started.elapsed() < window))
-        .map(|query| {
-            let http = &http;
-            async move { (query, send_query(http, &worker.api, &query.request).await) }
-        })
-        .buffer_unordered(args.concurrency)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    let cpu = cpu_seconds(pid)? - cpu_before;
-    for (query, response) in &answered {
-        let response = response
-            .as_ref()
-            .map_err(|e| anyhow::anyhow!("a query failed: {e}"))?;
-        check(query, response, expected)?;
-    }
-    let count = answered.len();
-
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let percentile = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
-    let figures = serde_json::json!({
-        "round_trip_ms": {
-            "p50": ms(percentile(50)),
-            "p90": ms(percentile(90)),
-            "p99": ms(percentile(99)),
-            "max": latencies.last().map(|d| ms(*d)),
-            "queries": latencies.len(),
-        },
-        "throughput": {
-            "concurrency": args.concurrency,
-            "queries": count,
-            "seconds": elapsed.as_secs_f64(),
-            "queries_per_second": (count as f64 / elapsed.as_secs_f64()).round(),
-            "pruntime_cpu_seconds": cpu,
-            "queries_per_core_second": (count as f64 / cpu).round(),
-        },
-    });
     if args.json {
-        println!("{figures}");
-    } else {
-        let t = &figures["throughput"];
-        println!(
-            "round trip   p50 {:.3} ms   p90 {:.3} ms   p99 {:.3} ms   ({} queries, one at a time)",
-            ms(percentile(50)),
-            ms(percentile(90)),
-            ms(percentile(99)),
-            latencies.len()
-        );
-        println!(
-            "throughput   {} queries/s with {} in flight; the pRuntime used {:.2} CPU-s for {} queries: {} queries per core-second",
-            t["queries_per_second"], args.concurrency, cpu, count, t["queries_per_core_second"]
-        );
+        println!("{}", serde_json::Value::Object(figures));
     }
     Ok(())
 }
 
-/// One query from sealed request to opened, checked answer.
-async fn round_trip(
-    http: &reqwest::Client,
-    worker: &str,
-    query: PreparedQuery,
-    expected: &[u8],
-) -> anyhow::Result<()> {
-    let response = send_query(http, worker, &query.request).await?;
-    check(&query, &response, expected)
+/// A query ready to send: signed and sealed on its own, or in a session.
+enum Prepared {
+    Plain(PreparedQuery),
+    Session(PreparedSessionQuery),
 }
 
-fn check(
-    query: &PreparedQuery,
-    response: &phala_client::contracts::QueryResponse,
-    expected: &[u8],
-) -> anyhow::Result<()> {
-    match query.open(response)? {
-        Ok(answer) if answer.starts_with(expected) => Ok(()),
-        other => bail!("unexpected answer: {other:?}"),
+impl Prepared {
+    async fn send(
+        &self,
+        http: &reqwest::Client,
+        worker: &str,
+    ) -> Result<QueryResponse, contract_ops::QueryFailure> {
+        match self {
+            Prepared::Plain(query) => send_query(http, worker, &query.request).await,
+            Prepared::Session(query) => send_session_query(http, worker, &query.query).await,
+        }
+    }
+
+    fn check(&self, response: &QueryResponse, expected: &[u8]) -> anyhow::Result<()> {
+        let answer = match self {
+            Prepared::Plain(query) => query.open(response)?,
+            Prepared::Session(query) => query.open(response)?,
+        };
+        match answer {
+            Ok(answer) if answer.starts_with(expected) => Ok(()),
+            other => bail!("unexpected answer: {other:?}"),
+        }
+    }
+}
+
+/// Where queries go and what they must answer.
+struct Asker<'a> {
+    http: &'a reqwest::Client,
+    worker: &'a str,
+    expected: &'a [u8],
+    pid: u32,
+}
+
+/// One mode's figures.
+struct Measured {
+    latencies: Vec<Duration>,
+    count: usize,
+    elapsed: Duration,
+    cpu: f64,
+}
+
+impl Asker<'_> {
+    async fn round_trip(&self, query: Prepared) -> anyhow::Result<()> {
+        let response = query.send(self.http, self.worker).await?;
+        query.check(&response, self.expected)
+    }
+
+    async fn measure(
+        &self,
+        args: &Args,
+        prepare: &dyn Fn() -> anyhow::Result<Prepared>,
+    ) -> anyhow::Result<Measured> {
+        for _ in 0..100 {
+            self.round_trip(prepare()?).await?;
+        }
+        let mut latencies = Vec::with_capacity(args.queries);
+        for _ in 0..args.queries {
+            let started = Instant::now();
+            self.round_trip(prepare()?).await?;
+            latencies.push(started.elapsed());
+        }
+        latencies.sort();
+
+        let window = Duration::from_secs(args.seconds);
+        // Requests sealed beforehand and sent round-robin (a query may be asked again: each
+        // copy gets its own answer, and the worker does the same work).
+        let prepared: Vec<Prepared> = (0..2_000).map(|_| prepare()).collect::<Result<_, _>>()?;
+        let cpu_before = cpu_seconds(self.pid)?;
+        let started = Instant::now();
+        let answered: Vec<_> = stream::iter(prepared.iter().cycle())
+            .take_while(|_| std::future::ready(started.elapsed() < window))
+            .map(|query| async move { (query, query.send(self.http, self.worker).await) })
+            .buffer_unordered(args.concurrency)
+            .collect()
+            .await;
+        let elapsed = started.elapsed();
+        let cpu = cpu_seconds(self.pid)? - cpu_before;
+        for (query, response) in &answered {
+            let response = response
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("a query failed: {e}"))?;
+            query.check(response, self.expected)?;
+        }
+        Ok(Measured {
+            latencies,
+            count: answered.len(),
+            elapsed,
+            cpu,
+        })
+    }
+}
+
+impl Measured {
+    fn percentile_ms(&self, p: usize) -> f64 {
+        let index = (self.latencies.len() * p / 100).min(self.latencies.len().saturating_sub(1));
+        self.latencies
+            .get(index)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    }
+
+    fn per_second(&self) -> f64 {
+        (self.count as f64 / self.elapsed.as_secs_f64()).round()
+    }
+
+    fn per_core_second(&self) -> f64 {
+        (self.count as f64 / self.cpu).round()
+    }
+
+    fn json(&self, concurrency: usize) -> serde_json::Value {
+        serde_json::json!({
+            "round_trip_ms": {
+                "p50": self.percentile_ms(50),
+                "p90": self.percentile_ms(90),
+                "p99": self.percentile_ms(99),
+                "queries": self.latencies.len(),
+            },
+            "throughput": {
+                "concurrency": concurrency,
+                "queries": self.count,
+                "seconds": self.elapsed.as_secs_f64(),
+                "queries_per_second": self.per_second(),
+                "pruntime_cpu_seconds": self.cpu,
+                "queries_per_core_second": self.per_core_second(),
+            },
+        })
+    }
+
+    fn print(&self, mode: &str, concurrency: usize) {
+        println!(
+            "{mode:<8} round trip p50 {:.3} ms   p90 {:.3} ms   p99 {:.3} ms   ({} queries, one at a time)",
+            self.percentile_ms(50),
+            self.percentile_ms(90),
+            self.percentile_ms(99),
+            self.latencies.len()
+        );
+        println!(
+            "{mode:<8} throughput {} queries/s with {concurrency} in flight; the pRuntime used {:.2} CPU-s for {} queries: {} queries per core-second",
+            self.per_second(),
+            self.cpu,
+            self.count,
+            self.per_core_second()
+        );
     }
 }
 
