@@ -93,8 +93,11 @@ impl HostState {
     }
 }
 
-/// Takes `cost` fuel, or ends the call out of gas.
+/// Takes `cost` fuel, or ends the call out of gas. Queries have no fuel: time bounds them.
 fn charge(caller: &mut Caller<'_, HostState>, cost: u64) -> HostResult<()> {
+    if caller.data().call.entry == Entry::Query {
+        return Ok(());
+    }
     let fuel = caller.get_fuel()?;
     let cost = cost.saturating_add(CALL_COST);
     if fuel < cost {

@@ -4,7 +4,8 @@
 //! - Deterministic: canonical NaNs, no threads, no relaxed SIMD, no other non-deterministic
 //!   proposal; time and randomness only through the host calls, which the caller makes
 //!   deterministic for commands (see [`Call::random_seed`]).
-//! - Bounded: fuel metering (the gas of commands), an epoch deadline for queries (wall clock),
+//! - Bounded: fuel metering (the gas of commands), an epoch deadline for queries (wall clock;
+//!   each on its own engine so code carries only its own checks),
 //!   memory, stack, table and instance limits, size limits on every host call.
 //! - Transactional: a call returns its writes; a failed, trapped or out-of-gas call returns an
 //!   error and no writes, so the contract's state is unchanged.
@@ -54,12 +55,10 @@ pub mod limits {
     pub const MAX_EMIT: usize = 4 * 1024;
     /// Wall-clock bound of a query.
     pub const QUERY_TIMEOUT_MS: u64 = 100;
-    /// Fuel of a query.
-    pub const QUERY_FUEL: u64 = 100_000_000;
-    /// Queries running at once in one VM; more are refused as busy. Commands never wait for a
-    /// slot: the instance pool holds [`COMMAND_SLOTS`] more than this.
+    /// Queries running at once in one VM; more are refused as busy. Commands never wait for
+    /// them: they run on their own engine with its own [`COMMAND_SLOTS`].
     pub const MAX_CONCURRENT_QUERIES: usize = 32;
-    /// Instance slots kept for commands (a worker executes them one at a time).
+    /// Instance slots for commands and `init` (a worker executes them one at a time).
     pub const COMMAND_SLOTS: usize = 8;
 }
 
@@ -103,7 +102,8 @@ pub struct Call {
     /// Block timestamp in milliseconds.
     pub time_ms: u64,
     pub input: Vec<u8>,
-    /// Fuel for commands (their gas limit); queries get [`limits::QUERY_FUEL`].
+    /// Fuel for `init` and commands (their gas limit); queries are bounded by
+    /// [`limits::QUERY_TIMEOUT_MS`] instead and ignore it.
     pub fuel: u64,
     /// Seed of the `random` host call: derived from the contract key and the command's position
     /// for commands (deterministic, secret), fresh randomness for queries.
@@ -156,15 +156,59 @@ pub enum VmError {
     Busy(usize),
 }
 
-/// Compiled code ready to instantiate.
+/// Compiled code ready to instantiate, once per engine.
 struct Loaded {
-    pre: InstancePre<host::HostState>,
+    metered: InstancePre<host::HostState>,
+    timed: InstancePre<host::HostState>,
 }
 
-/// The VM: one engine, one linker, and the compiled modules by code hash.
-pub struct Vm {
+/// An engine with the host interface linked into it.
+struct Runtime {
     engine: Engine,
     linker: Linker<host::HostState>,
+}
+
+impl Runtime {
+    fn new(bound: Bound) -> Result<Self, VmError> {
+        let engine =
+            Engine::new(&config(bound)).map_err(|e| VmError::InvalidModule(e.to_string()))?;
+        if bound == Bound::Time {
+            start_ticker(&engine);
+        }
+        let mut linker = Linker::new(&engine);
+        host::link(&mut linker).map_err(|e| VmError::InvalidModule(e.to_string()))?;
+        Ok(Runtime { engine, linker })
+    }
+
+    fn compile(&self, code: &[u8]) -> Result<InstancePre<host::HostState>, VmError> {
+        let module =
+            Module::new(&self.engine, code).map_err(|e| VmError::InvalidModule(e.to_string()))?;
+        for export in ["memory", "init", "handle_command", "handle_query"] {
+            if module.get_export(export).is_none() {
+                return Err(VmError::InvalidModule(format!("missing export `{export}`")));
+            }
+        }
+        self.linker
+            .instantiate_pre(&module)
+            .map_err(|e| VmError::InvalidModule(format!("{e:#}")))
+    }
+}
+
+/// What stops a runaway call. Each kind of call gets an engine compiled for its bound alone,
+/// since every check the code carries costs time in every loop (both cost 1.8x → 2.2x native
+/// on the matrix kernel, see benches/kernel.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// Fuel: deterministic, the gas of `init` and commands.
+    Fuel,
+    /// A wall-clock epoch deadline: queries, which need not agree across workers.
+    Time,
+}
+
+/// The VM: an engine per [`Bound`], and the compiled modules by code hash.
+pub struct Vm {
+    metered: Runtime,
+    timed: Runtime,
     modules: Mutex<HashMap<CodeHash, Arc<Loaded>>>,
     queries: AtomicUsize,
 }
@@ -172,13 +216,9 @@ pub struct Vm {
 impl Vm {
     /// A VM with the deterministic configuration and a running epoch ticker.
     pub fn new() -> Result<Self, VmError> {
-        let engine = Engine::new(&config()).map_err(|e| VmError::InvalidModule(e.to_string()))?;
-        start_ticker(&engine);
-        let mut linker = Linker::new(&engine);
-        host::link(&mut linker).map_err(|e| VmError::InvalidModule(e.to_string()))?;
         Ok(Vm {
-            engine,
-            linker,
+            metered: Runtime::new(Bound::Fuel)?,
+            timed: Runtime::new(Bound::Time)?,
             modules: Mutex::new(HashMap::new()),
             queries: AtomicUsize::new(0),
         })
@@ -230,23 +270,21 @@ impl Vm {
             Entry::Query => Some(QuerySlot::take(&self.queries)?),
             _ => None,
         };
-        let fuel = match entry {
-            Entry::Query => limits::QUERY_FUEL,
-            _ => call.fuel,
-        };
-        let mut store = Store::new(&self.engine, host::HostState::new(state, call));
+        let fuel = call.fuel;
+        if entry == Entry::Query {
+            let mut store = Store::new(&self.timed.engine, host::HostState::new(state, call));
+            store.limiter(|host| &mut host.limits);
+            store.set_epoch_deadline(limits::QUERY_TIMEOUT_MS / EPOCH_TICK.as_millis() as u64);
+            run(&mut store, &loaded.timed, entry).map_err(|error| classify(error, 0))?;
+            return Ok(store.into_data().into_outcome(0));
+        }
+        // Commands are bounded by fuel alone: a wall-clock bound would not be deterministic.
+        let mut store = Store::new(&self.metered.engine, host::HostState::new(state, call));
         store.limiter(|host| &mut host.limits);
         store
             .set_fuel(fuel)
             .map_err(|e| VmError::Trap(e.to_string()))?;
-        match entry {
-            // Commands are bounded by fuel alone: a wall-clock bound would not be deterministic.
-            Entry::Query => {
-                store.set_epoch_deadline(limits::QUERY_TIMEOUT_MS / EPOCH_TICK.as_millis() as u64)
-            }
-            _ => store.set_epoch_deadline(u64::MAX / 2),
-        }
-        let result = run(&mut store, &loaded, entry);
+        let result = run(&mut store, &loaded.metered, entry);
         let gas_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         result.map_err(|error| classify(error, fuel))?;
         Ok(store.into_data().into_outcome(gas_used))
@@ -259,18 +297,10 @@ impl Vm {
                 limit: limits::MAX_CODE,
             });
         }
-        let module =
-            Module::new(&self.engine, code).map_err(|e| VmError::InvalidModule(e.to_string()))?;
-        for export in ["memory", "init", "handle_command", "handle_query"] {
-            if module.get_export(export).is_none() {
-                return Err(VmError::InvalidModule(format!("missing export `{export}`")));
-            }
-        }
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| VmError::InvalidModule(format!("{e:#}")))?;
-        Ok(Loaded { pre })
+        Ok(Loaded {
+            metered: self.metered.compile(code)?,
+            timed: self.timed.compile(code)?,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CodeHash, Arc<Loaded>>> {
@@ -300,8 +330,12 @@ impl Drop for QuerySlot<'_> {
     }
 }
 
-fn run(store: &mut Store<host::HostState>, loaded: &Loaded, entry: Entry) -> wasmtime::Result<()> {
-    let instance = loaded.pre.instantiate(&mut *store)?;
+fn run(
+    store: &mut Store<host::HostState>,
+    pre: &InstancePre<host::HostState>,
+    entry: Entry,
+) -> wasmtime::Result<()> {
+    let instance = pre.instantiate(&mut *store)?;
     let memory = instance
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| wasmtime::Error::msg("export `memory` is not a memory"))?;
@@ -329,11 +363,11 @@ fn classify(error: wasmtime::Error, fuel: u64) -> VmError {
 
 /// Threads are compiled out (wasmtime's `threads` feature is off); everything else that could
 /// differ between machines is switched off here.
-fn config() -> Config {
+fn config(bound: Bound) -> Config {
     let mut config = Config::new();
     config
-        .consume_fuel(true)
-        .epoch_interruption(true)
+        .consume_fuel(bound == Bound::Fuel)
+        .epoch_interruption(bound == Bound::Time)
         .cranelift_nan_canonicalization(true)
         .cranelift_opt_level(OptLevel::Speed)
         .wasm_relaxed_simd(false)
@@ -342,15 +376,23 @@ fn config() -> Config {
         .wasm_wide_arithmetic(false)
         .wasm_custom_page_sizes(false)
         .max_wasm_stack(limits::MAX_STACK);
-    // Instances come from a pool of pre-reserved slots, reset between calls: instantiation
-    // costs about half of fresh mappings (see benches/kernel.rs, `matmul 1`). Each slot keeps
-    // the default 4 GiB reservation, so memory accesses need no bounds checks.
-    let slots = (limits::MAX_CONCURRENT_QUERIES + limits::COMMAND_SLOTS) as u32;
+    // Instances come from a pool of pre-reserved slots, reset between calls. Each slot keeps
+    // the default 4 GiB reservation, so memory accesses need no bounds checks. A slot's dirty
+    // pages (found with PAGEMAP_SCAN) are reset in place up to 2 MiB instead of being unmapped,
+    // so the next call takes no page faults: instantiation went from 24 to 13 µs (see
+    // benches/kernel.rs, `matmul 1`) and at most 2 MiB stays resident per slot.
+    let slots = match bound {
+        Bound::Fuel => limits::COMMAND_SLOTS,
+        Bound::Time => limits::MAX_CONCURRENT_QUERIES,
+    } as u32;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_core_instances(slots)
         .total_memories(slots)
         .total_tables(slots)
-        .max_memory_size(limits::MAX_MEMORY);
+        .max_memory_size(limits::MAX_MEMORY)
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(1 << 16);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
