@@ -41,8 +41,6 @@ pub enum QueryError {
     Busy(usize),
     #[error("no such query session on this worker (unknown or expired); open a new one")]
     UnknownSession,
-    #[error("this worker holds {0} query sessions already; ask again later or ask another worker")]
-    TooManySessions(usize),
 }
 
 /// A caller's query session: who opened it, for which contract, and the secret its queries'

@@ -207,20 +207,37 @@ async fn open_session(
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
     let (id, session) = opened;
-    let now = Instant::now();
     let mut sessions = shared.sessions.lock().unwrap_or_else(|p| p.into_inner());
-    if sessions.len() >= MAX_SESSIONS {
-        sessions.retain(|_, (_, expires)| *expires > now);
-    }
-    if sessions.len() >= MAX_SESSIONS {
-        return query_error(&shared, QueryError::TooManySessions(sessions.len()));
-    }
-    sessions.insert(id, (Arc::new(session), now + SESSION_LIFETIME));
+    admit(&mut sessions, id, session, Instant::now());
     Json(SessionOpened {
         session: hex::encode(id),
         expires_in_secs: SESSION_LIFETIME.as_secs(),
     })
     .into_response()
+}
+
+/// Keeps a new session, dropping expired ones when the table is full, and then the oldest:
+/// nobody can lock callers out by opening sessions, and a caller whose session was dropped
+/// gets `404` and opens another.
+fn admit<S>(
+    sessions: &mut HashMap<[u8; 32], (Arc<S>, Instant)>,
+    id: [u8; 32],
+    session: S,
+    now: Instant,
+) {
+    if sessions.len() >= MAX_SESSIONS {
+        sessions.retain(|_, (_, expires)| *expires > now);
+    }
+    if sessions.len() >= MAX_SESSIONS {
+        let oldest = sessions
+            .iter()
+            .min_by_key(|(_, (_, expires))| *expires)
+            .map(|(id, _)| *id);
+        if let Some(oldest) = oldest {
+            sessions.remove(&oldest);
+        }
+    }
+    sessions.insert(id, (Arc::new(session), now + SESSION_LIFETIME));
 }
 
 async fn session_query(
@@ -270,9 +287,7 @@ fn query_error(shared: &Shared, e: QueryError) -> Response {
     shared.metrics.refused_queries.inc();
     let status = match e {
         QueryError::UnknownContract(_) | QueryError::UnknownSession => StatusCode::NOT_FOUND,
-        QueryError::Stale { .. } | QueryError::Busy(_) | QueryError::TooManySessions(_) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        QueryError::Stale { .. } | QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         QueryError::BadSignature => StatusCode::UNAUTHORIZED,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -284,5 +299,45 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
     match encode(&mut text, &shared.registry) {
         Ok(()) => text.into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: usize) -> [u8; 32] {
+        let mut id = [0; 32];
+        id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        id
+    }
+
+    #[test]
+    fn a_full_session_table_drops_expired_sessions_then_the_oldest() {
+        let start = Instant::now();
+        let mut sessions = HashMap::new();
+        for n in 0..MAX_SESSIONS {
+            admit(
+                &mut sessions,
+                id(n),
+                n,
+                start + Duration::from_millis(n as u64),
+            );
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+        // All alive: the oldest (0) makes room.
+        admit(
+            &mut sessions,
+            id(MAX_SESSIONS),
+            MAX_SESSIONS,
+            start + Duration::from_secs(20),
+        );
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+        assert!(!sessions.contains_key(&id(0)) && sessions.contains_key(&id(1)));
+        // Later, every session but the newest has expired: they all go.
+        let later = start + SESSION_LIFETIME + Duration::from_secs(19);
+        admit(&mut sessions, id(0), 0, later);
+        assert_eq!(sessions.len(), 2);
+        assert!(sessions.contains_key(&id(0)) && sessions.contains_key(&id(MAX_SESSIONS)));
     }
 }
