@@ -9,7 +9,10 @@
 //!   only once it is set;
 //! - a command's index is its position in the contract's calls (0 is `init`), so every report
 //!   names exactly one call; each worker of the cluster counts once per call, and the first
-//!   report that disagrees with the first one is kept as evidence.
+//!   report that disagrees with the first one is kept as evidence;
+//! - a command's gas (`gas_limit × gas_price`) waits in [`GAS_ESCROW`] until the first report
+//!   of its call: then the gas used is paid as a fee and the rest goes back to the sender.
+//!   The escrow's balance is always the sum of the prepaid calls not yet reported.
 
 use crate::{
     BlockContext, TxError, balances,
@@ -52,6 +55,10 @@ impl Default for ContractsConfig {
     }
 }
 
+/// The account that holds prepaid gas until its call is reported. Nobody has its key: it is
+/// not a public key anyone derived, just these 32 bytes.
+pub const GAS_ESCROW: Address = Address(*b"phala/contracts/gas-escrow/v1\0\0\0");
+
 /// Where contract data lives in the state.
 pub mod keys {
     /// Prefix of contract records; the node lists contracts by it.
@@ -82,6 +89,11 @@ pub mod keys {
             worker,
         ]
         .concat()
+    }
+
+    /// The gas prepaid for call `index` of contract `id`, until its first report.
+    pub fn prepaid(id: &[u8; 32], index: u64) -> Vec<u8> {
+        [b"contracts/prepaid/".as_slice(), id, &index.to_be_bytes()].concat()
     }
 
     /// The number of events a contract emitted.
@@ -234,14 +246,12 @@ pub struct Command<'a> {
     pub ciphertext: &'a Bytes,
 }
 
-/// Charges the gas and appends the command to its cluster's stream.
-#[allow(clippy::too_many_arguments)]
+/// Takes the command's gas into escrow and appends the command to its cluster's stream.
 pub fn command<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,
     config: &ContractsConfig,
-    fees: &FeeSchedule,
     sender: &Address,
     command: Command<'_>,
 ) -> Result<(), TxError> {
@@ -256,12 +266,17 @@ pub fn command<S: StateRead + ?Sized>(
             max: config.max_gas,
         });
     }
-    let gas_cost = config
-        .gas_price
-        .saturating_mul(command.gas_limit as Balance);
-    balances::charge_fee(state, fees, sender, &ctx.proposer, gas_cost)?;
+    let prepaid = Prepaid {
+        sender: *sender,
+        gas_limit: command.gas_limit,
+        gas_price: config.gas_price,
+    };
+    if prepaid.total() > 0 {
+        balances::transfer(state, sender, &GAS_ESCROW, prepaid.total())?;
+    }
     record.commands += 1;
     set_contract(state, &record);
+    state.set(keys::prepaid(&record.id, record.commands), prepaid.encode());
     let message = ContractCommand {
         contract: record.id,
         index: record.commands,
@@ -284,11 +299,66 @@ pub fn command<S: StateRead + ?Sized>(
     Ok(())
 }
 
+/// Gas a command paid for in advance.
+struct Prepaid {
+    sender: Address,
+    gas_limit: u64,
+    gas_price: Balance,
+}
+
+impl Prepaid {
+    fn total(&self) -> Balance {
+        // Saturates only beyond the total supply, which no sender can pay.
+        self.gas_price.saturating_mul(self.gas_limit as Balance)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        [
+            self.sender.0.as_slice(),
+            &self.gas_limit.to_be_bytes(),
+            &self.gas_price.to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        Some(Prepaid {
+            sender: Address(bytes.get(..32)?.try_into().ok()?),
+            gas_limit: u64::from_be_bytes(bytes.get(32..40)?.try_into().ok()?),
+            gas_price: Balance::from_be_bytes(bytes.get(40..56)?.try_into().ok()?),
+        })
+    }
+}
+
+/// Settles call `index`'s prepaid gas on its first report: what it used is charged as a fee
+/// (split like any fee), the rest goes back to the sender.
+fn settle_gas<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    ctx: &BlockContext,
+    fees: &FeeSchedule,
+    report: &ContractReport,
+) -> Result<(), TxError> {
+    let key = keys::prepaid(&report.contract, report.index);
+    let Some(prepaid) = state.get(&key).and_then(|bytes| Prepaid::decode(&bytes)) else {
+        return Ok(());
+    };
+    state.remove(key);
+    let used = report.gas_used.min(prepaid.gas_limit);
+    let cost = prepaid.gas_price.saturating_mul(used as Balance);
+    balances::charge_fee(state, fees, &GAS_ESCROW, &ctx.proposer, cost)?;
+    let refund = prepaid.total() - cost;
+    if refund > 0 {
+        balances::transfer(state, &GAS_ESCROW, &prepaid.sender, refund)?;
+    }
+    Ok(())
+}
+
 /// Handles contract topics of an accepted upward message; `false` if the topic is not one.
 pub fn on_upward<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,
+    fees: &FeeSchedule,
     message: &UpwardMessage,
 ) -> Result<bool, TxError> {
     let topic = message.topic.as_ref();
@@ -300,7 +370,7 @@ pub fn on_upward<S: StateRead + ?Sized>(
     } else if topic == topics::REPORT {
         let report =
             ContractReport::decode(Copying(message.payload.as_ref())).map_err(bad_payload)?;
-        on_report(state, outbox, ctx, &message.origin, &report)?;
+        on_report(state, outbox, ctx, fees, &message.origin, &report)?;
         Ok(true)
     } else {
         Ok(false)
@@ -331,6 +401,7 @@ fn on_report<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,
+    fees: &FeeSchedule,
     worker: &Address,
     report: &ContractReport,
 ) -> Result<(), TxError> {
@@ -360,6 +431,7 @@ fn on_report<S: StateRead + ?Sized>(
         .and_then(|bytes| ReportRecord::decode(Copying(&bytes)).ok());
     let updated = match existing {
         None => {
+            settle_gas(state, ctx, fees, report)?;
             publish_effects(state, outbox, ctx, report);
             ReportRecord {
                 index: report.index,

@@ -173,7 +173,7 @@ impl Runtime {
                 registry::require_current(state, &message.origin, ctx.height)?;
                 mq::accept_upward(state, &self.genesis_hash, message)?;
                 if !registry::on_upward(state, outbox, ctx, message)?
-                    && !contracts::on_upward(state, outbox, ctx, message)?
+                    && !contracts::on_upward(state, outbox, ctx, &self.config.fees, message)?
                 {
                     mq::relay(state, outbox, ctx, message);
                 }
@@ -225,15 +225,7 @@ impl Runtime {
                     ciphertext,
                 };
                 let config = &self.config;
-                contracts::command(
-                    state,
-                    outbox,
-                    ctx,
-                    &config.contracts,
-                    &config.fees,
-                    signer,
-                    command,
-                )
+                contracts::command(state, outbox, ctx, &config.contracts, signer, command)
             }
         }
     }

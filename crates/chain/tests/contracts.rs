@@ -330,6 +330,48 @@ fn a_command_waits_for_the_key_pays_for_its_gas_and_goes_to_its_cluster() {
 }
 
 #[test]
+fn gas_waits_in_escrow_until_the_first_report_which_refunds_the_rest() {
+    let mut network = Network::new();
+    let id = network.deploy(1).unwrap();
+    network.publish_key(id, 3).unwrap();
+    let user = key("op3");
+    let free = |network: &Network, who: &phala_types::Address| {
+        phala_chain::balances::account(&Overlay::new(&network.chain.db), who).free
+    };
+    let price = ContractsConfig::default().gas_price;
+    let (gas, used) = (2_000_000u64, 1_234u64);
+    network.chain.apply(&user, command(id, gas)).unwrap();
+    network.chain.apply(&user, command(id, 1_000)).unwrap();
+    let escrowed = price * (gas + 1_000) as u128;
+    assert_eq!(free(&network, &contracts::GAS_ESCROW), escrowed);
+
+    // The first report of call 1 charges what it used and refunds the rest.
+    let before = free(&network, &user.address());
+    let burned_before = phala_chain::balances::burned(&Overlay::new(&network.chain.db));
+    report(&mut network, |n| &mut n.w1, &a_report(id, 1, 1)).unwrap();
+    let refund = price * (gas - used) as u128;
+    assert_eq!(free(&network, &user.address()) - before, refund);
+    assert_eq!(
+        free(&network, &contracts::GAS_ESCROW),
+        escrowed - price * gas as u128
+    );
+    assert!(
+        phala_chain::balances::burned(&Overlay::new(&network.chain.db)) > burned_before,
+        "the gas used is paid as a fee (partly burned)"
+    );
+    // A confirming report settles nothing again.
+    report(&mut network, |n| &mut n.w2, &a_report(id, 1, 1)).unwrap();
+    assert_eq!(free(&network, &user.address()) - before, refund);
+
+    // A report claiming more gas than the limit charges the limit, no more.
+    let mut greedy = a_report(id, 2, 1);
+    greedy.gas_used = u64::MAX;
+    report(&mut network, |n| &mut n.w1, &greedy).unwrap();
+    assert_eq!(free(&network, &user.address()) - before, refund);
+    assert_eq!(free(&network, &contracts::GAS_ESCROW), 0);
+}
+
+#[test]
 fn reports_are_recorded_once_per_worker_confirmed_and_disputed() {
     let mut network = Network::new();
     let id = network.deploy(1).unwrap();

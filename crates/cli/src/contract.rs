@@ -142,7 +142,7 @@ pub async fn run(client: &Client, command: ContractCommand, as_json: bool) -> an
                     "FAILED (state unchanged)"
                 };
                 format!(
-                    "command {} {outcome}; gas used {} of {gas}; state commitment {}",
+                    "command {} {outcome}; gas used {} of {gas} (the rest is refunded); state commitment {}",
                     sent.index,
                     report.gas_used,
                     hex::encode(report.commitment)

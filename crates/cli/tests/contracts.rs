@@ -192,6 +192,16 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
     let out_of_gas = confirmed(&node, &vault, index, 2).await;
     assert!(!out_of_gas.succeeded);
     assert_eq!(out_of_gas.commitment, transfer.commitment);
+    assert_eq!(
+        out_of_gas.gas_used, 1_000,
+        "out of gas pays its whole limit"
+    );
+    // Every command so far is reported, so its gas is settled: none is left in escrow.
+    let escrow = node
+        .account(&phala_chain::contracts::GAS_ESCROW)
+        .await
+        .unwrap();
+    assert_eq!(escrow.free, 0);
 
     // A tampered ciphertext: included (the chain cannot tell), refused by the enclaves.
     let public_key = record.public_key.unwrap();

@@ -20,7 +20,7 @@ use phala_types::{
     contracts::{CodeHash, ContractId, command_info, labels, topics},
     registry::decode_payload,
 };
-use phala_vm::{Call, Entry, Outcome, Vm, VmError};
+use phala_vm::{Call, Entry, Failure, Outcome, Vm, VmError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::{
@@ -223,7 +223,7 @@ impl Contracts {
             height: inst.height,
             broken: None,
         };
-        let result = self.vm.load(&bytes).and_then(|_| {
+        let result = self.vm.load(&bytes).map_err(Failure::from).and_then(|_| {
             let call = Call {
                 entry: Entry::Init,
                 contract: inst.contract,
@@ -257,9 +257,9 @@ impl Contracts {
         }
         instance.height = command.height;
         let result = match &instance.broken {
-            Some(reason) => Err(VmError::Refused(format!(
+            Some(reason) => Err(Failure::from(VmError::Refused(format!(
                 "the contract cannot run: {reason}"
-            ))),
+            )))),
             None => instance
                 .ecdh()
                 .open(
@@ -268,7 +268,9 @@ impl Contracts {
                     &command.ciphertext.0,
                 )
                 .map_err(|_| {
-                    VmError::Refused("the command does not decrypt with this contract's key".into())
+                    Failure::from(VmError::Refused(
+                        "the command does not decrypt with this contract's key".into(),
+                    ))
                 })
                 .and_then(|input| {
                     let call = Call {
@@ -337,7 +339,7 @@ impl Contracts {
 fn apply_outcome(
     instance: &mut Instance,
     index: u64,
-    result: Result<Outcome, VmError>,
+    result: Result<Outcome, Failure>,
 ) -> ContractReport {
     instance.next_call = index + 1;
     let (succeeded, gas_used, events, messages) = match result {
@@ -354,8 +356,8 @@ fn apply_outcome(
             }
             (true, outcome.gas_used, outcome.events, outcome.messages)
         }
-        Err(VmError::OutOfGas { limit }) => (false, limit, Vec::new(), Vec::new()),
-        Err(_) => (false, 0, Vec::new(), Vec::new()),
+        // A failed call pays for the gas it burned (all of it when it ran out).
+        Err(failure) => (false, failure.gas_used, Vec::new(), Vec::new()),
     };
     ContractReport {
         contract: instance.id,

@@ -231,6 +231,7 @@ impl QueryView {
             .contracts
             .vm()
             .call(&instance.code_hash, instance.state.clone(), call)
+            .map_err(|failure| failure.error)
         {
             Ok(outcome) => Ok(Ok(outcome.output)),
             Err(VmError::Busy(running)) => Err(QueryError::Busy(running)),

@@ -156,6 +156,22 @@ pub enum VmError {
     Busy(usize),
 }
 
+/// A call that did not succeed: why, and the gas it burned before it stopped, which a command
+/// pays all the same (a contract cannot be made to work for free by failing late).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{error}")]
+pub struct Failure {
+    pub error: VmError,
+    pub gas_used: u64,
+}
+
+impl From<VmError> for Failure {
+    /// A failure before any code ran: no gas used.
+    fn from(error: VmError) -> Self {
+        Failure { error, gas_used: 0 }
+    }
+}
+
 /// Compiled code ready to instantiate, once per engine.
 struct Loaded {
     metered: InstancePre<host::HostState>,
@@ -253,7 +269,7 @@ impl Vm {
         code: &CodeHash,
         state: Arc<dyn State>,
         call: Call,
-    ) -> Result<Outcome, VmError> {
+    ) -> Result<Outcome, Failure> {
         let loaded = self
             .lock()
             .get(code)
@@ -263,7 +279,8 @@ impl Vm {
             return Err(VmError::InputTooLarge {
                 size: call.input.len(),
                 limit: limits::MAX_INPUT,
-            });
+            }
+            .into());
         }
         let entry = call.entry;
         let _slot = match entry {
@@ -275,7 +292,8 @@ impl Vm {
             let mut store = Store::new(&self.timed.engine, host::HostState::new(state, call));
             store.limiter(|host| &mut host.limits);
             store.set_epoch_deadline(limits::QUERY_TIMEOUT_MS / EPOCH_TICK.as_millis() as u64);
-            run(&mut store, &loaded.timed, entry).map_err(|error| classify(error, 0))?;
+            run(&mut store, &loaded.timed, entry)
+                .map_err(|error| Failure::from(classify(error, 0)))?;
             return Ok(store.into_data().into_outcome(0));
         }
         // Commands are bounded by fuel alone: a wall-clock bound would not be deterministic.
@@ -286,7 +304,10 @@ impl Vm {
             .map_err(|e| VmError::Trap(e.to_string()))?;
         let result = run(&mut store, &loaded.metered, entry);
         let gas_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        result.map_err(|error| classify(error, fuel))?;
+        result.map_err(|error| Failure {
+            error: classify(error, fuel),
+            gas_used,
+        })?;
         Ok(store.into_data().into_outcome(gas_used))
     }
 

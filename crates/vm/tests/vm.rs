@@ -49,6 +49,7 @@ fn run(code: &[u8], entry: Entry, fuel: u64) -> Result<Outcome, VmError> {
     let hash = vm.load(code)?;
     let state: BTreeMap<Vec<u8>, Vec<u8>> = [(b"key".to_vec(), b"first".to_vec())].into();
     vm.call(&hash, Arc::new(state), call(entry, fuel))
+        .map_err(|failure| failure.error)
 }
 
 const SET_KEY: &str = "(call $set (i32.const 0) (i32.const 3) (i32.const 16) (i32.const 5))";
@@ -80,6 +81,43 @@ fn a_refusal_carries_the_contract_message_and_no_writes() {
     let body = format!("{SET_KEY} (call $fail (i32.const 32) (i32.const 13))");
     let error = run(&module(&body, ""), Entry::Command, 1_000_000).unwrap_err();
     assert_eq!(error, VmError::Refused("no, thank you".into()));
+}
+
+#[test]
+fn a_failed_command_still_reports_the_gas_it_burned() {
+    // A loop of 10,000 iterations, then a storage write, then a refusal.
+    let body = format!(
+        "(local $i i32) (loop $spin (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br_if $spin (i32.lt_u (local.get $i) (i32.const 10000))))
+         {SET_KEY} (call $fail (i32.const 32) (i32.const 13))"
+    );
+    let vm = Vm::new().expect("vm");
+    let hash = vm.load(&module(&body, "")).expect("loads");
+    let failure = vm
+        .call(
+            &hash,
+            Arc::new(BTreeMap::new()),
+            call(Entry::Command, 1_000_000),
+        )
+        .unwrap_err();
+    assert_eq!(failure.error, VmError::Refused("no, thank you".into()));
+    assert!(
+        (40_000..1_000_000).contains(&failure.gas_used),
+        "{}",
+        failure.gas_used
+    );
+    // Out of gas burns the whole limit.
+    let failure = vm
+        .call(
+            &hash,
+            Arc::new(BTreeMap::new()),
+            call(Entry::Command, 5_000),
+        )
+        .unwrap_err();
+    assert_eq!(
+        (failure.error, failure.gas_used),
+        (VmError::OutOfGas { limit: 5_000 }, 5_000)
+    );
 }
 
 #[test]
@@ -132,7 +170,8 @@ fn queries_beyond_the_limit_are_refused_as_busy_and_commands_still_run() {
             continue;
         }
         busy = matches!(
-            vm.call(&quick, state.clone(), call(Entry::Query, 0)),
+            vm.call(&quick, state.clone(), call(Entry::Query, 0))
+                .map_err(|failure| failure.error),
             Err(VmError::Busy(_))
         );
     }
@@ -267,7 +306,8 @@ fn an_oversized_input_is_refused() {
     let mut c = call(Entry::Command, 1_000);
     c.input = vec![0; limits::MAX_INPUT + 1];
     assert!(matches!(
-        vm.call(&hash, Arc::new(BTreeMap::new()), c),
+        vm.call(&hash, Arc::new(BTreeMap::new()), c)
+            .map_err(|failure| failure.error),
         Err(VmError::InputTooLarge { .. })
     ));
 }
