@@ -314,6 +314,14 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
         matches!(&refused, Err(QueryFailure::Refused(m)) if m.contains("decrypt")),
         "{refused:?}"
     );
+    // An oversized body is refused before the worker decodes it.
+    let mut huge = session.prepare(b"balance", 0);
+    huge.query.ciphertext = "00".repeat(512 * 1024);
+    let refused = contract_ops::send_session_query(&http, &worker0, &huge.query).await;
+    assert!(
+        matches!(&refused, Err(QueryFailure::Refused(m)) if m.contains("413")),
+        "{refused:?}"
+    );
     let elsewhere =
         contract_ops::send_session_query(&http, &worker1, &session.prepare(b"balance", 0).query)
             .await;

@@ -29,6 +29,9 @@ use std::{
 
 /// Largest request body (a batch of 20,000 headers is about 10 MiB of JSON).
 const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Largest query body: a 32 KiB input is about 66 KiB of hex JSON; more is refused (413)
+/// before any decoding or decryption.
+const MAX_QUERY_BODY: usize = 256 * 1024;
 /// Query sessions a worker keeps at once, and for how long each.
 const MAX_SESSIONS: usize = 10_000;
 const SESSION_LIFETIME: Duration = Duration::from_secs(600);
@@ -99,9 +102,18 @@ pub fn router(pruntime: Pruntime) -> Router {
         .route("/registration", post(registration))
         .route("/sync", post(sync))
         .route("/egress", get(egress))
-        .route("/query", post(query))
-        .route("/session", post(open_session))
-        .route("/session/query", post(session_query))
+        .route(
+            "/query",
+            post(query).layer(DefaultBodyLimit::max(MAX_QUERY_BODY)),
+        )
+        .route(
+            "/session",
+            post(open_session).layer(DefaultBodyLimit::max(MAX_QUERY_BODY)),
+        )
+        .route(
+            "/session/query",
+            post(session_query).layer(DefaultBodyLimit::max(MAX_QUERY_BODY)),
+        )
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
