@@ -64,6 +64,14 @@ pub enum GenesisError {
     SimulatedOnProduction,
     #[error("attestation policy: {0}")]
     Policy(phala_types::registry::PolicyError),
+    #[error("the treasury {0} is a public key: someone could hold its private key")]
+    TreasuryWithKey(Address),
+    #[error("{role} {address} is the dev account `{name}`, whose key anyone can compute")]
+    DevKey {
+        role: &'static str,
+        address: Address,
+        name: String,
+    },
 }
 
 impl GenesisConfig {
@@ -85,6 +93,12 @@ impl GenesisConfig {
         if total != TOTAL_SUPPLY {
             return Err(GenesisError::Supply(total));
         }
+        if phala_crypto::public_key(&self.fees.treasury).is_ok() {
+            return Err(GenesisError::TreasuryWithKey(self.fees.treasury));
+        }
+        if !self.dev {
+            self.refuse_dev_keys()?;
+        }
         if !self.dev && self.registry.policy.allow_simulated {
             return Err(GenesisError::SimulatedOnProduction);
         }
@@ -92,6 +106,28 @@ impl GenesisConfig {
             .policy
             .validate()
             .map_err(GenesisError::Policy)?;
+        Ok(())
+    }
+}
+
+impl GenesisConfig {
+    /// A production chain must not give a balance, origin or admin rights to a dev key.
+    fn refuse_dev_keys(&self) -> Result<(), GenesisError> {
+        let named = self
+            .allocations
+            .iter()
+            .map(|a| ("allocation", a.address))
+            .chain(self.upward_origins.iter().map(|o| ("upward origin", *o)))
+            .chain(self.registry.admin.map(|a| ("admin", a)));
+        for (role, address) in named {
+            if let Some(name) = phala_crypto::dev::dev_name(&address) {
+                return Err(GenesisError::DevKey {
+                    role,
+                    address,
+                    name,
+                });
+            }
+        }
         Ok(())
     }
 }

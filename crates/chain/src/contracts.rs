@@ -55,9 +55,8 @@ impl Default for ContractsConfig {
     }
 }
 
-/// The account that holds prepaid gas until its call is reported. Nobody has its key: it is
-/// not a public key anyone derived, just these 32 bytes.
-pub const GAS_ESCROW: Address = Address(*b"phala/contracts/gas-escrow/v1\0\0\0");
+/// The account that holds prepaid gas until its call is reported (a keyless system account).
+pub use phala_types::system::GAS_ESCROW;
 
 /// Where contract data lives in the state.
 pub mod keys {

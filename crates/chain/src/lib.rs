@@ -7,11 +7,12 @@ pub mod commitment;
 pub mod config;
 pub mod contracts;
 mod error;
-pub mod merkle;
 pub mod mq;
 pub mod registry;
 mod runtime;
 pub mod state;
 
 pub use error::TxError;
+/// Transaction and outbox roots (with the wire types, since block decoding checks them).
+pub use phala_types::merkle;
 pub use runtime::{BlockContext, Executed, InvalidBlock, Runtime};

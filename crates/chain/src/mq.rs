@@ -6,7 +6,9 @@
 //! proven not only each message but also that none is missing.
 //! Upward: a registered origin's signed message is accepted only with the next sequence number.
 //! Registry topics are handled by the registry; others are re-published downward to every
-//! worker so the origin's peers can read them.
+//! worker so the origin's peers can read them. An accepted message is consumed even when its
+//! handler refuses it: the refusal is recorded ([`keys::refusal`]) and the sequence advances,
+//! so a message the chain will never take cannot block its sender's queue.
 
 use crate::{
     BlockContext, TxError,
@@ -149,4 +151,29 @@ pub fn relay<S: StateRead + ?Sized>(
         &topic,
         message.payload.clone(),
     );
+}
+
+/// Longest refusal reason kept in the state.
+const MAX_REFUSAL: usize = 256;
+
+/// Records why an accepted upward message was refused: `"<code>: <reason>"` under
+/// [`keys::refusal`], for its sender's operator to read.
+pub fn record_refusal<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    message: &UpwardMessage,
+    error: &TxError,
+) {
+    let mut text = format!("{}: {error}", error.code()).into_bytes();
+    text.truncate(MAX_REFUSAL);
+    state.set(keys::refusal(&message.origin, message.sequence), text);
+}
+
+/// Why the upward message `sequence` of `origin` was refused, if it was.
+pub fn refusal<S: StateRead + ?Sized>(
+    state: &Overlay<S>,
+    origin: &Address,
+    sequence: u64,
+) -> Option<String> {
+    let bytes = state.get(&keys::refusal(origin, sequence))?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }

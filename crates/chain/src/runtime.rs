@@ -10,7 +10,8 @@ use crate::{
 };
 use commonware_codec::EncodeSize;
 use phala_types::{
-    Address, Balance, Call, Digest, Evidence, SignedTransaction, Transaction, limits,
+    Address, Balance, Call, Digest, Evidence, SignedTransaction, Transaction, UpwardMessage,
+    limits,
     registry::{MAX_COLLATERAL, MAX_QUOTE},
 };
 
@@ -172,10 +173,15 @@ impl Runtime {
             Call::SubmitUpward(message) => {
                 registry::require_current(state, &message.origin, ctx.height)?;
                 mq::accept_upward(state, &self.genesis_hash, message)?;
-                if !registry::on_upward(state, outbox, ctx, message)?
-                    && !contracts::on_upward(state, outbox, ctx, &self.config.fees, message)?
-                {
-                    mq::relay(state, outbox, ctx, message);
+                // The message is consumed from here on: if its topic's handler refuses it, its
+                // effects are undone and the refusal recorded, so one message the chain will
+                // never accept cannot block every later message of its sender.
+                let checkpoint = state.checkpoint();
+                let outbox_len = outbox.messages.len();
+                if let Err(error) = self.deliver_upward(state, outbox, ctx, message) {
+                    state.restore(checkpoint);
+                    outbox.messages.truncate(outbox_len);
+                    mq::record_refusal(state, message, &error);
                 }
                 Ok(())
             }
@@ -228,6 +234,23 @@ impl Runtime {
                 contracts::command(state, outbox, ctx, &config.contracts, signer, command)
             }
         }
+    }
+
+    /// Hands an accepted upward message to the module its topic belongs to (registry,
+    /// contracts), or re-publishes it to every worker.
+    fn deliver_upward<S: StateRead + ?Sized>(
+        &self,
+        state: &mut Overlay<S>,
+        outbox: &mut Outbox,
+        ctx: &BlockContext,
+        message: &UpwardMessage,
+    ) -> Result<(), TxError> {
+        if !registry::on_upward(state, outbox, ctx, message)?
+            && !contracts::on_upward(state, outbox, ctx, &self.config.fees, message)?
+        {
+            mq::relay(state, outbox, ctx, message);
+        }
+        Ok(())
     }
 
     /// Executes a proposed block over `base`: every transaction must be valid, signatures

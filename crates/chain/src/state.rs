@@ -130,6 +130,16 @@ pub mod keys {
         [b"mq/origin/".as_slice(), &origin.0].concat()
     }
 
+    /// Why upward message `sequence` of `origin` was refused (it was consumed all the same).
+    pub fn refusal(origin: &Address, sequence: u64) -> Vec<u8> {
+        [
+            b"mq/refused/".as_slice(),
+            &origin.0,
+            &sequence.to_be_bytes(),
+        ]
+        .concat()
+    }
+
     /// The next sequence of a downward stream.
     pub fn stream_next(destination: &Destination) -> Vec<u8> {
         [b"mq/stream-next/".as_slice(), &destination.encode()].concat()

@@ -10,6 +10,7 @@ use commonware_codec::{Copying, DecodeExt, Encode};
 use phala_chain::{
     TxError,
     contracts::{self, ContractsConfig, keys},
+    mq,
     state::{Overlay, StateRead},
 };
 use phala_types::{
@@ -91,20 +92,19 @@ impl Network {
         ))
     }
 
-    fn publish_key(&mut self, contract: ContractId, key_byte: u8) -> Result<(), TxError> {
+    fn publish_key(&mut self, contract: ContractId, key_byte: u8) -> Result<(), String> {
         let payload = ContractPublicKey {
             contract,
             public_key: [key_byte; 32],
         };
-        let message = self
-            .gatekeeper
-            .upward(topics::PUBLISH_KEY, payload.encode().to_vec());
-        let result = self.chain.apply(&key("op1"), Call::SubmitUpward(message));
-        if result.is_err() {
-            // A refused message takes no sequence number.
-            self.gatekeeper.sequence -= 1;
-        }
-        result.map(drop)
+        self.gatekeeper
+            .send(
+                &mut self.chain,
+                &key("op1"),
+                topics::PUBLISH_KEY,
+                payload.encode().to_vec(),
+            )
+            .map(drop)
     }
 
     fn record(&self, contract: &ContractId) -> ContractRecord {
@@ -138,18 +138,14 @@ fn command(contract: ContractId, gas_limit: u64) -> Call {
 /// `worker`'s report of call `index`, relayed by its operator.
 fn report(
     network: &mut Network,
-    worker: fn(&mut Network) -> &mut Enclave,
+    worker: fn(&mut Network) -> (&mut Chain, &mut Enclave),
     report: &ContractReport,
-) -> Result<(), TxError> {
-    let message = worker(network).upward(topics::REPORT, report.encode().to_vec());
-    let result = network
-        .chain
-        .apply(&key("op2"), Call::SubmitUpward(message));
-    if result.is_err() {
-        // A refused message takes no sequence number.
-        worker(network).sequence -= 1;
-    }
-    result.map(drop)
+) -> Result<(), String> {
+    let (chain, enclave) = worker(network);
+    let payload = report.encode().to_vec();
+    enclave
+        .send(chain, &key("op2"), topics::REPORT, payload)
+        .map(drop)
 }
 
 fn a_report(contract: ContractId, index: u64, commitment: u8) -> ContractReport {
@@ -244,26 +240,24 @@ fn instantiation_needs_code_a_cluster_and_a_master_key() {
 fn only_a_gatekeeper_publishes_a_contract_key_and_the_first_copy_wins() {
     let mut network = Network::new();
     let id = network.deploy(1).unwrap();
-    let message = network.w1.upward(
-        topics::PUBLISH_KEY,
-        ContractPublicKey {
-            contract: id,
-            public_key: [1; 32],
-        }
-        .encode()
-        .to_vec(),
-    );
-    let error = refused(
-        network
-            .chain
-            .apply(&key("op2"), Call::SubmitUpward(message)),
-    );
-    assert!(matches!(error, TxError::NotGatekeeper(_)), "{error}");
-    network.w1.sequence -= 1;
-    assert!(matches!(
-        refused(network.publish_key([7; 32], 3)),
-        TxError::UnknownContract(_)
-    ));
+    // Refused, and consumed: the worker's next message is not held up by it.
+    let payload = ContractPublicKey {
+        contract: id,
+        public_key: [1; 32],
+    };
+    let error = network
+        .w1
+        .send(
+            &mut network.chain,
+            &key("op2"),
+            topics::PUBLISH_KEY,
+            payload.encode().to_vec(),
+        )
+        .unwrap_err();
+    assert!(error.starts_with("not_gatekeeper"), "{error}");
+    assert_eq!(network.w1.sequence, 1);
+    let error = network.publish_key([7; 32], 3).unwrap_err();
+    assert!(error.starts_with("unknown_contract"), "{error}");
     network.publish_key(id, 3).unwrap();
     network.publish_key(id, 4).unwrap();
     assert_eq!(network.record(&id).public_key, Some([3; 32]));
@@ -348,7 +342,12 @@ fn gas_waits_in_escrow_until_the_first_report_which_refunds_the_rest() {
     // The first report of call 1 charges what it used and refunds the rest.
     let before = free(&network, &user.address());
     let burned_before = phala_chain::balances::burned(&Overlay::new(&network.chain.db));
-    report(&mut network, |n| &mut n.w1, &a_report(id, 1, 1)).unwrap();
+    report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w1),
+        &a_report(id, 1, 1),
+    )
+    .unwrap();
     let refund = price * (gas - used) as u128;
     assert_eq!(free(&network, &user.address()) - before, refund);
     assert_eq!(
@@ -360,13 +359,18 @@ fn gas_waits_in_escrow_until_the_first_report_which_refunds_the_rest() {
         "the gas used is paid as a fee (partly burned)"
     );
     // A confirming report settles nothing again.
-    report(&mut network, |n| &mut n.w2, &a_report(id, 1, 1)).unwrap();
+    report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w2),
+        &a_report(id, 1, 1),
+    )
+    .unwrap();
     assert_eq!(free(&network, &user.address()) - before, refund);
 
     // A report claiming more gas than the limit charges the limit, no more.
     let mut greedy = a_report(id, 2, 1);
     greedy.gas_used = u64::MAX;
-    report(&mut network, |n| &mut n.w1, &greedy).unwrap();
+    report(&mut network, |n| (&mut n.chain, &mut n.w1), &greedy).unwrap();
     assert_eq!(free(&network, &user.address()) - before, refund);
     assert_eq!(free(&network, &contracts::GAS_ESCROW), 0);
 }
@@ -378,25 +382,36 @@ fn reports_are_recorded_once_per_worker_confirmed_and_disputed() {
     network.publish_key(id, 3).unwrap();
 
     // Only workers of the contract's cluster report, and only calls that exist.
-    let error = refused(report(&mut network, |n| &mut n.w3, &a_report(id, 0, 1)));
-    assert!(
-        matches!(error, TxError::NotInCluster { cluster: 0, .. }),
-        "{error}"
-    );
-    let error = refused(report(
+    // Refusals are recorded and the messages consumed, so the workers go on.
+    let error = report(
         &mut network,
-        |n| &mut n.gatekeeper,
+        |n| (&mut n.chain, &mut n.w3),
         &a_report(id, 0, 1),
-    ));
-    assert!(matches!(error, TxError::NotInCluster { .. }), "{error}");
-    let error = refused(report(&mut network, |n| &mut n.w1, &a_report(id, 1, 1)));
-    assert!(
-        matches!(error, TxError::UnknownCall { index: 1, .. }),
-        "{error}"
-    );
+    )
+    .unwrap_err();
+    assert!(error.starts_with("not_in_cluster"), "{error}");
+    let error = report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.gatekeeper),
+        &a_report(id, 0, 1),
+    )
+    .unwrap_err();
+    assert!(error.starts_with("not_in_cluster"), "{error}");
+    let error = report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w1),
+        &a_report(id, 1, 1),
+    )
+    .unwrap_err();
+    assert!(error.starts_with("unknown_call"), "{error}");
 
     // The first report sets the record, stores the events and re-publishes the messages.
-    report(&mut network, |n| &mut n.w1, &a_report(id, 0, 1)).unwrap();
+    report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w1),
+        &a_report(id, 0, 1),
+    )
+    .unwrap();
     let record = network.report_record(&id, 0).unwrap();
     assert_eq!(record.reporter, network.w1.identity.address());
     assert_eq!((record.commitment, record.gas_used), ([1; 32], 1_234));
@@ -425,9 +440,19 @@ fn reports_are_recorded_once_per_worker_confirmed_and_disputed() {
 
     // The same worker again counts nothing; another with the same result confirms, without
     // storing the events twice.
-    report(&mut network, |n| &mut n.w1, &a_report(id, 0, 1)).unwrap();
+    report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w1),
+        &a_report(id, 0, 1),
+    )
+    .unwrap();
     assert_eq!(network.report_record(&id, 0).unwrap().confirmations, 1);
-    report(&mut network, |n| &mut n.w2, &a_report(id, 0, 1)).unwrap();
+    report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w2),
+        &a_report(id, 0, 1),
+    )
+    .unwrap();
     assert_eq!(network.report_record(&id, 0).unwrap().confirmations, 2);
     assert_eq!(events(&network).len(), 2);
 
@@ -436,14 +461,64 @@ fn reports_are_recorded_once_per_worker_confirmed_and_disputed() {
         .chain
         .apply(&key("op3"), command(id, 1_000))
         .unwrap();
-    report(&mut network, |n| &mut n.w1, &a_report(id, 1, 1)).unwrap();
+    report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w1),
+        &a_report(id, 1, 1),
+    )
+    .unwrap();
     let mut other = a_report(id, 1, 2);
     other.events.clear();
-    report(&mut network, |n| &mut n.w2, &other).unwrap();
+    report(&mut network, |n| (&mut n.chain, &mut n.w2), &other).unwrap();
     let record = network.report_record(&id, 1).unwrap();
     assert_eq!(record.confirmations, 1);
     let dispute = record.dispute.expect("a dispute");
     assert_eq!(dispute.worker, network.w2.identity.address());
     assert_eq!(dispute.commitment, [2; 32]);
     assert_eq!(events(&network).len(), 4, "only the first report's events");
+}
+
+/// A pRuntime never takes a signed message back: if the chain refused one without consuming
+/// it, every later message of the worker would wait behind it forever.
+#[test]
+fn a_refused_report_never_blocks_the_workers_next_messages() {
+    let mut network = Network::new();
+    let id = network.deploy(1).unwrap();
+    network.publish_key(id, 3).unwrap();
+    let w1 = network.w1.identity.address();
+    let admin = key("admin");
+    let move_w1 = Call::AssignCluster {
+        worker: w1,
+        cluster: 1,
+    };
+    network.chain.apply(&admin, move_w1).unwrap();
+
+    // The moved worker's report of a cluster-0 call, then its next message, as its pRuntime
+    // signed them: in sequence, never re-signed.
+    let stale = network
+        .w1
+        .upward(topics::REPORT, a_report(id, 0, 1).encode().to_vec());
+    let next = network.w1.upward(b"hello", b"world".to_vec());
+    let sequence = stale.sequence;
+    network
+        .chain
+        .apply(&key("op2"), Call::SubmitUpward(stale))
+        .unwrap();
+    let refusal = mq::refusal(&Overlay::new(&network.chain.db), &w1, sequence).unwrap();
+    assert!(refusal.starts_with("not_in_cluster"), "{refusal}");
+    assert!(network.report_record(&id, 0).is_none(), "nothing applied");
+    let outbox = network
+        .chain
+        .apply(&key("op2"), Call::SubmitUpward(next))
+        .unwrap();
+    assert_eq!(outbox.messages.len(), 1, "the next message is relayed");
+
+    // The cluster's other worker reports as usual.
+    report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w2),
+        &a_report(id, 0, 1),
+    )
+    .unwrap();
+    assert!(network.report_record(&id, 0).is_some());
 }

@@ -42,8 +42,12 @@ fn key(name: &str) -> Keypair {
     Keypair::dev(name)
 }
 
+/// A test account by name; `treasury` is the chain's keyless treasury.
 fn addr(name: &str) -> Address {
-    key(name).address()
+    match name {
+        "treasury" => phala_types::system::TREASURY,
+        _ => key(name).address(),
+    }
 }
 
 fn fees() -> FeeSchedule {
@@ -78,7 +82,8 @@ fn genesis_config() -> GenesisConfig {
             },
         ],
         upward_origins: vec![addr("worker-1")],
-        dev: false,
+        // Dev: the allocations go to dev names (see the production rules below).
+        dev: true,
         registry: Default::default(),
         contracts: Default::default(),
     }
@@ -314,6 +319,48 @@ fn genesis_validation_rejects_bad_configs() {
         treasury: 20,
     };
     assert_eq!(split_high.validate(), Err(GenesisError::FeeSplit(250)));
+
+    // The treasury must be keyless, on every chain.
+    let mut keyed_treasury = genesis_config();
+    keyed_treasury.fees.treasury = addr("alice");
+    assert_eq!(
+        keyed_treasury.validate(),
+        Err(GenesisError::TreasuryWithKey(addr("alice")))
+    );
+}
+
+#[test]
+fn a_production_genesis_refuses_every_dev_key() {
+    let production = |change: &dyn Fn(&mut GenesisConfig)| {
+        let mut config = genesis_config();
+        config.dev = false;
+        for (allocation, name) in config.allocations.iter_mut().zip(["a", "b", "c", "d"]) {
+            allocation.address = addr(&format!("holder-{name}"));
+        }
+        change(&mut config);
+        config.validate()
+    };
+    assert_eq!(production(&|_| {}), Ok(()));
+    let refused = |change: &dyn Fn(&mut GenesisConfig)| match production(change) {
+        Err(GenesisError::DevKey { role, name, .. }) => (role, name),
+        other => panic!("expected a dev key to be refused, got {other:?}"),
+    };
+    assert_eq!(
+        refused(&|c| c.allocations[0].address = addr("alice")),
+        ("allocation", "alice".into())
+    );
+    assert_eq!(
+        refused(&|c| c.allocations[2].address = addr("operator-3")),
+        ("allocation", "operator-3".into())
+    );
+    assert_eq!(
+        refused(&|c| c.registry.admin = Some(addr("ferdie"))),
+        ("admin", "ferdie".into())
+    );
+    assert_eq!(
+        refused(&|c| c.upward_origins.push(key("treasury").address())),
+        ("upward origin", "treasury".into())
+    );
 }
 
 #[test]

@@ -7,12 +7,13 @@ use phala_types::{Address, Call, format_pha, parse_pha};
 use serde_json::json;
 use std::{path::Path, time::Duration};
 
-/// An address, or a dev account name such as `alice`.
-pub fn resolve_address(text: &str) -> anyhow::Result<Address> {
+/// An address, or a dev account name such as `alice` (on a dev chain only).
+pub async fn resolve_address(client: &Client, text: &str) -> anyhow::Result<Address> {
     if let Ok(address) = text.parse::<Address>() {
         return Ok(address);
     }
     if is_dev_name(text) {
+        require_dev_chain(client, text).await?;
         return Ok(Keypair::dev(text).address());
     }
     Err(anyhow!(
@@ -21,9 +22,10 @@ pub fn resolve_address(text: &str) -> anyhow::Result<Address> {
     ))
 }
 
-/// A key file, or a dev account name.
-pub fn resolve_signer(text: &str) -> anyhow::Result<Keypair> {
+/// A key file, or a dev account name (on a dev chain only).
+pub async fn resolve_signer(client: &Client, text: &str) -> anyhow::Result<Keypair> {
     if is_dev_name(text) {
+        require_dev_chain(client, text).await?;
         return Ok(Keypair::dev(text));
     }
     let path = Path::new(text);
@@ -36,8 +38,18 @@ pub fn resolve_signer(text: &str) -> anyhow::Result<Keypair> {
     ))
 }
 
+/// Dev names stand for keys anyone can compute: they mean something on dev chains only.
+async fn require_dev_chain(client: &Client, name: &str) -> anyhow::Result<()> {
+    if !client.chain_info().await?.dev {
+        bail!(
+            "`{name}` is a dev account, and this is not a dev chain: name an address or a key file"
+        );
+    }
+    Ok(())
+}
+
 fn is_dev_name(text: &str) -> bool {
-    phala_node::spec::DEV_ACCOUNTS.contains(&text) || text == "treasury"
+    phala_node::spec::DEV_ACCOUNTS.contains(&text)
 }
 
 fn dev_names() -> String {
@@ -46,7 +58,7 @@ fn dev_names() -> String {
 
 /// `phala account show`.
 pub async fn account_show(client: &Client, who: &str, as_json: bool) -> anyhow::Result<()> {
-    let address = resolve_address(who)?;
+    let address = resolve_address(client, who).await?;
     let account = client.account(&address).await?;
     verify_account(&account).context("the node's answer does not match its proof")?;
     if as_json {
@@ -84,8 +96,8 @@ pub async fn transfer(
     no_wait: bool,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    let signer = resolve_signer(from)?;
-    let to = resolve_address(to)?;
+    let signer = resolve_signer(client, from).await?;
+    let to = resolve_address(client, to).await?;
     let amount = parse_pha(amount)?;
     let stx = client
         .sign_call(&signer, Call::Transfer { to, amount }, None)

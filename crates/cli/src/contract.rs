@@ -81,7 +81,9 @@ pub async fn run(client: &Client, command: ContractCommand, as_json: bool) -> an
         ContractCommand::Upload { from, file } => {
             let code =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let hash = contract_ops::upload_code(client, &resolve_signer(&from)?, &code).await?;
+            let hash =
+                contract_ops::upload_code(client, &resolve_signer(client, &from).await?, &code)
+                    .await?;
             print(
                 as_json,
                 json!({ "code_hash": hex::encode(hash), "size": code.len() }),
@@ -106,7 +108,7 @@ pub async fn run(client: &Client, command: ContractCommand, as_json: bool) -> an
                 Some(text) => phala_types::contracts::code_hash(text.as_bytes()),
                 None => rand::random(),
             };
-            let signer = resolve_signer(&from)?;
+            let signer = resolve_signer(client, &from).await?;
             let record = contract_ops::instantiate(
                 client,
                 &signer,
@@ -131,7 +133,7 @@ pub async fn run(client: &Client, command: ContractCommand, as_json: bool) -> an
             gas,
         } => {
             let contract = parse_id(&contract, "contract id")?;
-            let signer = resolve_signer(&from)?;
+            let signer = resolve_signer(client, &from).await?;
             let sent =
                 contract_ops::command(client, &signer, &contract, input.as_bytes(), gas).await?;
             let report = contract_ops::wait_report(client, &contract, sent.index, WAIT).await?;
@@ -161,7 +163,7 @@ pub async fn run(client: &Client, command: ContractCommand, as_json: bool) -> an
             receipt_out,
         } => {
             let contract = parse_id(&contract, "contract id")?;
-            let signer = resolve_signer(&from)?;
+            let signer = resolve_signer(client, &from).await?;
             let http = reqwest::Client::builder().timeout(WAIT).build()?;
             let outcome = contract_ops::query(
                 client,

@@ -24,6 +24,8 @@ pub struct DevnetOptions {
     /// Extra funded accounts (benchmarks).
     pub extra_accounts: Vec<Address>,
     pub extra_balance: u128,
+    /// A production (non-dev) chain: no dev accounts, no simulated TEEs, this admin.
+    pub production: Option<Production>,
     /// Where the `phala-node` binary is.
     pub node_binary: PathBuf,
 }
@@ -37,9 +39,19 @@ impl DevnetOptions {
             block_interval_ms: 100,
             extra_accounts: Vec::new(),
             extra_balance: 0,
+            production: None,
             node_binary: node_binary()?,
         })
     }
+}
+
+/// What a production genesis needs that a dev one gets for free.
+#[derive(Clone)]
+pub struct Production {
+    /// The registry admin.
+    pub admin: Address,
+    /// Genesis balances (the rest goes to the keyless treasury).
+    pub allocations: Vec<phala_chain::config::Allocation>,
 }
 
 /// A running local network.
@@ -112,10 +124,16 @@ impl Devnet {
             validators: options.validators,
             host: "127.0.0.1".parse().expect("an IP"),
             base_port: options.p2p_port,
-            dev: true,
+            dev: options.production.is_none(),
             block_interval_ms: options.block_interval_ms,
             extra_accounts: options.extra_accounts.clone(),
             extra_balance: options.extra_balance,
+            allocations: options
+                .production
+                .as_ref()
+                .map(|p| p.allocations.clone())
+                .unwrap_or_default(),
+            admin: options.production.as_ref().map(|p| p.admin),
             timestamp: None,
         })?;
         spec.save(&dir.path().join("spec.json"))?;

@@ -191,6 +191,7 @@ async fn standalone(devnet: &Devnet, node: &Client) -> Standalone {
     let child = Command::new(sibling_binary("pruntime", "PHALA_PRUNTIME_BIN").unwrap())
         .args(["--data-dir", &dir.display().to_string()])
         .args(["--anchor", &anchor.display().to_string()])
+        .args(["--tee", "simulated"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

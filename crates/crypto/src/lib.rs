@@ -2,6 +2,7 @@
 //! verification included), each signature domain-separated by a namespace from
 //! [`phala_types::namespace`] and bound to one chain by its genesis hash.
 
+pub mod dev;
 pub mod secrets;
 
 use commonware_codec::{Copying, DecodeExt, Encode};

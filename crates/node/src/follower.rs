@@ -140,8 +140,9 @@ pub async fn follow(
     }
 }
 
-/// One round: fetch up to [`BATCH`] blocks past our head, apply every certified run.
-async fn sync_round(
+/// One round: fetch up to [`BATCH`] blocks past our head, apply every certified run; the
+/// number applied.
+pub async fn sync_round(
     spec: &ChainSpec,
     ledger: &Ledger,
     chain: &VerifiedChain,

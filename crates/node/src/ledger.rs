@@ -55,8 +55,21 @@ struct Inner {
     proposers: Vec<Address>,
     /// Test hook: count invariant violations instead of trusting them.
     audit: Option<Audit>,
-    /// Test hook: propose blocks with a wrong state root, as a Byzantine validator would.
-    corrupt_proposals: bool,
+    /// Test hook: propose wrong blocks, as a Byzantine validator would.
+    misbehaviour: Option<Misbehaviour>,
+}
+
+/// How a Byzantine validator's proposals are wrong (a test hook: see
+/// [`Ledger::misbehave_for_testing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// A state root that execution does not give.
+    WrongStateRoot,
+    /// A transaction with a broken signature, under a header that commits to it.
+    InvalidTransaction,
+    /// Timestamps too close to the parent's, far in the future, or just inside the drift
+    /// honest validators tolerate, in turn.
+    TimestampGames,
 }
 
 /// Invariant violations seen while applying finalized blocks (tests turn this on).
@@ -117,7 +130,7 @@ impl Ledger {
                 chain: vec![genesis.header.hash()],
                 proposers: vec![genesis.header.proposer],
                 audit: None,
-                corrupt_proposals: false,
+                misbehaviour: None,
             }),
             events,
         }
@@ -212,7 +225,8 @@ impl Ledger {
                 }
             }
         }
-        let header = Header {
+        let mut txs = txs;
+        let mut header = Header {
             height: ctx.height,
             parent: parent_digest,
             timestamp: ctx.timestamp,
@@ -222,9 +236,9 @@ impl Ledger {
             epoch: 0,
             proposer: ctx.proposer,
         };
-        let mut header = header;
-        if self.inner().corrupt_proposals {
-            header.state_root = Digest([0xab; 32]);
+        let misbehaviour = self.inner().misbehaviour;
+        if let Some(misbehaviour) = misbehaviour {
+            misbehave(misbehaviour, parent, &mut header, &mut txs);
         }
         let block = Block::new(header.clone(), txs);
         self.inner().speculative.insert(
@@ -264,7 +278,7 @@ impl Ledger {
                 "timestamp too close to the parent's",
             ));
         }
-        if header.tx_root != merkle::tx_root(&block.transactions) {
+        if !block.body_matches_header() {
             return Err(BlockRejection::Header(
                 "transaction root does not match the body",
             ));
@@ -272,7 +286,7 @@ impl Ledger {
         let pending = self
             .changes_to(&header.parent)
             .ok_or(BlockRejection::UnknownParent)?;
-        self.verify_unseen_signatures(&block.transactions)?;
+        self.verify_unseen_signatures(block)?;
         let ctx = BlockContext {
             height: header.height,
             timestamp: header.timestamp,
@@ -310,13 +324,16 @@ impl Ledger {
     /// Checks the signatures of a block's transactions, in one batch, except those this node
     /// already verified when admitting them to its mempool (the same hash is the same signed
     /// bytes): with gossip, most signatures are checked once per node, not twice.
-    fn verify_unseen_signatures(&self, txs: &[SignedTransaction]) -> Result<(), BlockRejection> {
+    fn verify_unseen_signatures(&self, block: &Block) -> Result<(), BlockRejection> {
         let unseen: Vec<(usize, SignedTransaction)> = {
             let inner = self.inner();
-            txs.iter()
+            block
+                .transactions
+                .iter()
+                .zip(block.tx_hashes())
                 .enumerate()
-                .filter(|(_, stx)| !inner.mempool.contains(&stx.hash()))
-                .map(|(i, stx)| (i, stx.clone()))
+                .filter(|(_, (_, hash))| !inner.mempool.contains(hash))
+                .map(|(i, (stx, _))| (i, stx.clone()))
                 .collect()
         };
         let batch: Vec<SignedTransaction> = unseen.iter().map(|(_, stx)| stx.clone()).collect();
@@ -351,6 +368,10 @@ impl Ledger {
         }
         if header.parent != head_digest || header.height != head_height + 1 {
             return Err(fatal("it does not extend the finalized head"));
+        }
+        // Decoding refuses such bodies; this guards blocks built in memory.
+        if !block.body_matches_header() {
+            return Err(fatal("its transactions do not match its tx_root"));
         }
         let (changes, outbox) = match speculative {
             Some(s) => (s.changes, s.outbox),
@@ -390,8 +411,7 @@ impl Ledger {
             .retain(|_, s| s.header.height > header.height);
         inner.chain.push(digest);
         inner.proposers.push(header.proposer);
-        for (index, stx) in block.transactions.iter().enumerate() {
-            let hash = stx.hash();
+        for (index, &hash) in block.tx_hashes().iter().enumerate() {
             inner.mempool.remove(&hash, None);
             let location = TxLocation {
                 height: header.height,
@@ -517,10 +537,10 @@ impl Ledger {
         self.inner().proposers.clone()
     }
 
-    /// Makes this node propose invalid blocks (a wrong state root), to test that honest
-    /// validators refuse them. Never used outside tests.
-    pub fn corrupt_proposals_for_testing(&self) {
-        self.inner().corrupt_proposals = true;
+    /// Makes this node propose wrong blocks, to test that honest validators refuse them.
+    /// Never used outside tests.
+    pub fn misbehave_for_testing(&self, misbehaviour: Misbehaviour) {
+        self.inner().misbehaviour = Some(misbehaviour);
     }
 
     /// Turns on invariant auditing after every finalized block (costs a full state scan).
@@ -635,6 +655,32 @@ impl Ledger {
             .map(|a| a.free)
             .sum::<u128>()
             + burned
+    }
+}
+
+/// Spoils a proposal the way a Byzantine validator would (tests only).
+fn misbehave(
+    misbehaviour: Misbehaviour,
+    parent: &Header,
+    header: &mut Header,
+    txs: &mut Vec<SignedTransaction>,
+) {
+    match misbehaviour {
+        Misbehaviour::WrongStateRoot => header.state_root = Digest([0xab; 32]),
+        Misbehaviour::InvalidTransaction => {
+            if let Some(mut forged) = txs.first().cloned() {
+                forged.signature[0] ^= 1;
+                txs.push(forged);
+                header.tx_root = merkle::tx_root(txs);
+            }
+        }
+        Misbehaviour::TimestampGames => {
+            header.timestamp = match header.height % 3 {
+                0 => parent.timestamp + 1,
+                1 => header.timestamp + 3_600_000,
+                _ => header.timestamp + 1_500,
+            }
+        }
     }
 }
 

@@ -43,6 +43,13 @@ enum Command {
         /// Least milliseconds between blocks.
         #[arg(long, default_value_t = 100)]
         block_interval_ms: u64,
+        /// The registry admin (until governance): an address, never a dev name.
+        #[arg(long)]
+        admin: Option<phala_types::Address>,
+        /// A genesis balance, `ADDRESS=PHA` (repeatable); the rest of the supply goes to the
+        /// keyless treasury.
+        #[arg(long = "allocation", value_parser = parse_allocation)]
+        allocations: Vec<phala_chain::config::Allocation>,
     },
     /// Runs a validator until stopped; restarting with the same data directory resumes.
     Run {
@@ -80,6 +87,17 @@ enum Command {
     },
 }
 
+/// Parses `ADDRESS=PHA` (an amount in PHA, decimals allowed).
+fn parse_allocation(text: &str) -> Result<phala_chain::config::Allocation, String> {
+    let (address, amount) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not ADDRESS=PHA"))?;
+    Ok(phala_chain::config::Allocation {
+        address: address.parse().map_err(|e| format!("{e}"))?,
+        balance: phala_types::parse_pha(amount).map_err(|e| format!("{e}"))?,
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Genesis {
@@ -90,6 +108,8 @@ fn main() -> anyhow::Result<()> {
             base_port,
             dev,
             block_interval_ms,
+            admin,
+            allocations,
         } => {
             let options = GenesisOptions {
                 chain_id,
@@ -100,6 +120,8 @@ fn main() -> anyhow::Result<()> {
                 block_interval_ms,
                 extra_accounts: Vec::new(),
                 extra_balance: 0,
+                allocations,
+                admin,
                 timestamp: None,
             };
             let (spec, keys) = generate(&options)?;

@@ -319,11 +319,7 @@ async fn block(
     let finalization = ctx.blocks.finalization(height).await.map(hex::encode);
     Ok(BlockJson {
         header: HeaderJson::from_header(&block.header),
-        transactions: block
-            .transactions
-            .iter()
-            .map(|t| hex::encode(t.hash()))
-            .collect(),
+        transactions: block.tx_hashes().iter().map(hex::encode).collect(),
         finalization,
         raw: hex::encode(block.encode()),
     })

@@ -39,17 +39,8 @@ pub type Scheme = threshold::Scheme<ed25519::PublicKey, MinSig>;
 /// Most validators a spec may name.
 pub const MAX_VALIDATORS: u32 = 1024;
 
-/// Names of the development accounts funded by a dev genesis.
-pub const DEV_ACCOUNTS: [&str; 6] = ["alice", "bob", "charlie", "dave", "eve", "ferdie"];
-
-/// Funded dev accounts that operate `phala dev`'s workers (one per pherry, so their nonces
-/// never collide with a user's).
-pub const DEV_OPERATORS: usize = 16;
-
-/// The dev account that operates pRuntime `index` in `phala dev`.
-pub fn dev_operator(index: usize) -> Keypair {
-    Keypair::dev(&format!("operator-{index}"))
-}
+/// The dev accounts a dev genesis funds (see `phala_crypto::dev`).
+pub use phala_crypto::dev::{DEV_ACCOUNTS, DEV_OPERATORS, dev_operator};
 
 /// One validator as every node knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,10 +96,25 @@ impl ChainSpec {
             .with_context(|| format!("cannot read chain spec {}", path.display()))?;
         let spec: ChainSpec = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a chain spec", path.display()))?;
-        spec.genesis.validate()?;
-        spec.participants()?;
-        spec.sharing()?;
+        spec.validate()?;
         Ok(spec)
+    }
+
+    /// Checks what every node must agree on: the genesis state, the validator keys and the
+    /// group key; a production chain must not name a dev validator key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.genesis.validate()?;
+        self.participants()?;
+        self.sharing()?;
+        if !self.genesis.dev
+            && let Some((validator, name)) = self
+                .validators
+                .iter()
+                .find_map(|v| phala_crypto::dev::dev_name(&v.address).map(|name| (v.address, name)))
+        {
+            bail!("validator {validator} has the dev key `{name}`, which anyone can compute");
+        }
+        Ok(())
     }
 
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
@@ -208,6 +214,11 @@ pub struct GenesisOptions {
     /// Extra funded accounts (benchmarks): each gets `extra_balance`.
     pub extra_accounts: Vec<Address>,
     pub extra_balance: u128,
+    /// Balances at genesis besides the dev accounts'; the rest of the supply goes to the
+    /// (keyless) treasury.
+    pub allocations: Vec<Allocation>,
+    /// The registry admin of a production chain (dev chains use `alice`).
+    pub admin: Option<Address>,
     /// Genesis time in milliseconds since the Unix epoch (`None`: now).
     pub timestamp: Option<u64>,
 }
@@ -247,8 +258,8 @@ pub fn generate_with(
             p2p: SocketAddr::new(options.host, options.base_port + i as u16),
         })
         .collect();
-    let treasury = Keypair::dev("treasury").address();
-    let mut allocations = Vec::new();
+    let treasury = phala_types::system::TREASURY;
+    let mut allocations = options.allocations.clone();
     if options.dev {
         let operators = (0..DEV_OPERATORS).map(dev_operator);
         for key in DEV_ACCOUNTS
@@ -291,14 +302,13 @@ pub fn generate_with(
         allocations,
         upward_origins: Vec::new(),
         dev: options.dev,
-        registry: registry_config(options.dev),
+        registry: registry_config(options.dev, options.admin),
         contracts: ContractsConfig {
             // Dev chains start with the cluster `phala dev` assigns its workers to.
             clusters: if options.dev { vec![0] } else { Vec::new() },
             ..ContractsConfig::default()
         },
     };
-    genesis.validate()?;
     let spec = ChainSpec {
         chain_id: options.chain_id.clone(),
         block_interval_ms: options.block_interval_ms,
@@ -307,6 +317,7 @@ pub fn generate_with(
         sharing: hex::encode(sharing.encode()),
         identity: hex::encode(sharing.public().encode()),
     };
+    spec.validate()?;
     let mut files = Vec::new();
     for key in keys {
         let share = shares
@@ -320,17 +331,20 @@ pub fn generate_with(
     Ok((spec, files))
 }
 
-/// The registry at genesis: a dev chain accepts simulated TEEs and makes alice its admin; a
-/// production chain starts with an empty allowlist (no worker admitted until the admin, later
-/// governance, allows measurements) and no simulated TEEs.
-fn registry_config(dev: bool) -> RegistryConfig {
+/// The registry at genesis: a dev chain accepts simulated TEEs and makes alice its admin (unless
+/// told otherwise); a production chain starts with an empty allowlist (no worker admitted
+/// until its admin, later governance, allows measurements) and no simulated TEEs.
+fn registry_config(dev: bool, admin: Option<Address>) -> RegistryConfig {
     if dev {
         RegistryConfig {
-            admin: Some(Keypair::dev("alice").address()),
+            admin: admin.or(Some(Keypair::dev("alice").address())),
             policy: AttestationPolicy::dev(),
         }
     } else {
-        RegistryConfig::default()
+        RegistryConfig {
+            admin,
+            ..RegistryConfig::default()
+        }
     }
 }
 

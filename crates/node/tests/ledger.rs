@@ -22,6 +22,8 @@ fn setup() -> (ChainSpec, Ledger, Ledger) {
         block_interval_ms: 100,
         extra_accounts: vec![],
         extra_balance: 0,
+        allocations: vec![],
+        admin: None,
         timestamp: Some(0),
     };
     let (spec, _) = generate_with(&options, &keys, TestRng::new(1)).unwrap();

@@ -1,11 +1,20 @@
 //! Deterministic simulations of whole validator networks: the production actors
 //! (`engine::start_validator`) on commonware's deterministic runtime and simulated p2p, under
-//! random transfer load, partitions, message loss, crashes and a Byzantine proposer.
+//! random transfer load, partitions, message loss, crashes, a loss of quorum, and Byzantine
+//! validators (wrong state roots, invalid transactions, timestamp games, withheld votes, a
+//! leader that sends different bodies under one header, a peer that serves forged bodies on
+//! backfill).
 //!
-//! Every run checks: all honest nodes finalized the same chain; total issuance constant after
-//! every block; no transaction applied twice; every admitted transaction finalized.
+//! Every run checks: no honest node stalls; all nodes finalized and stored the same chain
+//! (same blocks, same bodies); total issuance constant after every block; no transaction
+//! applied twice; every admitted transaction finalized.
 //! A failing run names its seed: `SIM_SEED=<seed> cargo test -p phala-node --test simulation`.
 
+mod byzantine;
+
+use byzantine::{Rewrite, Tamper};
+use commonware_codec::Encode;
+use commonware_consensus::types::Height;
 use commonware_cryptography::{Signer as _, ed25519};
 use commonware_p2p::simulated::{Config as NetConfig, Link, Network, Oracle};
 use commonware_runtime::{
@@ -15,12 +24,15 @@ use commonware_utils::{NZU32, NZUsize, Probability, TestRng};
 use phala_client::api::TxStatus;
 use phala_crypto::Keypair;
 use phala_node::{
-    engine::{self, Channels, ValidatorConfig, channel},
-    ledger::Ledger,
+    engine::{self, Channels, Marshal, ValidatorConfig, channel},
+    ledger::{Ledger, Misbehaviour},
     spec::{ChainSpec, GenesisOptions, Scheme, ValidatorKey, generate_with},
 };
-use phala_types::{Call, Digest, Transaction, UNIT};
-use std::{sync::Arc, time::Duration};
+use phala_types::{Call, Digest, SignedTransaction, Transaction, UNIT};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 type Ctx = deterministic::Context;
 
@@ -36,9 +48,81 @@ enum Fault {
     CrashRestart,
     /// Validator 0 proposes blocks with a wrong state root.
     InvalidProposer,
+    /// Validator 0 proposes blocks carrying a transaction with a broken signature.
+    InvalidTransactions,
+    /// Validator 0 proposes timestamps too early, far in the future, or at the edge of drift.
+    TimestampGames,
+    /// Validator 0 never sends a vote.
+    WithheldVotes,
+    /// Validator 0, when leader, sends one honest validator a forged body under the true
+    /// header (the others get the true block).
+    EquivocatingLeader,
+    /// Validator 0 answers backfill requests with forged bodies; validator 1 is cut off for a
+    /// while so that it must backfill.
+    ForgedBackfill,
+    /// f validators are cut off (the rest go on), then the network splits in halves (no
+    /// quorum: nothing finalizes), then everything heals.
+    QuorumLoss,
 }
 
-#[derive(Debug)]
+impl Fault {
+    /// How validator 0's proposals are wrong, if they are.
+    fn misbehaviour(self) -> Option<Misbehaviour> {
+        match self {
+            Fault::InvalidProposer => Some(Misbehaviour::WrongStateRoot),
+            Fault::InvalidTransactions => Some(Misbehaviour::InvalidTransaction),
+            Fault::TimestampGames => Some(Misbehaviour::TimestampGames),
+            _ => None,
+        }
+    }
+}
+
+/// How a validator's outgoing messages are tampered with, per channel.
+#[derive(Clone, Default)]
+struct Rewrites {
+    votes: Option<Rewrite>,
+    blocks: Option<Rewrite>,
+    backfill: Option<Rewrite>,
+}
+
+impl Rewrites {
+    /// Validator 0's network behaviour under `fault`; `victim` is the validator it targets.
+    fn for_fault(fault: Fault, victim: &ed25519::PublicKey) -> Self {
+        match fault {
+            Fault::WithheldVotes => Rewrites {
+                votes: Some(byzantine::withhold()),
+                ..Rewrites::default()
+            },
+            Fault::EquivocatingLeader => Rewrites {
+                blocks: Some(byzantine::equivocating_blocks(vec![victim.clone()], bait())),
+                ..Rewrites::default()
+            },
+            Fault::ForgedBackfill => Rewrites {
+                backfill: Some(byzantine::forged_backfill(bait())),
+                ..Rewrites::default()
+            },
+            _ => Rewrites::default(),
+        }
+    }
+}
+
+/// A valid transaction that no honest block contains: the extra body of forged blocks.
+fn bait() -> SignedTransaction {
+    let from = phala_node::spec::dev_operator(0);
+    let tx = Transaction {
+        signer: from.address(),
+        nonce: 0,
+        fee: UNIT / 100,
+        expiry: u64::MAX,
+        call: Call::Transfer {
+            to: Keypair::dev("bob").address(),
+            amount: UNIT,
+        },
+    };
+    from.sign_transaction(&spec(4).0.hash(), tx)
+}
+
+#[derive(Debug, Clone, Copy)]
 struct Scenario {
     validators: usize,
     blocks: u64,
@@ -61,6 +145,8 @@ fn spec(n: usize) -> (ChainSpec, Vec<ValidatorKey>) {
         block_interval_ms: 100,
         extra_accounts: vec![],
         extra_balance: 0,
+        allocations: vec![],
+        admin: None,
         timestamp: Some(0),
     };
     generate_with(&options, &keys(n), TestRng::new(0)).expect("genesis")
@@ -72,6 +158,10 @@ fn new_ledger(spec: &ChainSpec) -> Arc<Ledger> {
     Arc::new(ledger)
 }
 
+/// Where a validator's marshal mailbox is put once started, to read its stored blocks.
+type MarshalSlot = Arc<Mutex<Option<Marshal>>>;
+
+#[allow(clippy::too_many_arguments)]
 async fn start_validator(
     context: Ctx,
     oracle: &Oracle<ed25519::PublicKey, Ctx>,
@@ -79,6 +169,8 @@ async fn start_validator(
     key: &ValidatorKey,
     index: usize,
     ledger: Arc<Ledger>,
+    rewrites: Rewrites,
+    slot: MarshalSlot,
 ) {
     let (keypair, share) = key.keys().expect("genesis wrote valid keys");
     let me = keypair.private_key().public_key();
@@ -91,14 +183,23 @@ async fn start_validator(
     .expect("share matches the sharing");
     let control = oracle.control(me.clone());
     let quota = Quota::per_second(NZU32!(100_000));
-    let register = async |id| control.register(id, quota).await.expect("register channel");
+    let others: Vec<ed25519::PublicKey> = spec
+        .participants()
+        .unwrap()
+        .into_iter()
+        .filter(|p| *p != me)
+        .collect();
+    let register = async |id, rewrite: Option<Rewrite>| {
+        let (sender, receiver) = control.register(id, quota).await.expect("register channel");
+        (Tamper::new(sender, others.clone(), rewrite), receiver)
+    };
     let channels = Channels {
-        votes: register(channel::VOTES).await,
-        certificates: register(channel::CERTIFICATES).await,
-        certificate_fetch: register(channel::CERTIFICATE_FETCH).await,
-        blocks: register(channel::BLOCKS).await,
-        backfill: register(channel::BACKFILL).await,
-        transactions: register(channel::TRANSACTIONS).await,
+        votes: register(channel::VOTES, rewrites.votes).await,
+        certificates: register(channel::CERTIFICATES, None).await,
+        certificate_fetch: register(channel::CERTIFICATE_FETCH, None).await,
+        blocks: register(channel::BLOCKS, rewrites.blocks).await,
+        backfill: register(channel::BACKFILL, rewrites.backfill).await,
+        transactions: register(channel::TRANSACTIONS, None).await,
     };
     let (_, genesis) = spec.genesis();
     let config = ValidatorConfig {
@@ -108,7 +209,7 @@ async fn start_validator(
         genesis,
         leader_timeout: Duration::from_secs(1),
     };
-    let _ = engine::start_validator(
+    let (marshal, _) = engine::start_validator(
         context,
         config,
         channels,
@@ -117,9 +218,11 @@ async fn start_validator(
         ledger,
     )
     .await;
+    *slot.lock().unwrap() = Some(marshal);
 }
 
 /// Starts a validator in its own supervised task so that aborting the task crashes it.
+#[allow(clippy::too_many_arguments)]
 fn spawn_validator(
     context: &Ctx,
     oracle: &Oracle<ed25519::PublicKey, Ctx>,
@@ -127,6 +230,8 @@ fn spawn_validator(
     key: &ValidatorKey,
     index: usize,
     ledger: Arc<Ledger>,
+    rewrites: Rewrites,
+    slot: MarshalSlot,
 ) -> Handle<()> {
     let (oracle, spec) = (oracle.clone(), spec.clone());
     let key = ValidatorKey {
@@ -137,7 +242,8 @@ fn spawn_validator(
         .child("validator")
         .with_attribute("index", index)
         .spawn(move |context| async move {
-            start_validator(context.child("node"), &oracle, &spec, &key, index, ledger).await;
+            let node = context.child("node");
+            start_validator(node, &oracle, &spec, &key, index, ledger, rewrites, slot).await;
             futures::future::pending::<()>().await;
         })
 }
@@ -206,6 +312,8 @@ fn min_height(ledgers: &[Arc<Ledger>]) -> u64 {
     ledgers.iter().map(|l| l.head().height).min().unwrap_or(0)
 }
 
+/// Sends load until every live validator reaches `height`. An honest validator that stops
+/// finalizing is a bug: past a generous bound this panics naming it.
 async fn wait_for_height(
     context: &Ctx,
     ledgers: &[Arc<Ledger>],
@@ -214,11 +322,22 @@ async fn wait_for_height(
     spec: &ChainSpec,
     live: &[bool],
 ) {
-    while ledgers
-        .iter()
-        .zip(live)
-        .any(|(l, live)| *live && l.head().height < height)
-    {
+    let start = context.current();
+    let bound = Duration::from_secs(120 + 2 * height.saturating_sub(min_height(ledgers)));
+    loop {
+        let behind = ledgers
+            .iter()
+            .zip(live)
+            .position(|(l, live)| *live && l.head().height < height);
+        let Some(behind) = behind else {
+            return;
+        };
+        let waited = context.current().duration_since(start).unwrap_or_default();
+        assert!(
+            waited < bound,
+            "validator {behind} stalled at height {} (waiting for {height})",
+            ledgers[behind].head().height
+        );
         load.send_some(spec, ledgers, live);
         context.sleep(Duration::from_millis(50)).await;
     }
@@ -241,42 +360,315 @@ async fn link_all(
     }
 }
 
-async fn isolate(
+/// Sends load for `duration` of simulated time.
+async fn load_for(
+    context: &Ctx,
+    duration: Duration,
+    ledgers: &[Arc<Ledger>],
+    load: &mut Load,
+    spec: &ChainSpec,
+    live: &[bool],
+) {
+    let start = context.current();
+    while context.current().duration_since(start).unwrap_or_default() < duration {
+        load.send_some(spec, ledgers, live);
+        context.sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Links exactly the pairs of peers `connected` names (by peer index).
+async fn connect(
     oracle: &Oracle<ed25519::PublicKey, Ctx>,
     peers: &[ed25519::PublicKey],
-    victim: usize,
+    connected: impl Fn(usize, usize) -> bool,
+    link: &Link,
 ) {
-    for (i, other) in peers.iter().enumerate() {
-        if i != victim {
-            oracle
-                .remove_link(peers[victim].clone(), other.clone())
-                .await
-                .unwrap();
-            oracle
-                .remove_link(other.clone(), peers[victim].clone())
-                .await
-                .unwrap();
+    for (a, from) in peers.iter().enumerate() {
+        for (b, to) in peers.iter().enumerate() {
+            if a == b {
+                continue;
+            }
+            let _ = oracle.remove_link(from.clone(), to.clone()).await;
+            if connected(a, b) {
+                oracle
+                    .add_link(from.clone(), to.clone(), link.clone())
+                    .await
+                    .unwrap();
+            }
         }
     }
 }
 
-async fn reconnect(
-    oracle: &Oracle<ed25519::PublicKey, Ctx>,
-    peers: &[ed25519::PublicKey],
-    victim: usize,
-    link: &Link,
-) {
-    for (i, other) in peers.iter().enumerate() {
-        if i != victim {
-            oracle
-                .add_link(peers[victim].clone(), other.clone(), link.clone())
-                .await
-                .unwrap();
-            oracle
-                .add_link(other.clone(), peers[victim].clone(), link.clone())
-                .await
-                .unwrap();
+/// Every stored block of every validator, encoded, up to `height`.
+async fn stored_blocks(slots: &[MarshalSlot], height: u64) -> Vec<Vec<Vec<u8>>> {
+    let mut all = Vec::new();
+    for slot in slots {
+        let marshal = slot.lock().unwrap().clone().expect("validator started");
+        let mut blocks = Vec::new();
+        for h in 1..=height {
+            let block = marshal.get_block(Height::new(h)).await;
+            blocks.push(block.map(|b| b.encode().to_vec()).unwrap_or_default());
         }
+        all.push(blocks);
+    }
+    all
+}
+
+fn now_ms(context: &Ctx) -> u64 {
+    context
+        .current()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The network of one run: validators, their ledgers and marshal slots, the load.
+struct Net {
+    spec: ChainSpec,
+    keys: Vec<ValidatorKey>,
+    peers: Vec<ed25519::PublicKey>,
+    oracle: Oracle<ed25519::PublicKey, Ctx>,
+    link: Link,
+    ledgers: Vec<Arc<Ledger>>,
+    slots: Vec<MarshalSlot>,
+    handles: Vec<Handle<()>>,
+    live: Vec<bool>,
+    load: Load,
+}
+
+impl Net {
+    /// The peer index (sorted engine order) of the validator at `spec_index`.
+    fn peer(&self, spec_index: usize) -> usize {
+        self.peers
+            .iter()
+            .position(|p| p.as_ref() == self.spec.validators[spec_index].address.0)
+            .unwrap()
+    }
+
+    fn spawn(&self, context: &Ctx, index: usize, rewrites: Rewrites) -> Handle<()> {
+        spawn_validator(
+            context,
+            &self.oracle,
+            &self.spec,
+            &self.keys[index],
+            index,
+            self.ledgers[index].clone(),
+            rewrites,
+            self.slots[index].clone(),
+        )
+    }
+
+    async fn wait(&mut self, context: &Ctx, height: u64) {
+        wait_for_height(
+            context,
+            &self.ledgers,
+            height,
+            &mut self.load,
+            &self.spec,
+            &self.live,
+        )
+        .await;
+    }
+
+    async fn load_for(&mut self, context: &Ctx, duration: Duration) {
+        load_for(
+            context,
+            duration,
+            &self.ledgers,
+            &mut self.load,
+            &self.spec,
+            &self.live,
+        )
+        .await;
+    }
+
+    /// Connects the validators by group (`groups[i]` for the validator at spec index i).
+    async fn partition(&self, groups: &[usize]) {
+        self.connect(|a, b| groups[a] == groups[b]).await;
+    }
+
+    /// Links exactly the pairs of validators (by spec index) `connected` names.
+    async fn connect(&self, connected: impl Fn(usize, usize) -> bool) {
+        let spec_index: Vec<usize> = (0..self.peers.len())
+            .map(|peer| {
+                (0..self.peers.len())
+                    .find(|&i| self.peer(i) == peer)
+                    .unwrap()
+            })
+            .collect();
+        let by_peer = |a: usize, b: usize| connected(spec_index[a], spec_index[b]);
+        connect(&self.oracle, &self.peers, by_peer, &self.link).await;
+    }
+}
+
+/// Runs the fault's middle phase (partitions, crashes), checking what must hold during it.
+async fn disturb(context: &Ctx, net: &mut Net, fault: Fault, blocks: u64, seed: u64) {
+    let n = net.ledgers.len();
+    match fault {
+        Fault::Partition | Fault::ForgedBackfill => {
+            // A partition victim must catch up by backfill afterwards.
+            let victim = if matches!(fault, Fault::Partition) {
+                0
+            } else {
+                1
+            };
+            net.wait(context, blocks / 4).await;
+            let mut groups = vec![0; n];
+            groups[victim] = 1;
+            net.partition(&groups).await;
+            let stuck = net.ledgers[victim].head().height;
+            net.live[victim] = false;
+            net.wait(context, blocks / 2).await;
+            assert!(
+                net.ledgers[victim].head().height <= stuck + 1,
+                "seed {seed}: an isolated validator kept finalizing"
+            );
+            if matches!(fault, Fault::ForgedBackfill) {
+                // First the victim reaches only the forging validator 0, so it must backfill
+                // from it (honest nodes go on among themselves and with 0).
+                net.connect(|a, b| a != victim && b != victim || a == 0 || b == 0)
+                    .await;
+                net.load_for(context, Duration::from_secs(10)).await;
+            }
+            net.partition(&vec![0; n]).await;
+            net.live[victim] = true;
+        }
+        Fault::QuorumLoss => {
+            let f = (n - 1) / 3;
+            net.wait(context, blocks / 4).await;
+            // f validators cut off: the others still finalize.
+            let groups: Vec<usize> = (0..n).map(|i| usize::from(i >= n - f)).collect();
+            net.partition(&groups).await;
+            for i in n - f..n {
+                net.live[i] = false;
+            }
+            net.wait(context, blocks / 2).await;
+            // Halves: no side has a quorum, nothing may finalize.
+            let groups: Vec<usize> = (0..n).map(|i| usize::from(i >= n / 2)).collect();
+            net.partition(&groups).await;
+            net.load_for(context, Duration::from_secs(2)).await;
+            // Laggards may still catch up to what was final (and a block certified just before
+            // the split may reach only one side), but nothing new is finalized.
+            let final_height = net.ledgers.iter().map(|l| l.head().height + 1).max();
+            net.load_for(context, Duration::from_secs(10)).await;
+            for (i, ledger) in net.ledgers.iter().enumerate() {
+                assert!(
+                    Some(ledger.head().height) <= final_height,
+                    "seed {seed}: validator {i} finalized without a quorum"
+                );
+            }
+            net.partition(&vec![0; n]).await;
+            net.live = vec![true; n];
+        }
+        Fault::CrashRestart => {
+            net.wait(context, blocks / 4).await;
+            net.handles[0].abort();
+            net.live[0] = false;
+            let crashed_at = net.ledgers[0].head().height;
+            net.wait(context, blocks / 2).await;
+            // Restart from storage with a fresh in-memory ledger, as a real restart would.
+            let before: Vec<Digest> = (0..=crashed_at)
+                .map(|h| net.ledgers[0].finalized_digest(h).unwrap())
+                .collect();
+            net.ledgers[0] = new_ledger(&net.spec);
+            net.handles[0] = net.spawn(context, 0, Rewrites::default());
+            net.live[0] = true;
+            net.wait(context, blocks * 3 / 4).await;
+            for (height, digest) in before.iter().enumerate() {
+                assert_eq!(
+                    net.ledgers[0].finalized_digest(height as u64).as_ref(),
+                    Some(digest),
+                    "seed {seed}: restarted validator lost or changed block {height}"
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Waits until every admitted transaction is finalized on every validator.
+async fn drain(context: &Ctx, net: &Net, seed: u64) {
+    let admitted = &net.load.admitted;
+    let mut rounds = 0;
+    while !admitted.iter().all(|h| {
+        net.ledgers
+            .iter()
+            .all(|l| matches!(l.tx_status(h), TxStatus::Finalized { .. }))
+    }) {
+        rounds += 1;
+        assert!(
+            rounds < 2_000,
+            "seed {seed}: admitted transactions never finalized: {:?}",
+            admitted.iter().find_map(|h| net
+                .ledgers
+                .iter()
+                .map(|l| l.tx_status(h))
+                .find(|s| !matches!(s, TxStatus::Finalized { .. })))
+        );
+        context.sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !admitted.is_empty(),
+        "seed {seed}: the load generator admitted nothing"
+    );
+}
+
+/// The invariants every run ends with.
+async fn check_agreement(context: &Ctx, net: &Net, fault: Fault, seed: u64) {
+    let height = min_height(&net.ledgers);
+    for h in 0..=height {
+        let reference = net.ledgers[1].finalized_digest(h);
+        for (i, ledger) in net.ledgers.iter().enumerate() {
+            assert_eq!(
+                ledger.finalized_digest(h),
+                reference,
+                "seed {seed}: validator {i} forked at height {h}"
+            );
+        }
+    }
+    // The same bodies are stored everywhere: no forged copy was ever kept.
+    let stored = stored_blocks(&net.slots, height).await;
+    for (i, blocks) in stored.iter().enumerate() {
+        for (h, block) in blocks.iter().enumerate() {
+            assert!(
+                *block == stored[1][h] && !block.is_empty(),
+                "seed {seed}: validator {i} stores another block {} than validator 1",
+                h + 1
+            );
+        }
+    }
+    for (i, ledger) in net.ledgers.iter().enumerate() {
+        let audit = ledger.audit().expect("audit on");
+        assert_eq!(
+            audit.issuance_violations, 0,
+            "seed {seed}: validator {i} broke the total issuance"
+        );
+        assert_eq!(
+            audit.duplicate_transactions, 0,
+            "seed {seed}: validator {i} applied a transaction twice"
+        );
+        assert_eq!(
+            ledger.total_issuance(),
+            phala_types::TOTAL_SUPPLY,
+            "seed {seed}"
+        );
+    }
+    let byzantine = &net.spec.validators[0].address;
+    if matches!(fault, Fault::InvalidProposer) {
+        assert!(
+            net.ledgers[1]
+                .proposers_since_genesis()
+                .iter()
+                .all(|p| p != byzantine),
+            "seed {seed}: a block with a wrong state root was finalized"
+        );
+    }
+    if matches!(fault, Fault::TimestampGames) {
+        let head = net.ledgers[1].head();
+        assert!(
+            head.timestamp <= now_ms(context) + 3_000,
+            "seed {seed}: the chain's time ran ahead of the validators' clocks"
+        );
     }
 }
 
@@ -291,13 +683,6 @@ fn run(scenario: &Scenario, seed: u64) {
     deterministic::Runner::new(config).start(|context| async move {
         let (spec, keys) = spec(validators);
         let peers: Vec<ed25519::PublicKey> = spec.participants().unwrap().into_iter().collect();
-        // Key files are in spec order; the engine's peer order is sorted.
-        let peer_index = |spec_index: usize| {
-            peers
-                .iter()
-                .position(|p| p.as_ref() == spec.validators[spec_index].address.0)
-                .unwrap()
-        };
         let (network, oracle) = Network::new_with_peers(
             context.child("network"),
             NetConfig {
@@ -321,123 +706,40 @@ fn run(scenario: &Scenario, seed: u64) {
         };
         link_all(&oracle, &peers, &link).await;
 
-        let mut ledgers: Vec<Arc<Ledger>> = (0..validators).map(|_| new_ledger(&spec)).collect();
-        if matches!(fault, Fault::InvalidProposer) {
-            ledgers[0].corrupt_proposals_for_testing();
+        let ledgers: Vec<Arc<Ledger>> = (0..validators).map(|_| new_ledger(&spec)).collect();
+        if let Some(misbehaviour) = fault.misbehaviour() {
+            ledgers[0].misbehave_for_testing(misbehaviour);
         }
-        let mut handles: Vec<Handle<()>> = (0..validators)
-            .map(|i| spawn_validator(&context, &oracle, &spec, &keys[i], i, ledgers[i].clone()))
-            .collect();
-        let mut live = vec![true; validators];
-        let mut load = Load::new(seed);
-
-        match fault {
-            Fault::Partition => {
-                wait_for_height(&context, &ledgers, blocks / 4, &mut load, &spec, &live).await;
-                isolate(&oracle, &peers, peer_index(0)).await;
-                let stuck = ledgers[0].head().height;
-                live[0] = false;
-                wait_for_height(&context, &ledgers, blocks / 2, &mut load, &spec, &live).await;
-                assert!(
-                    ledgers[0].head().height <= stuck + 1,
-                    "seed {seed}: an isolated validator kept finalizing"
-                );
-                reconnect(&oracle, &peers, peer_index(0), &link).await;
-                live[0] = true;
-            }
-            Fault::CrashRestart => {
-                wait_for_height(&context, &ledgers, blocks / 4, &mut load, &spec, &live).await;
-                handles[0].abort();
-                live[0] = false;
-                let crashed_at = ledgers[0].head().height;
-                wait_for_height(&context, &ledgers, blocks / 2, &mut load, &spec, &live).await;
-                // Restart from storage with a fresh in-memory ledger, as a real restart would.
-                let before: Vec<Digest> = (0..=crashed_at)
-                    .map(|h| ledgers[0].finalized_digest(h).unwrap())
-                    .collect();
-                ledgers[0] = new_ledger(&spec);
-                handles[0] =
-                    spawn_validator(&context, &oracle, &spec, &keys[0], 0, ledgers[0].clone());
-                live[0] = true;
-                wait_for_height(&context, &ledgers, blocks * 3 / 4, &mut load, &spec, &live).await;
-                for (height, digest) in before.iter().enumerate() {
-                    assert_eq!(
-                        ledgers[0].finalized_digest(height as u64).as_ref(),
-                        Some(digest),
-                        "seed {seed}: restarted validator lost or changed block {height}"
-                    );
-                }
-            }
-            _ => {}
-        }
-        wait_for_height(&context, &ledgers, blocks, &mut load, &spec, &live).await;
-
-        // Let the admitted transactions drain: all must finalize everywhere.
-        let admitted = load.admitted.clone();
-        let mut rounds = 0;
-        while !admitted.iter().all(|h| {
-            ledgers
-                .iter()
-                .all(|l| matches!(l.tx_status(h), TxStatus::Finalized { .. }))
-        }) {
-            rounds += 1;
-            assert!(
-                rounds < 2_000,
-                "seed {seed}: admitted transactions never finalized: {:?}",
-                admitted.iter().find_map(|h| ledgers
-                    .iter()
-                    .map(|l| l.tx_status(h))
-                    .find(|s| !matches!(s, TxStatus::Finalized { .. })))
-            );
-            context.sleep(Duration::from_millis(50)).await;
+        let mut net = Net {
+            spec,
+            keys,
+            peers,
+            oracle,
+            link,
+            ledgers,
+            slots: (0..validators).map(|_| MarshalSlot::default()).collect(),
+            handles: Vec::new(),
+            live: vec![true; validators],
+            load: Load::new(seed),
+        };
+        let victim = net.peers[net.peer(1)].clone();
+        for i in 0..validators {
+            let rewrites = match i {
+                0 => Rewrites::for_fault(fault, &victim),
+                _ => Rewrites::default(),
+            };
+            let handle = net.spawn(&context, i, rewrites);
+            net.handles.push(handle);
         }
 
-        let height = min_height(&ledgers);
-        for h in 0..=height {
-            let reference = ledgers[0].finalized_digest(h);
-            for (i, ledger) in ledgers.iter().enumerate() {
-                assert_eq!(
-                    ledger.finalized_digest(h),
-                    reference,
-                    "seed {seed}: validator {i} forked at height {h}"
-                );
-            }
-        }
-        for (i, ledger) in ledgers.iter().enumerate() {
-            let audit = ledger.audit().expect("audit on");
-            assert_eq!(
-                audit.issuance_violations, 0,
-                "seed {seed}: validator {i} broke the total issuance"
-            );
-            assert_eq!(
-                audit.duplicate_transactions, 0,
-                "seed {seed}: validator {i} applied a transaction twice"
-            );
-            assert_eq!(
-                ledger.total_issuance(),
-                phala_types::TOTAL_SUPPLY,
-                "seed {seed}"
-            );
-        }
-        assert!(
-            !admitted.is_empty(),
-            "seed {seed}: the load generator admitted nothing"
-        );
-        if matches!(fault, Fault::InvalidProposer) {
-            let byzantine = &spec.validators[0].address;
-            assert!(
-                ledgers[1]
-                    .proposers_since_genesis()
-                    .iter()
-                    .all(|p| p != byzantine),
-                "seed {seed}: a block with a wrong state root was finalized"
-            );
-        }
-        drop(handles);
+        disturb(&context, &mut net, fault, blocks, seed).await;
+        net.wait(&context, blocks).await;
+        drain(&context, &net, seed).await;
+        check_agreement(&context, &net, fault, seed).await;
+        drop(net.handles);
     });
 }
 
-/// The seeds to run: `SIM_SEED` replays one; `SIM_SEEDS=n` runs seeds 1..=n; else the default.
 fn seeds(default: u64) -> Vec<u64> {
     match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
@@ -464,79 +766,100 @@ fn run_seeds(scenario: Scenario, default_seeds: u64) {
     }
 }
 
-// The default seed counts add up to 60 runs per `cargo test`; the ignored test below runs
-// every scenario over many more (`cargo test -p phala-node --test simulation -- --ignored`).
+// Every scenario runs over the same number of seeds by default (`SIM_SEEDS` overrides it);
+// the ignored test below runs every scenario over many more
+// (`cargo test -p phala-node --test simulation -- --ignored`).
+const SEEDS: u64 = 6;
+
+/// Every scenario: (validators, blocks, fault).
+const SCENARIOS: [(usize, u64, Fault); 13] = [
+    (4, 200, Fault::None),
+    (7, 200, Fault::None),
+    (4, 120, Fault::Partition),
+    (4, 100, Fault::Loss(10)),
+    (4, 120, Fault::CrashRestart),
+    (4, 80, Fault::InvalidProposer),
+    (4, 80, Fault::InvalidTransactions),
+    (4, 80, Fault::TimestampGames),
+    (4, 80, Fault::WithheldVotes),
+    (4, 100, Fault::EquivocatingLeader),
+    (4, 120, Fault::ForgedBackfill),
+    (4, 120, Fault::QuorumLoss),
+    (7, 80, Fault::QuorumLoss),
+];
+
+fn scenario(index: usize) -> Scenario {
+    let (validators, blocks, fault) = SCENARIOS[index];
+    Scenario {
+        validators,
+        blocks,
+        fault,
+    }
+}
 
 #[test]
 fn four_validators_finalize_under_load() {
-    run_seeds(
-        Scenario {
-            validators: 4,
-            blocks: 200,
-            fault: Fault::None,
-        },
-        40,
-    );
+    run_seeds(scenario(0), SEEDS);
 }
 
 #[test]
 fn seven_validators_finalize_under_load() {
-    run_seeds(
-        Scenario {
-            validators: 7,
-            blocks: 200,
-            fault: Fault::None,
-        },
-        4,
-    );
+    run_seeds(scenario(1), SEEDS);
 }
 
 #[test]
 fn partitioned_validator_heals() {
-    run_seeds(
-        Scenario {
-            validators: 4,
-            blocks: 120,
-            fault: Fault::Partition,
-        },
-        4,
-    );
+    run_seeds(scenario(2), SEEDS);
 }
 
 #[test]
 fn lossy_links() {
-    run_seeds(
-        Scenario {
-            validators: 4,
-            blocks: 100,
-            fault: Fault::Loss(10),
-        },
-        4,
-    );
+    run_seeds(scenario(3), SEEDS);
 }
 
 #[test]
 fn crashed_validator_restarts_from_storage() {
-    run_seeds(
-        Scenario {
-            validators: 4,
-            blocks: 120,
-            fault: Fault::CrashRestart,
-        },
-        4,
-    );
+    run_seeds(scenario(4), SEEDS);
 }
 
 #[test]
-fn invalid_proposals_are_never_finalized() {
-    run_seeds(
-        Scenario {
-            validators: 4,
-            blocks: 80,
-            fault: Fault::InvalidProposer,
-        },
-        4,
-    );
+fn wrong_state_roots_are_never_finalized() {
+    run_seeds(scenario(5), SEEDS);
+}
+
+#[test]
+fn invalid_transactions_are_never_finalized() {
+    run_seeds(scenario(6), SEEDS);
+}
+
+#[test]
+fn timestamp_games_do_not_move_the_chains_clock() {
+    run_seeds(scenario(7), SEEDS);
+}
+
+#[test]
+fn withheld_votes_do_not_stop_finality() {
+    run_seeds(scenario(8), SEEDS);
+}
+
+#[test]
+fn a_leader_equivocating_on_bodies_halts_nobody() {
+    run_seeds(scenario(9), SEEDS);
+}
+
+#[test]
+fn forged_bodies_on_backfill_are_refused() {
+    run_seeds(scenario(10), SEEDS);
+}
+
+#[test]
+fn four_validators_survive_a_loss_of_quorum() {
+    run_seeds(scenario(11), SEEDS);
+}
+
+#[test]
+fn seven_validators_survive_a_loss_of_quorum() {
+    run_seeds(scenario(12), SEEDS);
 }
 
 #[test]
@@ -546,19 +869,8 @@ fn many_seeds_every_scenario() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    for (validators, blocks, fault) in [
-        (4, 200, Fault::None),
-        (7, 200, Fault::None),
-        (4, 120, Fault::Partition),
-        (4, 100, Fault::Loss(20)),
-        (4, 120, Fault::CrashRestart),
-        (4, 80, Fault::InvalidProposer),
-    ] {
-        let scenario = Scenario {
-            validators,
-            blocks,
-            fault,
-        };
+    for index in 0..SCENARIOS.len() {
+        let scenario = scenario(index);
         for seed in 1_000..1_000 + count {
             let result =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&scenario, seed)));

@@ -34,7 +34,8 @@ struct Args {
     anchor: PathBuf,
     #[arg(long, value_enum, default_value = "worker")]
     mode: Mode,
-    #[arg(long, value_enum, default_value = "simulated")]
+    /// The TEE to run in. Required: nothing falls back to the insecure simulated TEE silently.
+    #[arg(long, value_enum)]
     tee: TeeBackend,
     /// Measurement the simulated TEE claims (hex, 32 bytes).
     #[arg(

@@ -307,7 +307,14 @@ impl Pruntime {
         }
         next.light = verified.next;
         for cluster in joined {
+            // A worker serves one cluster: moved to another, it stops reading and running the
+            // old one's contracts (the chain would refuse its reports of them anyway).
             let stream = Destination::Cluster(cluster);
+            let other_cluster =
+                |d: &Destination| matches!(d, Destination::Cluster(_)) && *d != stream;
+            next.light.streams.retain(|(d, _)| !other_cluster(d));
+            pending.retain(|m| !other_cluster(&m.destination));
+            contracts.instances.retain(|_, i| i.cluster == cluster);
             if !next.light.streams.iter().any(|(d, _)| *d == stream) {
                 next.light.streams.push((stream, 0));
             }

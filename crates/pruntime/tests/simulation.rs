@@ -1,9 +1,11 @@
 //! Seeded simulation of the secure-worker layer: a certified chain (the real state machine, a
-//! real BLS threshold certificate on every block), 1-3 gatekeeper and 3 worker pRuntimes (real
+//! real BLS threshold certificate on every block), 1-3 gatekeeper and 4 worker pRuntimes (real
 //! `Pruntime`s on disk, simulated TEE), and a relayer for each that runs at random times with
-//! random batch sizes, while pRuntimes crash and restart from their sealed checkpoints. The
+//! random batch sizes, while pRuntimes crash and restart from their sealed checkpoints (some in
+//! the middle of a sync) and relayers now and then turn Byzantine (a dropped, reordered or
+//! altered message, cut headers, a spoiled certificate: each refused with nothing applied). The
 //! admin registers nothing by hand: relayers register their workers, then the admin admits the
-//! gatekeepers, assigns workers to two clusters and rotates the master key twice. Meanwhile
+//! gatekeepers, assigns two workers to each of two clusters and rotates the master key twice. Meanwhile
 //! users deploy the analytics contract on both clusters and send it random encrypted commands:
 //! most succeed, some are refused by the contract, run out of gas or arrive tampered.
 //!
@@ -74,6 +76,8 @@ impl Chain {
             block_interval_ms: 100,
             extra_accounts: vec![],
             extra_balance: 0,
+            allocations: vec![],
+            admin: None,
             timestamp: Some(1_700_000_000_000),
         };
         let keys: Vec<_> = (0..4)
@@ -269,6 +273,8 @@ struct Node {
     pruntime: Option<Pruntime>,
     registered: bool,
     crashes: u32,
+    /// Forged batches its (sometimes Byzantine) relayer sent, all of which were refused.
+    forgeries: u32,
 }
 
 impl Node {
@@ -281,6 +287,7 @@ impl Node {
             pruntime: None,
             registered: true,
             crashes: 0,
+            forgeries: 0,
         };
         node.open(chain);
         node
@@ -323,6 +330,15 @@ impl Node {
                 &info.identity,
                 rng.gen_range(1..=30),
             );
+            if rng.gen_bool(0.05) {
+                self.forge(&batch, rng);
+            }
+            if rng.gen_bool(0.01) {
+                // Crash in the middle of the sync: its work is lost before its checkpoint
+                // replaced the old one, and nothing it produced went out.
+                self.crash_during(&batch, chain);
+                return;
+            }
             self.pruntime()
                 .sync(&batch)
                 .unwrap_or_else(|e| panic!("an honest batch was refused: {e}"));
@@ -345,6 +361,79 @@ impl Node {
         for message in self.pruntime().egress(next).unwrap() {
             chain.submit(&operator, Call::SubmitUpward(message));
         }
+    }
+}
+
+impl Node {
+    /// A Byzantine relayer's try: the batch altered in one of the ways a relayer can (drop,
+    /// reorder or alter a message, cut the headers, spoil the certificate). It must be
+    /// refused with nothing applied.
+    fn forge(&mut self, batch: &SyncBatch, rng: &mut StdRng) {
+        let mut forged = batch.clone();
+        let changed = match rng.gen_range(0..5) {
+            0 if !forged.messages.is_empty() => {
+                let index = rng.gen_range(0..forged.messages.len());
+                forged.messages.remove(index);
+                true
+            }
+            1 if forged.messages.len() >= 2 => {
+                let last = forged.messages.len() - 1;
+                forged.messages.swap(0, last);
+                true
+            }
+            2 if !forged.messages.is_empty() => {
+                let message = &mut forged.messages[0].message;
+                let flipped = if message.ends_with('0') { '1' } else { '0' };
+                message.pop();
+                message.push(flipped);
+                true
+            }
+            3 if forged.headers.len() >= 2 => {
+                forged.headers.pop();
+                true
+            }
+            _ => {
+                let flipped = if forged.certificate.ends_with('0') {
+                    '1'
+                } else {
+                    '0'
+                };
+                forged.certificate.pop();
+                forged.certificate.push(flipped);
+                true
+            }
+        };
+        if !changed {
+            return;
+        }
+        let before = self.pruntime().info();
+        assert!(
+            self.pruntime().sync(&forged).is_err(),
+            "a forged batch was accepted"
+        );
+        let after = self.pruntime().info();
+        assert_eq!(
+            (before.height, before.streams, before.egress_next),
+            (after.height, after.streams, after.egress_next),
+            "a refused batch changed the pRuntime"
+        );
+        self.forgeries += 1;
+    }
+
+    /// Syncs `batch`, then crashes before the new checkpoint took the old one's place: the old
+    /// checkpoint stays, a half-written temporary file is left behind, and the pRuntime
+    /// reopens from disk.
+    fn crash_during(&mut self, batch: &SyncBatch, chain: &Chain) {
+        let checkpoint = self.dir.join("checkpoint.sealed");
+        let old = std::fs::read(&checkpoint).unwrap();
+        self.pruntime()
+            .sync(batch)
+            .unwrap_or_else(|e| panic!("an honest batch was refused: {e}"));
+        self.pruntime = None;
+        std::fs::write(&checkpoint, old).unwrap();
+        std::fs::write(self.dir.join("checkpoint.tmp"), b"half a checkp").unwrap();
+        self.crashes += 1;
+        self.open(chain);
     }
 }
 
@@ -445,12 +534,15 @@ enum Phase {
     Settling,
 }
 
+/// Workers in every run: two per cluster, so that a cluster's workers can disagree.
+const WORKERS: usize = 4;
+
 fn run(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut chain = Chain::new();
     let dir = tempfile::tempdir().unwrap();
     let gatekeepers = 1 + (seed % 3) as usize;
-    let mut nodes: Vec<Node> = (0..gatekeepers + 3)
+    let mut nodes: Vec<Node> = (0..gatekeepers + WORKERS)
         .map(|i| Node {
             dir: dir.path().join(format!("pruntime-{i}")),
             mode: if i < gatekeepers {
@@ -462,6 +554,7 @@ fn run(seed: u64) {
             pruntime: None,
             registered: false,
             crashes: 0,
+            forgeries: 0,
         })
         .collect();
     for node in &mut nodes {
@@ -500,8 +593,10 @@ fn run(seed: u64) {
     check(&chain, &mut nodes);
     let calls = check_contracts(&chain, &mut nodes, &users);
     let crashes: u32 = nodes.iter().map(|n| n.crashes).sum();
+    let forgeries: u32 = nodes.iter().map(|n| n.forgeries).sum();
+    assert!(forgeries > 0, "the Byzantine relayer never struck");
     eprintln!(
-        "seed {seed}: {gatekeepers} gatekeepers, 3 workers, {} blocks, {crashes} pRuntime crashes, {} commands sent, {calls} calls executed",
+        "seed {seed}: {gatekeepers} gatekeepers, {WORKERS} workers, {} blocks, {crashes} pRuntime crashes, {forgeries} forged batches refused, {} commands sent, {calls} calls executed",
         chain.height(),
         users.sent
     );

@@ -70,24 +70,44 @@ impl Read for Header {
     }
 }
 
-/// A header and the transactions it commits to. The digest is cached because consensus asks
-/// for it often.
+/// A header and the transactions it commits to. The digest (the header's hash) and the
+/// transactions' hashes are cached because consensus, the mempool and the indexes ask often.
+///
+/// **Invariant:** a decoded block's transactions hash to its header's `tx_root`: bytes that
+/// pair a header with another body do not decode, wherever they come from (a leader, a
+/// backfill peer, an upstream node, storage), so nobody can make a node apply a body the
+/// header does not commit to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Block {
     pub header: Header,
     pub transactions: Vec<SignedTransaction>,
+    tx_hashes: Vec<Digest>,
     digest: Digest,
 }
 
 impl Block {
-    /// Seals a header and body into a block (the caller computed the header's roots).
+    /// Seals a header and body into a block. The body is not checked against the header (a
+    /// builder computed the roots; tests build wrong ones on purpose): see
+    /// [`Block::body_matches_header`].
     pub fn new(header: Header, transactions: Vec<SignedTransaction>) -> Self {
         let digest = header.hash();
+        let tx_hashes = transactions.iter().map(SignedTransaction::hash).collect();
         Block {
             header,
             transactions,
+            tx_hashes,
             digest,
         }
+    }
+
+    /// The hashes of the transactions, in order.
+    pub fn tx_hashes(&self) -> &[Digest] {
+        &self.tx_hashes
+    }
+
+    /// Whether the transactions hash to the header's `tx_root`.
+    pub fn body_matches_header(&self) -> bool {
+        crate::merkle::root(&self.tx_hashes) == self.header.tx_root
     }
 }
 
@@ -112,7 +132,14 @@ impl Read for Block {
             buf,
             &(RangeCfg::new(..=limits::MAX_BLOCK_TXS), ()),
         )?;
-        Ok(Block::new(header, transactions))
+        let block = Block::new(header, transactions);
+        if !block.body_matches_header() {
+            return Err(CodecError::Invalid(
+                "Block",
+                "the transactions do not hash to the header's tx_root",
+            ));
+        }
+        Ok(block)
     }
 }
 

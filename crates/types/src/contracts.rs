@@ -24,8 +24,17 @@ pub const MAX_SEALED: usize = MAX_INPUT + 1024;
 pub const MAX_REPORT_EMITS: usize = 16;
 /// Largest event or message a contract emits.
 pub const MAX_EMIT: usize = 4 * 1024;
+/// Most bytes of events, message topics and message payloads one call may emit in all.
+pub const MAX_EMIT_TOTAL: usize = 16 * 1024;
 /// Longest topic of a contract's message (the chain prefixes `contract/<id>/`).
 pub const MAX_MESSAGE_TOPIC: usize = 32;
+/// Largest encoded [`ContractReport`]: its fixed fields, the two list lengths, a length
+/// prefix (at most 3 bytes each, 2 per message) per item, and the emitted bytes.
+pub const MAX_REPORT: usize = 32 + 8 + 32 + 8 + 1 + 2 * 2 + MAX_REPORT_EMITS * 5 + MAX_EMIT_TOTAL;
+
+// What a worker must report always fits one upward message: a report can never be refused
+// for its size (and so never jam its worker's queue).
+const _: () = assert!(MAX_REPORT <= crate::limits::MAX_PAYLOAD);
 
 /// SHA-256 of contract code: how the chain and the workers name it.
 pub fn code_hash(code: &[u8]) -> CodeHash {
@@ -324,5 +333,58 @@ mod hex_option {
                 .try_into()
                 .map_err(|_| D::Error::custom("expected 32 bytes"))?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{UpwardMessage, limits};
+    use commonware_codec::{DecodeExt, Encode};
+
+    /// The largest reports a call can produce: every emission counted, the total used up.
+    fn largest_reports() -> Vec<ContractReport> {
+        let report = |events: Vec<Bytes>, messages: Vec<(Bytes, Bytes)>| ContractReport {
+            contract: [1; 32],
+            index: u64::MAX,
+            commitment: [2; 32],
+            gas_used: u64::MAX,
+            succeeded: true,
+            events,
+            messages,
+        };
+        let per_message = MAX_EMIT_TOTAL / MAX_REPORT_EMITS;
+        let topic = Bytes::from(vec![b't'; MAX_MESSAGE_TOPIC]);
+        let payload = Bytes::from(vec![b'p'; per_message - MAX_MESSAGE_TOPIC]);
+        vec![
+            report(
+                vec![Bytes::from(vec![b'e'; MAX_EMIT]); MAX_EMIT_TOTAL / MAX_EMIT],
+                Vec::new(),
+            ),
+            report(Vec::new(), vec![(topic, payload); MAX_REPORT_EMITS]),
+            report(
+                vec![Bytes::from(vec![b'e'; per_message]); MAX_REPORT_EMITS / 2],
+                vec![(Bytes::new(), Bytes::from(vec![b'p'; per_message])); MAX_REPORT_EMITS / 2],
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_largest_report_fits_one_upward_message() {
+        for report in largest_reports() {
+            let bytes = report.encode();
+            assert!(bytes.len() <= MAX_REPORT, "{} > {MAX_REPORT}", bytes.len());
+            assert_eq!(ContractReport::decode(bytes.clone()).unwrap(), report);
+            let message = UpwardMessage {
+                origin: crate::Address([3; 32]),
+                topic: Bytes::from_static(topics::REPORT),
+                payload: bytes,
+                sequence: u64::MAX,
+                signature: [4; 64],
+            };
+            let encoded = message.encode();
+            assert!(encoded.len() <= limits::MAX_TX_SIZE);
+            assert_eq!(UpwardMessage::decode(encoded).unwrap(), message);
+        }
     }
 }

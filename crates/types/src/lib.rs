@@ -6,6 +6,7 @@ mod address;
 mod amount;
 mod block;
 pub mod contracts;
+pub mod merkle;
 mod mq;
 pub mod registry;
 mod tx;
@@ -40,6 +41,23 @@ pub mod limits {
     pub const MAX_UPWARD_TOPIC: usize = 64;
     /// Largest message payload.
     pub const MAX_PAYLOAD: usize = 32 * 1024;
+}
+
+/// Accounts that belong to the chain itself. No private key exists for any of them: their bytes
+/// are not an ed25519 point (a label, then a last byte picked to leave the curve; checked by a
+/// test in `phala-crypto`), so no signature can ever verify under them and only the chain's
+/// own rules move their balances.
+pub mod system {
+    use crate::Address;
+
+    /// Receives the treasury's share of fees and the supply not allocated at genesis; spent
+    /// only by the chain's rules (governance, later).
+    pub const TREASURY: Address = Address(*b"phala/system/treasury/v1\0\0\0\0\0\0\0\x01");
+    /// Holds a command's prepaid gas until the call is reported.
+    pub const GAS_ESCROW: Address = Address(*b"phala/contracts/gas-escrow/v1\0\0\x02");
+
+    /// Every system account, by name.
+    pub const ALL: [(&str, Address); 2] = [("treasury", TREASURY), ("gas escrow", GAS_ESCROW)];
 }
 
 /// Domain-separation labels: every signature names what it signs, so that no signature can be

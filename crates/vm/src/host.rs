@@ -41,6 +41,10 @@ pub(crate) struct HostState {
     state: Arc<dyn State>,
     call: Call,
     writes: Writes,
+    /// Bytes of keys and values in `writes` (bounded by `limits::MAX_WRITE_BYTES`).
+    write_bytes: usize,
+    /// What a query may still spend on host calls (`limits::QUERY_HOST_BUDGET`).
+    query_budget: u64,
     output: Vec<u8>,
     events: Vec<Vec<u8>>,
     messages: Vec<(Vec<u8>, Vec<u8>)>,
@@ -62,6 +66,8 @@ impl HostState {
             state,
             call,
             writes: Writes::new(),
+            write_bytes: 0,
+            query_budget: limits::QUERY_HOST_BUDGET,
             output: Vec::new(),
             events: Vec::new(),
             messages: Vec::new(),
@@ -88,14 +94,62 @@ impl HostState {
         }
     }
 
-    fn emitted(&self) -> usize {
-        self.events.len() + self.messages.len()
+    /// Adds a write to the call's write set, refusing one beyond its count or byte bound.
+    fn write(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) -> HostResult<()> {
+        let bytes = key.len() + value.as_ref().map_or(0, Vec::len);
+        if self.writes.len() >= limits::MAX_WRITES && !self.writes.contains_key(&key) {
+            return Err(rule(format!(
+                "more than {} keys written in one call",
+                limits::MAX_WRITES
+            )));
+        }
+        if self.write_bytes + bytes > limits::MAX_WRITE_BYTES {
+            return Err(rule(format!(
+                "more than {} bytes written in one call",
+                limits::MAX_WRITE_BYTES
+            )));
+        }
+        self.write_bytes += bytes;
+        self.writes.insert(key, value);
+        Ok(())
+    }
+
+    /// Refuses an emission beyond the call's count or byte budget (so its report always fits
+    /// one upward message).
+    fn check_emit(&self, bytes: usize) -> HostResult<()> {
+        if self.events.len() + self.messages.len() >= limits::MAX_EMITS {
+            return Err(rule(format!(
+                "more than {} events and messages in one call",
+                limits::MAX_EMITS
+            )));
+        }
+        let total: usize = self.events.iter().map(Vec::len).sum::<usize>()
+            + self
+                .messages
+                .iter()
+                .map(|(topic, payload)| topic.len() + payload.len())
+                .sum::<usize>();
+        if total + bytes > limits::MAX_EMIT_TOTAL {
+            return Err(rule(format!(
+                "more than {} bytes of events and messages in one call",
+                limits::MAX_EMIT_TOTAL
+            )));
+        }
+        Ok(())
     }
 }
 
-/// Takes `cost` fuel, or ends the call out of gas. Queries have no fuel: time bounds them.
+/// Takes `cost` fuel, or ends the call out of gas. Queries have no fuel (time bounds their
+/// loops): their host calls draw on the query's own budget instead.
 fn charge(caller: &mut Caller<'_, HostState>, cost: u64) -> HostResult<()> {
     if caller.data().call.entry == Entry::Query {
+        let host = caller.data_mut();
+        let cost = cost.saturating_add(CALL_COST);
+        if host.query_budget < cost {
+            host.query_budget = 0;
+            return Err(wasmtime::Error::new(HostError::OutOfGas));
+        }
+        host.query_budget -= cost;
         return Ok(());
     }
     let fuel = caller.get_fuel()?;
@@ -238,8 +292,7 @@ fn link_storage(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let key = read_bytes(&caller, key_ptr, key_len, limits::MAX_KEY, "key")?;
             let value = read_bytes(&caller, value_ptr, value_len, limits::MAX_VALUE, "value")?;
             charge(&mut caller, 5_000 + 10 * (key.len() + value.len()) as u64)?;
-            caller.data_mut().writes.insert(key, Some(value));
-            Ok(())
+            caller.data_mut().write(key, Some(value))
         },
     )?;
     linker.func_wrap(
@@ -248,8 +301,7 @@ fn link_storage(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, HostState>, key_ptr: i32, key_len: i32| -> HostResult<()> {
             let key = read_bytes(&caller, key_ptr, key_len, limits::MAX_KEY, "key")?;
             charge(&mut caller, 2_000 + key.len() as u64)?;
-            caller.data_mut().writes.insert(key, None);
-            Ok(())
+            caller.data_mut().write(key, None)
         },
     )?;
     Ok(())
@@ -316,12 +368,7 @@ fn link_effects(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> HostResult<()> {
             let event = read_bytes(&caller, ptr, len, limits::MAX_EMIT, "event")?;
             charge(&mut caller, 2_000 + 10 * event.len() as u64)?;
-            if caller.data().emitted() >= limits::MAX_EMITS {
-                return Err(rule(format!(
-                    "more than {} events and messages in one call",
-                    limits::MAX_EMITS
-                )));
-            }
+            caller.data().check_emit(event.len())?;
             caller.data_mut().events.push(event);
             Ok(())
         },
@@ -347,12 +394,7 @@ fn link_effects(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 &mut caller,
                 2_000 + 10 * (topic.len() + payload.len()) as u64,
             )?;
-            if caller.data().emitted() >= limits::MAX_EMITS {
-                return Err(rule(format!(
-                    "more than {} events and messages in one call",
-                    limits::MAX_EMITS
-                )));
-            }
+            caller.data().check_emit(topic.len() + payload.len())?;
             caller.data_mut().messages.push((topic, payload));
             Ok(())
         },

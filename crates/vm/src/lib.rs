@@ -31,10 +31,14 @@ use wasmtime::{
 
 pub use host::Writes;
 
-/// Limits every contract lives under (documented in `docs/contracts.md`).
+/// Limits every contract lives under (documented in `docs/contracts.md`). Those that shape
+/// what goes on chain are the wire limits of `phala_types::contracts`, so a call's report
+/// always fits an upward message.
 pub mod limits {
+    use phala_types::contracts as wire;
+
     /// Largest contract code accepted.
-    pub const MAX_CODE: usize = 192 * 1024;
+    pub const MAX_CODE: usize = wire::MAX_CODE;
     /// Largest linear memory of a contract.
     pub const MAX_MEMORY: usize = 16 * 1024 * 1024;
     /// Largest wasm call stack.
@@ -44,15 +48,25 @@ pub mod limits {
     /// Largest storage value.
     pub const MAX_VALUE: usize = 64 * 1024;
     /// Largest input of a call.
-    pub const MAX_INPUT: usize = 32 * 1024;
+    pub const MAX_INPUT: usize = wire::MAX_INPUT;
     /// Largest output of a call.
     pub const MAX_OUTPUT: usize = 64 * 1024;
     /// Most events plus messages one call may emit.
-    pub const MAX_EMITS: usize = 16;
+    pub const MAX_EMITS: usize = wire::MAX_REPORT_EMITS;
     /// Longest message topic.
-    pub const MAX_TOPIC: usize = 32;
-    /// Largest event or message (topic included).
-    pub const MAX_EMIT: usize = 4 * 1024;
+    pub const MAX_TOPIC: usize = wire::MAX_MESSAGE_TOPIC;
+    /// Largest event or message payload.
+    pub const MAX_EMIT: usize = wire::MAX_EMIT;
+    /// Most bytes of events, topics and message payloads one call may emit in all.
+    pub const MAX_EMIT_TOTAL: usize = wire::MAX_EMIT_TOTAL;
+    /// Most keys one call may write (set or remove); the write set is held in memory until
+    /// the call ends, in queries too.
+    pub const MAX_WRITES: usize = 1_024;
+    /// Most bytes (keys and values) one call may write.
+    pub const MAX_WRITE_BYTES: usize = 1024 * 1024;
+    /// Host-call budget of a query, in the units commands pay as gas: queries have no fuel
+    /// (their loops are bounded by time), but their host calls cost the worker all the same.
+    pub const QUERY_HOST_BUDGET: u64 = 10_000_000;
     /// Wall-clock bound of a query.
     pub const QUERY_TIMEOUT_MS: u64 = 100;
     /// Queries running at once in one VM; more are refused as busy. Commands never wait for
@@ -293,7 +307,7 @@ impl Vm {
             store.limiter(|host| &mut host.limits);
             store.set_epoch_deadline(limits::QUERY_TIMEOUT_MS / EPOCH_TICK.as_millis() as u64);
             run(&mut store, &loaded.timed, entry)
-                .map_err(|error| Failure::from(classify(error, 0)))?;
+                .map_err(|error| Failure::from(classify(error, limits::QUERY_HOST_BUDGET)))?;
             return Ok(store.into_data().into_outcome(0));
         }
         // Commands are bounded by fuel alone: a wall-clock bound would not be deterministic.

@@ -311,3 +311,68 @@ fn an_oversized_input_is_refused() {
         Err(VmError::InputTooLarge { .. })
     ));
 }
+
+#[test]
+fn emitting_more_bytes_than_a_report_carries_breaks_a_host_rule() {
+    // 16 events of 4 KiB each: within the count and the per-event size, over the total.
+    let extra = "(func $big (local i32) (loop $l (call $event (i32.const 0) (i32.const 4096)) (local.set 0 (i32.add (local.get 0) (i32.const 1))) (br_if $l (i32.lt_u (local.get 0) (i32.const 16)))))";
+    let error = run(&module("(call $big)", extra), Entry::Command, 100_000_000).unwrap_err();
+    assert!(
+        matches!(&error, VmError::HostRule(m) if m.contains("bytes of events")),
+        "{error}"
+    );
+    // Exactly the total is fine.
+    let extra = "(func $big (local i32) (loop $l (call $event (i32.const 0) (i32.const 4096)) (local.set 0 (i32.add (local.get 0) (i32.const 1))) (br_if $l (i32.lt_u (local.get 0) (i32.const 4)))))";
+    let outcome = run(&module("(call $big)", extra), Entry::Command, 100_000_000).unwrap();
+    assert_eq!(outcome.events.len() * 4096, limits::MAX_EMIT_TOTAL);
+}
+
+/// A query that writes 64 KiB values in a loop: its write set was unbounded (a worker grew by
+/// hundreds of MB under 32 such queries, at no cost to the caller).
+#[test]
+fn a_query_cannot_grow_its_write_set_without_bound() {
+    let extra = r#"(func $flood (local i32)
+        (loop $l
+            (i32.store (i32.const 0) (local.get 0))
+            (call $set (i32.const 0) (i32.const 4) (i32.const 1024) (i32.const 65536))
+            (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+            (br $l)))"#;
+    let code = module_with_query("(call $flood)", extra);
+    // The query's host-call budget (10 gas a byte written) ends it before 1 MiB is held.
+    let error = run(&code, Entry::Query, 0).unwrap_err();
+    assert!(matches!(error, VmError::OutOfGas { .. }), "{error}");
+    // A command with all the gas it wants meets the write-set bound itself.
+    let error = run(&code, Entry::Command, u64::MAX / 2).unwrap_err();
+    assert!(
+        matches!(&error, VmError::HostRule(m) if m.contains("bytes written")),
+        "{error}"
+    );
+}
+
+/// A query that loops over cheap host calls is stopped by its host-call budget, not only by
+/// the wall clock.
+#[test]
+fn a_querys_host_calls_are_metered() {
+    let extra = r#"(func $spin (loop $l (call $random (i32.const 0) (i32.const 65536)) (br $l)))"#;
+    let error = run(&module_with_query("(call $spin)", extra), Entry::Query, 0).unwrap_err();
+    assert!(
+        matches!(error, VmError::OutOfGas { limit } if limit == limits::QUERY_HOST_BUDGET),
+        "{error}"
+    );
+}
+
+/// A module whose `handle_query` and `handle_command` both run `body`.
+fn module_with_query(body: &str, extra: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+            (import "phala_v1" "storage_set" (func $set (param i32 i32 i32 i32)))
+            (import "phala_v1" "random" (func $random (param i32 i32)))
+            (memory (export "memory") 2)
+            (func (export "init"))
+            (func (export "handle_command") {body})
+            (func (export "handle_query") {body})
+            {extra}
+        )"#
+    );
+    wat::parse_str(text).expect("test module parses")
+}

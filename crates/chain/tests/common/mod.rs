@@ -8,7 +8,7 @@ use phala_chain::{
     commitment::StateDb,
     config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig},
     contracts::ContractsConfig,
-    mq::Outbox,
+    mq::{self, Outbox},
     registry::{self, RegistryConfig},
     state::Overlay,
 };
@@ -40,7 +40,7 @@ pub struct Chain {
 
 impl Chain {
     pub fn new(dev: bool, policy: AttestationPolicy) -> Self {
-        let treasury = key("treasury").address();
+        let treasury = phala_types::system::TREASURY;
         let mut allocations: Vec<Allocation> = ["admin", "op1", "op2", "op3"]
             .iter()
             .map(|n| Allocation {
@@ -197,6 +197,33 @@ impl Enclave {
         self.sequence += 1;
         self.identity.sign_upward(&GENESIS, &mut message);
         message
+    }
+}
+
+impl Enclave {
+    /// Signs and relays an upward message through `operator`; `Err("<code>: <reason>")` if the
+    /// chain refused it. A message its topic's handler refuses is consumed all the same (the
+    /// refusal is recorded and its sequence used); one refused before (origin, signature,
+    /// sequence, attestation) is not, and its sequence is free again.
+    pub fn send(
+        &mut self,
+        chain: &mut Chain,
+        operator: &Keypair,
+        topic: &[u8],
+        payload: Vec<u8>,
+    ) -> Result<Outbox, String> {
+        let message = self.upward(topic, payload);
+        let (origin, sequence) = (message.origin, message.sequence);
+        match chain.apply(operator, Call::SubmitUpward(message)) {
+            Err(error) => {
+                self.sequence -= 1;
+                Err(format!("{}: {error}", error.code()))
+            }
+            Ok(outbox) => match mq::refusal(&Overlay::new(&chain.db), &origin, sequence) {
+                Some(refusal) => Err(refusal),
+                None => Ok(outbox),
+            },
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! Block-level Merkle commitments (transaction root, outbox root) on commonware's binary Merkle
-//! tree, and the proofs a light client checks against them.
+//! tree, and the proofs a light client checks against them. They live with the wire types
+//! because decoding a block checks its body against the header's `tx_root`.
 
+use crate::{Digest, DownwardMessage, SignedTransaction};
 use commonware_codec::Encode;
 use commonware_cryptography::{Hasher, Sha256};
 use commonware_storage::bmt::{Builder, Proof};
-use phala_types::{Digest, DownwardMessage, SignedTransaction};
 
 /// A proof that one leaf is at a position under a root.
 pub type MerkleProof = Proof<Digest>;
