@@ -13,13 +13,17 @@ pub struct FeeSplit {
     pub treasury: u8,
 }
 
-/// The minimum fee of a transaction: `base + per_byte * encoded size`.
+/// The minimum fee of a transaction: `base + per_byte × encoded size + per_weight × weight`
+/// (see [`crate::weights`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeeSchedule {
     #[serde(with = "crate::config::u128_string")]
     pub base: Balance,
     #[serde(with = "crate::config::u128_string")]
     pub per_byte: Balance,
+    /// Per unit of weight (a nanosecond of validator time), so that costly calls cost more.
+    #[serde(default, with = "crate::config::u128_string")]
+    pub per_weight: Balance,
     pub split: FeeSplit,
     pub treasury: Address,
 }

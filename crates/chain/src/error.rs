@@ -90,6 +90,8 @@ pub enum TxError {
     NotInCluster { worker: Address, cluster: u32 },
     #[error("contract {contract} has no call {index} to report")]
     UnknownCall { contract: String, index: u64 },
+    #[error("the block's transactions weigh more than {limit}")]
+    BlockTooHeavy { limit: u64 },
 }
 
 impl TxError {
@@ -130,6 +132,7 @@ impl TxError {
             TxError::BadGasLimit { .. } => "bad_gas_limit",
             TxError::NotInCluster { .. } => "not_in_cluster",
             TxError::UnknownCall { .. } => "unknown_call",
+            TxError::BlockTooHeavy { .. } => "block_too_heavy",
         }
     }
 }

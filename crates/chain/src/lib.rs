@@ -11,6 +11,7 @@ pub mod mq;
 pub mod registry;
 mod runtime;
 pub mod state;
+pub mod weights;
 
 pub use error::TxError;
 /// Transaction and outbox roots (with the wire types, since block decoding checks them).

@@ -166,6 +166,39 @@ pub fn register<S: StateRead + ?Sized>(
     signer: &Address,
     signed: &SignedRegistration,
 ) -> Result<(), TxError> {
+    let verdict = check_registration(state, ctx, signer, signed)?;
+    let registration = &signed.registration;
+    let height = ctx.block.height;
+    let previous = worker(state, &registration.identity);
+    let record = WorkerRecord {
+        identity: registration.identity,
+        ecdh: registration.ecdh,
+        operator: registration.operator,
+        tee: registration.evidence.kind(),
+        measurement: verdict.measurement.clone(),
+        confidence: verdict.confidence,
+        cores: registration.cores,
+        benchmark: registration.benchmark,
+        registered_at: previous.as_ref().map_or(height, |p| p.registered_at),
+        attested_at: height,
+        gatekeeper_candidate: registration.gatekeeper,
+        gatekeeper: previous.as_ref().is_some_and(|p| p.gatekeeper),
+        cluster: previous.as_ref().and_then(|p| p.cluster),
+    };
+    set_worker(state, &record);
+    mq::register_origin(state, &registration.identity);
+    Ok(())
+}
+
+/// Every check of [`register`], writing nothing: the node runs it when a registration enters
+/// its mempool (against its committed state and time), so evidence that does not verify never
+/// reaches a block and costs no leader its slot.
+pub fn check_registration<S: StateRead + ?Sized>(
+    state: &Overlay<S>,
+    ctx: &RegistrationContext<'_>,
+    signer: &Address,
+    signed: &SignedRegistration,
+) -> Result<phala_attestation::Verdict, TxError> {
     let registration = &signed.registration;
     if registration.operator != *signer {
         return Err(TxError::NotOperator {
@@ -199,43 +232,32 @@ pub fn register<S: StateRead + ?Sized>(
         ctx.block.timestamp / 1000,
     )
     .map_err(|error| TxError::Attestation(error.to_string()))?;
-    let previous = worker(state, &registration.identity);
-    if let Some(previous) = &previous
+    if let Some(previous) = worker(state, &registration.identity)
         && previous.ecdh != registration.ecdh
     {
         return Err(TxError::Attestation(
             "a registered worker cannot change its ECDH key".into(),
         ));
     }
-    let record = WorkerRecord {
-        identity: registration.identity,
-        ecdh: registration.ecdh,
-        operator: registration.operator,
-        tee: registration.evidence.kind(),
-        measurement: verdict.measurement.clone(),
-        confidence: verdict.confidence,
-        cores: registration.cores,
-        benchmark: registration.benchmark,
-        registered_at: previous.as_ref().map_or(height, |p| p.registered_at),
-        attested_at: height,
-        gatekeeper_candidate: registration.gatekeeper,
-        gatekeeper: previous.as_ref().is_some_and(|p| p.gatekeeper),
-        cluster: previous.as_ref().and_then(|p| p.cluster),
-    };
-    set_worker(state, &record);
-    mq::register_origin(state, &registration.identity);
-    Ok(())
+    Ok(verdict)
 }
 
-/// Admin: replaces the policy. Simulated evidence stays refused on non-dev chains regardless.
+/// Admin: replaces the policy. A production (non-dev) chain never allows simulated evidence
+/// (registration refuses it there regardless).
 pub fn set_policy<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     signer: &Address,
     new: &AttestationPolicy,
+    dev: bool,
 ) -> Result<(), TxError> {
     require_admin(state, signer)?;
     new.validate()
         .map_err(|e| TxError::BadPayload(e.to_string()))?;
+    if new.allow_simulated && !dev {
+        return Err(TxError::BadPayload(
+            "a production chain cannot allow simulated TEEs".into(),
+        ));
+    }
     state.set(keys::POLICY.to_vec(), new.encode().to_vec());
     Ok(())
 }

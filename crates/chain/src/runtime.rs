@@ -7,6 +7,7 @@ use crate::{
     mq::{self, Outbox},
     registry::{self, RegistrationContext},
     state::{Changes, Overlay, StateRead},
+    weights::{self, Weight},
 };
 use commonware_codec::EncodeSize;
 use phala_types::{
@@ -80,13 +81,10 @@ impl Runtime {
         state.into_changes()
     }
 
-    /// The least fee a transaction of this encoded size must pay.
-    pub fn minimum_fee(&self, size: usize) -> Balance {
-        self.config
-            .fees
-            .per_byte
-            .saturating_mul(size as Balance)
-            .saturating_add(self.config.fees.base)
+    /// The least fee `stx` must pay, by its size and weight.
+    pub fn minimum_fee(&self, stx: &SignedTransaction) -> Balance {
+        let size = stx.encode_size();
+        weights::minimum_fee(&self.config.fees, size, weights::weight(stx, size))
     }
 
     /// Checks what does not depend on state: size and signature.
@@ -132,7 +130,7 @@ impl Runtime {
                 height: ctx.height,
             });
         }
-        let minimum = self.minimum_fee(stx.encode_size());
+        let minimum = self.minimum_fee(stx);
         if tx.fee < minimum {
             return Err(TxError::FeeTooLow {
                 offered: tx.fee,
@@ -193,7 +191,9 @@ impl Runtime {
                 };
                 registry::register(state, &registration, signer, signed)
             }
-            Call::SetAttestationPolicy(policy) => registry::set_policy(state, signer, policy),
+            Call::SetAttestationPolicy(policy) => {
+                registry::set_policy(state, signer, policy, self.config.dev)
+            }
             Call::AddGatekeeper(worker) => {
                 registry::add_gatekeeper(state, outbox, ctx, signer, worker)
             }
@@ -286,9 +286,17 @@ impl Runtime {
     ) -> Result<Executed, InvalidBlock> {
         let mut state = Overlay::with_changes(base, pending);
         let mut outbox = Outbox::default();
+        let mut weight: Weight = 0;
         for (index, stx) in txs.iter().enumerate() {
             self.check_size(stx)
                 .map_err(|error| InvalidBlock { index, error })?;
+            weight = weight.saturating_add(weights::weight(stx, stx.encode_size()));
+            if weight > weights::MAX_BLOCK_WEIGHT {
+                let error = TxError::BlockTooHeavy {
+                    limit: weights::MAX_BLOCK_WEIGHT,
+                };
+                return Err(InvalidBlock { index, error });
+            }
             self.apply(&mut state, &mut outbox, ctx, stx)
                 .map_err(|error| InvalidBlock { index, error })?;
         }
@@ -335,7 +343,9 @@ impl Runtime {
     }
 
     /// Builds a block body from candidates (already signature-checked, in priority order):
-    /// keeps each that applies, stops at the block limits, and returns those it dropped.
+    /// keeps each that applies, stops at the block limits (size, count, weight) or once the
+    /// candidates it tried, dropped ones included, weigh [`weights::BUILD_BUDGET`], and
+    /// returns those it dropped.
     pub fn build_block<S: StateRead + ?Sized>(
         &self,
         base: &S,
@@ -352,15 +362,22 @@ impl Runtime {
         let mut included = Vec::new();
         let mut dropped = Vec::new();
         let mut bytes = 0usize;
+        let (mut block_weight, mut tried): (Weight, Weight) = (0, 0);
         for stx in candidates {
             let size = stx.encode_size();
-            if included.len() >= limits::MAX_BLOCK_TXS || bytes + size > limits::MAX_BLOCK_SIZE / 2
+            let weight = weights::weight(&stx, size);
+            if included.len() >= limits::MAX_BLOCK_TXS
+                || bytes + size > limits::MAX_BLOCK_SIZE / 2
+                || block_weight + weight > weights::MAX_BLOCK_WEIGHT
+                || tried + weight > weights::BUILD_BUDGET
             {
                 break;
             }
+            tried += weight;
             match self.apply(&mut state, &mut outbox, ctx, &stx) {
                 Ok(()) => {
                     bytes += size;
+                    block_weight += weight;
                     included.push(stx);
                 }
                 Err(error) => dropped.push((stx, error)),

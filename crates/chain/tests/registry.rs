@@ -48,11 +48,13 @@ fn production_chains_refuse_simulated_evidence() {
     assert!(error.to_string().contains("dev chains only"), "{error}");
     assert!(chain.worker(&worker.identity).is_none());
 
-    // And a production genesis cannot even allow them.
+    // And a production genesis cannot even allow them, nor can its admin later.
     let mut config = chain.runtime.config().clone();
     policy.allow_simulated = true;
-    config.registry.policy = policy;
+    config.registry.policy = policy.clone();
     assert_eq!(config.validate(), Err(GenesisError::SimulatedOnProduction));
+    let error = refused(chain.apply(&key("admin"), Call::SetAttestationPolicy(policy)));
+    assert!(error.to_string().contains("simulated"), "{error}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use phala_chain::{
     config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig, GenesisError},
     merkle, mq,
     state::{Changes, Overlay, keys},
+    weights,
 };
 use phala_crypto::Keypair;
 use phala_types::{
@@ -54,6 +55,7 @@ fn fees() -> FeeSchedule {
     FeeSchedule {
         base: BASE_FEE,
         per_byte: PER_BYTE,
+        per_weight: 0,
         split: SPLIT,
         treasury: addr("treasury"),
     }
@@ -602,7 +604,7 @@ fn fees_below_the_minimum_are_rejected() {
     };
     let exact = transfer(&alice, 0, addr("bob"), UNIT);
     let minimum = exact.tx.fee;
-    assert_eq!(minimum, chain.runtime.minimum_fee(exact.encode_size()));
+    assert_eq!(minimum, chain.runtime.minimum_fee(&exact));
     let low = signed(&alice, 0, Some(minimum - 1), FAR, call.clone());
     assert_eq!(
         chain.reject(&low),
@@ -1839,4 +1841,41 @@ fn decoders_accept_only_canonical_encodings() {
     }
     // Mutations inside fixed fields decode; the test is only meaningful if some do.
     assert!(accepted > 1_000, "{accepted} mutated inputs decoded");
+}
+
+#[test]
+fn blocks_are_bounded_by_weight_and_builders_by_what_they_try() {
+    let chain = Chain::new();
+    let alice = key("alice");
+    let one = transfer(&alice, 0, addr("bob"), 1);
+    let per_tx = weights::weight(&one, one.encode_size());
+    let count = weights::MAX_BLOCK_WEIGHT / per_tx + 1;
+    let txs: Vec<_> = (0..count)
+        .map(|nonce| transfer(&alice, nonce, addr("bob"), 1))
+        .collect();
+    // One transaction too many: the block is invalid at that transaction.
+    let error = chain.execute(&txs).unwrap_err();
+    assert_eq!(error.index as u64, count - 1);
+    assert_eq!(
+        error.error,
+        TxError::BlockTooHeavy {
+            limit: weights::MAX_BLOCK_WEIGHT
+        }
+    );
+    // A builder stops at the limit, and its block is valid.
+    let ctx = chain.ctx();
+    let (included, _, dropped) =
+        chain
+            .runtime
+            .build_block(&chain.db, Changes::new(), &ctx, txs.iter().cloned());
+    assert_eq!((included.len() as u64, dropped.len()), (count - 1, 0));
+    chain.execute(&included).unwrap();
+    // Candidates that all fail are tried only up to the build budget.
+    let failing = (0..2 * count).map(|n| transfer(&alice, 1_000_000 + n, addr("bob"), 1));
+    let (included, _, dropped) =
+        chain
+            .runtime
+            .build_block(&chain.db, Changes::new(), &ctx, failing);
+    assert!(included.is_empty());
+    assert_eq!(dropped.len() as u64, weights::BUILD_BUDGET / per_tx);
 }

@@ -1,7 +1,7 @@
 //! The user-facing commands. Each prints human-readable text, or one JSON object with `--json`.
 
 use anyhow::{Context as _, anyhow, bail};
-use phala_client::{Client, api::TxStatus, verify_account, verify_finalization};
+use phala_client::{Client, TrustedChain, api::TxStatus, verify_account, verify_finalization};
 use phala_crypto::Keypair;
 use phala_types::{Address, Call, format_pha, parse_pha};
 use serde_json::json;
@@ -56,11 +56,65 @@ fn dev_names() -> String {
     phala_node::spec::DEV_ACCOUNTS.join(", ")
 }
 
-/// `phala account show`.
-pub async fn account_show(client: &Client, who: &str, as_json: bool) -> anyhow::Result<()> {
+/// The chain answers are checked against: the spec the user names, or the chain remembered
+/// for the node's genesis hash since first use (`$PHALA_HOME/chains/<genesis>.json`).
+pub async fn trusted_chain(client: &Client, spec: Option<&Path>) -> anyhow::Result<TrustedChain> {
+    let trust = match spec {
+        Some(path) => {
+            let spec = phala_node::spec::ChainSpec::load(path)?;
+            TrustedChain {
+                chain_id: spec.chain_id.clone(),
+                genesis_hash: hex::encode(spec.hash()),
+                identity: spec.identity.clone(),
+                namespace: hex::encode(spec.namespace()),
+            }
+        }
+        None => remembered_chain(client).await?,
+    };
+    client.check_chain(&trust).await?;
+    Ok(trust)
+}
+
+/// The chain remembered for the node's genesis hash, remembering it at first use.
+async fn remembered_chain(client: &Client) -> anyhow::Result<TrustedChain> {
+    let info = client.chain_info().await?;
+    let home = std::env::var_os("PHALA_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".phala")))
+        .context("set PHALA_HOME (or HOME) to remember chains, or name one with --spec")?;
+    let dir = home.join("chains");
+    let path = dir.join(format!("{}.json", info.genesis_hash));
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt", path.display()));
+    }
+    let trust = TrustedChain::from_info(&info);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&trust)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(trust)
+}
+
+/// `phala account show`: the balance with its proof against a state root that a finality
+/// certificate under the trusted group key covers.
+pub async fn account_show(
+    client: &Client,
+    trust: &TrustedChain,
+    who: &str,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let address = resolve_address(client, who).await?;
     let account = client.account(&address).await?;
-    verify_account(&account).context("the node's answer does not match its proof")?;
+    let lied = |reason: String| anyhow!("the node at {} lied: {reason}", client.url());
+    verify_account(&account)
+        .map_err(|e| lied(format!("its answer does not match its proof: {e}")))?;
+    let header = client.prove_final(trust, account.height).await?;
+    if hex::encode(header.state_root) != account.state_root {
+        return Err(lied(format!(
+            "block {}'s certified state root is not the one its proof is against",
+            account.height
+        )));
+    }
     if as_json {
         println!(
             "{}",
@@ -72,6 +126,7 @@ pub async fn account_show(client: &Client, who: &str, as_json: bool) -> anyhow::
                 "height": account.height,
                 "state_root": account.state_root,
                 "proof_verified": true,
+                "state_root_certified": true,
             }))?
         );
     } else {
@@ -79,7 +134,7 @@ pub async fn account_show(client: &Client, who: &str, as_json: bool) -> anyhow::
         println!("balance  {}", format_pha(account.free));
         println!("nonce    {}", account.nonce);
         println!(
-            "as of    block {} (state root {}, proof verified)",
+            "as of    block {} (state root {}, proof verified, root certified)",
             account.height,
             &account.state_root[..16]
         );
@@ -143,19 +198,33 @@ pub async fn transfer(
 }
 
 /// `phala block`.
-pub async fn block(client: &Client, height: Option<u64>, as_json: bool) -> anyhow::Result<()> {
-    let info = client.chain_info().await?;
+pub async fn block(
+    client: &Client,
+    trust: &TrustedChain,
+    height: Option<u64>,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let block = client.block(height).await?;
+    let lied = |reason: String| anyhow!("the node at {} lied: {reason}", client.url());
     let certificate = match &block.finalization {
         Some(finalization) => {
-            verify_finalization(&info, &block.header, finalization)?;
+            let info = client.chain_info().await?;
+            verify_finalization(&info, &block.header, finalization)
+                .map_err(|e| lied(e.to_string()))?;
             "verified against the group key"
         }
-        None => "none stored (finalized through a descendant)",
+        None if block.header.height == 0 => "none (the genesis block)",
+        None => {
+            let header = client.prove_final(trust, block.header.height).await?;
+            if block.header.to_header()?.hash() != header.hash() {
+                return Err(lied("the certified header is not the block's".into()));
+            }
+            "verified through a certified descendant"
+        }
     };
     if as_json {
         let mut value = serde_json::to_value(&block)?;
-        value["certificate_verified"] = json!(block.finalization.is_some());
+        value["certificate_verified"] = json!(block.header.height > 0);
         value.as_object_mut().map(|o| o.remove("raw"));
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());

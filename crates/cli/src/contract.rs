@@ -81,6 +81,7 @@ pub async fn run(client: &Client, command: ContractCommand, as_json: bool) -> an
         ContractCommand::Upload { from, file } => {
             let code =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            check_module_size(&file, code.len())?;
             let hash =
                 contract_ops::upload_code(client, &resolve_signer(client, &from).await?, &code)
                     .await?;
@@ -251,4 +252,35 @@ pub fn parse_id(text: &str, what: &str) -> anyhow::Result<ContractId> {
         .ok()
         .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| anyhow!("the {what} must be 64 hex characters"))
+}
+
+/// Refuses, before anything is signed, a module the chain would refuse for its size, and says
+/// how to make it smaller.
+fn check_module_size(file: &std::path::Path, size: usize) -> anyhow::Result<()> {
+    let limit = phala_types::contracts::MAX_CODE;
+    if size > limit {
+        anyhow::bail!(
+            "{} is {size} bytes; the chain takes contract modules of at most {limit} bytes. \
+             Build with the release profile in crates/contract-sdk/README.md \
+             (opt-level = \"z\", lto = true, codegen-units = 1, strip = true, panic = \"abort\"), \
+             and check that nothing pulls in a large dependency",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_module_is_refused_with_the_profile_that_fixes_it() {
+        let limit = phala_types::contracts::MAX_CODE;
+        let file = std::path::Path::new("big.wasm");
+        assert!(check_module_size(file, limit).is_ok());
+        let error = check_module_size(file, 5 << 20).unwrap_err().to_string();
+        assert!(error.contains("at most 196608 bytes"), "{error}");
+        assert!(error.contains("opt-level = \"z\""), "{error}");
+    }
 }

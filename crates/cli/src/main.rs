@@ -29,6 +29,11 @@ struct Cli {
     /// Print one JSON object instead of human-readable text.
     #[arg(long, global = true)]
     json: bool,
+    /// The chain spec whose group key answers are checked against (trust no node for it).
+    /// Without it, the chain a node first answered for is remembered by genesis hash under
+    /// `$PHALA_HOME` (default `~/.phala`) and held to thereafter.
+    #[arg(long, global = true, env = "PHALA_SPEC")]
+    spec: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -167,14 +172,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => phala_cli::workers::list(&client()?, cli.json).await,
         Command::Account {
             command: AccountCommand::Show { who },
-        } => commands::account_show(&client()?, &who, cli.json).await,
+        } => {
+            let client = client()?;
+            let trust = commands::trusted_chain(&client, cli.spec.as_deref()).await?;
+            commands::account_show(&client, &trust, &who, cli.json).await
+        }
         Command::Transfer {
             from,
             to,
             amount,
             no_wait,
         } => commands::transfer(&client()?, &from, &to, &amount, no_wait, cli.json).await,
-        Command::Block { height } => commands::block(&client()?, height, cli.json).await,
+        Command::Block { height } => {
+            let client = client()?;
+            let trust = commands::trusted_chain(&client, cli.spec.as_deref()).await?;
+            commands::block(&client, &trust, height, cli.json).await
+        }
         Command::Key {
             command: KeyCommand::Generate { out },
         } => commands::key_generate(&out),

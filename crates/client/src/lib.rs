@@ -23,7 +23,10 @@ use phala_types::{Address, Digest, SignedTransaction};
 use phala_types::{Call, Destination, ReportRecord, Transaction, WorkerRecord};
 use std::time::Duration;
 
-pub use verify::{VerifyError, verify_account, verify_certificate, verify_finalization};
+pub use verify::{
+    TrustedChain, VerifyError, verify_account, verify_certificate, verify_finalization,
+    verify_headers,
+};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,9 @@ pub enum Error {
     Malformed(String),
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    /// The node's answer does not hold up against what the client trusts.
+    #[error("the node at {url} lied: {reason}")]
+    Lied { url: String, reason: String },
 }
 
 /// A connection to one node's RPC endpoint.
@@ -235,6 +241,41 @@ impl Client {
         hex::decode(text).map_err(|e| Error::Malformed(e.to_string()))
     }
 
+    /// Proves, against the trusted group key and trusting this node for nothing, that the
+    /// block at `height` is final; returns its header (whose state root proofs then rest on).
+    pub async fn prove_final(
+        &self,
+        trust: &TrustedChain,
+        height: u64,
+    ) -> Result<phala_types::Header, Error> {
+        // The node may not have the certificate yet (its block was finalized a moment ago).
+        let mut tries = 0;
+        let headers = loop {
+            match self.headers(height, 1).await {
+                Err(Error::Rpc { code: 1002, .. }) if tries < 20 => tries += 1,
+                other => break other?,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        verify_headers(trust, height, &headers).map_err(|e| Error::Lied {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The node's chain, checked against the trusted one.
+    pub async fn check_chain(&self, trust: &TrustedChain) -> Result<(), Error> {
+        let info = self.chain_info().await?;
+        trust.check(&info).map_err(|e| Error::Lied {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The registry's workers.
     pub async fn workers(&self) -> Result<Vec<WorkerRecord>, Error> {
         self.call("workers", rpc_params![]).await
@@ -244,9 +285,8 @@ impl Client {
 /// How many blocks a transaction built by [`Client::sign_call`] stays valid.
 pub const EXPIRY_BLOCKS: u64 = 600;
 
-/// The least fee the chain accepts for this transaction.
+/// The least fee the chain accepts for this transaction (by its size and weight).
 pub fn minimum_fee(fees: &FeeSchedule, stx: &SignedTransaction) -> u128 {
-    fees.per_byte
-        .saturating_mul(stx.encode_size() as u128)
-        .saturating_add(fees.base)
+    let size = stx.encode_size();
+    phala_chain::weights::minimum_fee(fees, size, phala_chain::weights::weight(stx, size))
 }

@@ -1,6 +1,6 @@
 //! Checks that make a client independent of the node's honesty.
 
-use crate::api::{AccountJson, ChainInfo, HeaderJson, parse_digest};
+use crate::api::{AccountJson, ChainInfo, HeaderJson, HeadersJson, parse_digest};
 use commonware_codec::{Copying, DecodeExt};
 use commonware_consensus::simplex::{
     scheme::bls12381_threshold::standard as threshold, types::Finalization,
@@ -11,6 +11,7 @@ use commonware_cryptography::{
 };
 use phala_chain::{balances::Account, state::keys};
 use phala_types::Digest;
+use serde::{Deserialize, Serialize};
 
 type Scheme = threshold::Scheme<ed25519::PublicKey, MinSig>;
 
@@ -27,6 +28,103 @@ pub enum VerifyError {
     WrongBlock { certified: String, expected: String },
     #[error("the certificate's signature does not verify against the chain's group key")]
     BadSignature,
+    #[error("the node serves another chain: its {what} is {found}, the trusted one is {trusted}")]
+    OtherChain {
+        what: &'static str,
+        found: String,
+        trusted: String,
+    },
+    #[error("the headers do not prove block {height}: {reason}")]
+    Unproven { height: u64, reason: String },
+}
+
+/// What a client trusts about a chain: taken from the user (a chain spec, or remembered at
+/// first use), never from the node it is asking, so that a node cannot swap in a group key of
+/// its own making.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedChain {
+    pub chain_id: String,
+    pub genesis_hash: String,
+    /// The 96-byte BLS group key (hex) every finality certificate verifies against.
+    pub identity: String,
+    /// The consensus namespace (hex).
+    pub namespace: String,
+}
+
+impl TrustedChain {
+    /// What a node says of its chain (to remember at first use).
+    pub fn from_info(info: &ChainInfo) -> Self {
+        TrustedChain {
+            chain_id: info.chain_id.clone(),
+            genesis_hash: info.genesis_hash.clone(),
+            identity: info.identity.clone(),
+            namespace: info.namespace.clone(),
+        }
+    }
+
+    /// Refuses a node whose chain is not this one.
+    pub fn check(&self, info: &ChainInfo) -> Result<(), VerifyError> {
+        let fields = [
+            ("genesis hash", &info.genesis_hash, &self.genesis_hash),
+            ("group key", &info.identity, &self.identity),
+            ("consensus namespace", &info.namespace, &self.namespace),
+        ];
+        for (what, found, trusted) in fields {
+            if found != trusted {
+                return Err(VerifyError::OtherChain {
+                    what,
+                    found: found.clone(),
+                    trusted: trusted.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn key_bytes(&self) -> Result<(Vec<u8>, Vec<u8>), VerifyError> {
+        let malformed = |what: &str| VerifyError::Malformed(format!("trusted {what} is not hex"));
+        Ok((
+            hex::decode(&self.namespace).map_err(|_| malformed("namespace"))?,
+            hex::decode(&self.identity).map_err(|_| malformed("group key"))?,
+        ))
+    }
+}
+
+/// Checks that `headers` prove the header of `height` final under the trusted group key: the
+/// first is at `height`, each next one names the previous one's recomputed hash as parent, and
+/// the certificate verifies for the last. Returns the proven header.
+pub fn verify_headers(
+    trust: &TrustedChain,
+    height: u64,
+    headers: &HeadersJson,
+) -> Result<phala_types::Header, VerifyError> {
+    let unproven = |reason: &str| VerifyError::Unproven {
+        height,
+        reason: reason.to_string(),
+    };
+    let parsed = headers
+        .headers
+        .iter()
+        .map(HeaderJson::to_header)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let (first, last) = match (parsed.first(), parsed.last()) {
+        (Some(first), Some(last)) => (first, last),
+        _ => return Err(unproven("no headers")),
+    };
+    if first.height != height {
+        return Err(unproven("the first header is at another height"));
+    }
+    for pair in parsed.windows(2) {
+        if pair[1].parent != pair[0].hash() || pair[1].height != pair[0].height + 1 {
+            return Err(unproven("the headers do not link by parent hashes"));
+        }
+    }
+    let certificate = hex::decode(&headers.certificate)
+        .map_err(|_| VerifyError::Malformed("certificate is not hex".into()))?;
+    let (namespace, identity) = trust.key_bytes()?;
+    verify_certificate(&namespace, &identity, &last.hash(), &certificate)?;
+    Ok(first.clone())
 }
 
 /// Checks an account answer: its proof against the reported state root proves exactly the

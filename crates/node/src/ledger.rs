@@ -14,13 +14,16 @@ use phala_chain::{
     commitment::{StateDb, StateProof},
     merkle,
     mq::Outbox,
+    registry::{self, RegistrationContext},
     state::{Changes, Overlay, keys},
 };
 use phala_client::api::{FinalizedEvent, HeaderJson, TxStatus};
-use phala_types::{Address, Block, Digest, DownwardMessage, Header, SignedTransaction, limits};
+use phala_types::{
+    Address, Block, Call, Digest, DownwardMessage, Header, SignedTransaction, limits,
+};
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard},
+    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard},
 };
 use tokio::sync::broadcast;
 
@@ -45,14 +48,15 @@ struct Inner {
     speculative: HashMap<Digest, Speculative>,
     mempool: Mempool,
     tx_index: HashMap<Digest, TxLocation>,
-    outboxes: BTreeMap<u64, Vec<DownwardMessage>>,
+    outboxes: BTreeMap<u64, Arc<FinalizedOutbox>>,
     replaying: bool,
     /// Client transactions admitted here and not yet relayed to peers.
     gossip: Vec<SignedTransaction>,
     /// Digest of every finalized block by height (index 0 is genesis).
     chain: Vec<Digest>,
-    /// Proposer of every finalized block by height.
-    proposers: Vec<Address>,
+    /// Every finalized header by height, so header-only readers (relayers, light clients)
+    /// never load bodies.
+    headers: Vec<Header>,
     /// Test hook: count invariant violations instead of trusting them.
     audit: Option<Audit>,
     /// Test hook: propose wrong blocks, as a Byzantine validator would.
@@ -128,7 +132,7 @@ impl Ledger {
                 replaying: true,
                 gossip: Vec::new(),
                 chain: vec![genesis.header.hash()],
-                proposers: vec![genesis.header.proposer],
+                headers: vec![genesis.header.clone()],
                 audit: None,
                 misbehaviour: None,
             }),
@@ -410,7 +414,7 @@ impl Ledger {
             .speculative
             .retain(|_, s| s.header.height > header.height);
         inner.chain.push(digest);
-        inner.proposers.push(header.proposer);
+        inner.headers.push(header.clone());
         for (index, &hash) in block.tx_hashes().iter().enumerate() {
             inner.mempool.remove(&hash, None);
             let location = TxLocation {
@@ -430,7 +434,10 @@ impl Ledger {
         inner.mempool.prune_expired(header.height + 1);
         let messages = outbox.messages.len() as u32;
         if !outbox.messages.is_empty() {
-            inner.outboxes.insert(header.height, outbox.messages);
+            let tree = merkle::Tree::of_outbox(&outbox.messages);
+            let messages = outbox.messages;
+            let outbox = Arc::new(FinalizedOutbox { messages, tree });
+            inner.outboxes.insert(header.height, outbox);
         }
         let audit = inner.audit.is_some();
         drop(inner);
@@ -499,6 +506,7 @@ impl Ledger {
         } else {
             self.runtime.check_stateless(&stx)
         };
+        let checked = checked.and_then(|()| self.check_expensive(&stx));
         if let Err(error) = checked {
             let error = AdmissionError::from(error);
             self.inner()
@@ -520,6 +528,28 @@ impl Ledger {
         result
     }
 
+    /// Runs, once at admission, the checks that cost a leader most if they fail in a block:
+    /// a registration's evidence is verified against the committed state and the head's time.
+    fn check_expensive(&self, stx: &SignedTransaction) -> Result<(), TxError> {
+        let Call::RegisterWorker(signed) = &stx.tx.call else {
+            return Ok(());
+        };
+        let head = self.head();
+        let block = BlockContext {
+            height: head.height + 1,
+            timestamp: head.timestamp,
+            proposer: Address::default(),
+        };
+        let ctx = RegistrationContext {
+            genesis: self.runtime.genesis_hash(),
+            dev: self.runtime.config().dev,
+            block: &block,
+        };
+        let state = self.state();
+        let overlay = Overlay::new(&*state);
+        registry::check_registration(&overlay, &ctx, &stx.tx.signer, signed).map(drop)
+    }
+
     /// Takes up to `limit` transactions waiting to be gossiped.
     pub fn take_gossip(&self, limit: usize) -> Vec<SignedTransaction> {
         let mut inner = self.inner();
@@ -532,9 +562,14 @@ impl Ledger {
         self.inner().chain.get(height as usize).copied()
     }
 
+    /// The finalized header at `height`.
+    pub fn finalized_header(&self, height: u64) -> Option<Header> {
+        self.inner().headers.get(height as usize).cloned()
+    }
+
     /// Proposers of the finalized blocks, by height.
     pub fn proposers_since_genesis(&self) -> Vec<Address> {
-        self.inner().proposers.clone()
+        self.inner().headers.iter().map(|h| h.proposer).collect()
     }
 
     /// Makes this node propose wrong blocks, to test that honest validators refuse them.
@@ -624,13 +659,9 @@ impl Ledger {
         (state, head)
     }
 
-    /// The downward messages a finalized block produced.
-    pub fn outbox(&self, height: u64) -> Vec<DownwardMessage> {
-        self.inner()
-            .outboxes
-            .get(&height)
-            .cloned()
-            .unwrap_or_default()
+    /// The downward messages a finalized block produced, with their tree.
+    pub fn outbox(&self, height: u64) -> Option<Arc<FinalizedOutbox>> {
+        self.inner().outboxes.get(&height).cloned()
     }
 
     pub fn mempool_len(&self) -> usize {
@@ -681,6 +712,20 @@ fn misbehave(
                 _ => header.timestamp + 1_500,
             }
         }
+    }
+}
+
+/// A finalized block's downward messages and their Merkle tree, built once when the block is
+/// applied so that every proof served from it costs O(log n).
+pub struct FinalizedOutbox {
+    pub messages: Vec<DownwardMessage>,
+    pub tree: merkle::Tree,
+}
+
+impl FinalizedOutbox {
+    /// Message `index` with its proof against the block's outbox root.
+    pub fn proven(&self, index: usize) -> Option<(&DownwardMessage, merkle::MerkleProof)> {
+        Some((self.messages.get(index)?, self.tree.proof(index)?))
     }
 }
 

@@ -1,7 +1,6 @@
 //! Transactions waiting for a block: validated on admission, bounded, served to the block
 //! builder in arrival order per sender and nonce order within a sender.
 
-use commonware_codec::EncodeSize;
 use phala_chain::{Runtime, TxError, balances::Account};
 use phala_types::{Address, Digest, SignedTransaction};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -95,7 +94,7 @@ impl Mempool {
             }
             .into());
         }
-        let minimum = runtime.minimum_fee(stx.encode_size());
+        let minimum = runtime.minimum_fee(&stx);
         if tx.fee < minimum {
             return Err(TxError::FeeTooLow {
                 offered: tx.fee,

@@ -10,14 +10,15 @@
 //!   message's leaf, so the message needs no old header);
 //! - `workers()`: the registry's worker records (a listing, unproven).
 
+use crate::ledger::FinalizedOutbox;
 use crate::rpc::{RpcContext, invalid_params, not_found};
 use commonware_codec::{Copying, DecodeExt, Encode};
 use jsonrpsee::{RpcModule, types::ErrorObjectOwned, types::Params};
-use phala_chain::{merkle, mq::MessageLocation, registry, state::keys};
+use phala_chain::{mq::MessageLocation, registry, state::keys};
 use phala_client::api::{
     HeaderJson, HeadersJson, OutboxMessageJson, ProofJson, StreamProof, Witness,
 };
-use phala_types::{Address, Destination, Digest, DownwardMessage, WorkerRecord};
+use phala_types::{Address, Destination, WorkerRecord};
 use std::sync::Arc;
 
 /// Most headers per `headers` call.
@@ -68,14 +69,15 @@ async fn headers(
     }
     let (end, certificate) =
         end.ok_or_else(|| not_found(format!("no certified block near {wanted_end} yet")))?;
+    // Headers come from the ledger's index: no body is loaded, nothing goes through the
+    // consensus actors' mailboxes.
     let mut headers = Vec::with_capacity((end - from + 1) as usize);
     for height in from..=end {
-        let block = ctx
-            .blocks
-            .block(height)
-            .await
-            .ok_or_else(|| not_found(format!("block {height} is not stored on this node")))?;
-        headers.push(HeaderJson::from_header(&block.header));
+        let header = ctx
+            .ledger
+            .finalized_header(height)
+            .ok_or_else(|| not_found(format!("header {height} is not kept on this node")))?;
+        headers.push(HeaderJson::from_header(&header));
     }
     Ok(HeadersJson {
         headers,
@@ -91,8 +93,8 @@ fn stream_messages(
         .parse()
         .map_err(|_| invalid_params("expected [destination, from_sequence, to_height]"))?;
     let mut out = Vec::new();
-    // Consecutive messages often share a block: its outbox tree is built once for all of them.
-    let mut block: Option<(u64, Vec<DownwardMessage>, Vec<Digest>)> = None;
+    // Consecutive messages often share a block: its outbox is looked up once for all of them.
+    let mut block: Option<(u64, Option<Arc<FinalizedOutbox>>)> = None;
     for sequence in from..=u64::MAX {
         if out.len() >= MAX_MESSAGES {
             break;
@@ -111,18 +113,16 @@ fn stream_messages(
         }
         if block
             .as_ref()
-            .is_some_and(|(height, ..)| *height != location.height)
+            .is_some_and(|(height, _)| *height != location.height)
         {
             block = None;
         }
-        let (_, messages, leaves) = block.get_or_insert_with(|| {
-            let messages = ctx.ledger.outbox(location.height);
-            let leaves = messages.iter().map(merkle::message_leaf).collect();
-            (location.height, messages, leaves)
-        });
-        let index = location.index as usize;
-        let (Some(message), Some(proof)) = (messages.get(index), merkle::prove(leaves, index))
-        else {
+        let (_, outbox) =
+            block.get_or_insert_with(|| (location.height, ctx.ledger.outbox(location.height)));
+        let proven = outbox
+            .as_ref()
+            .and_then(|outbox| outbox.proven(location.index as usize));
+        let Some((message, proof)) = proven else {
             return Err(not_found(format!(
                 "the outbox of block {} is not kept on this node",
                 location.height

@@ -352,16 +352,12 @@ fn outbox(
     let height: u64 = params
         .one()
         .map_err(|_| invalid_params("expected one parameter: the block height"))?;
-    let messages = ctx.ledger.outbox(height);
-    let leaves: Vec<_> = messages
-        .iter()
-        .map(phala_chain::merkle::message_leaf)
-        .collect();
-    Ok(messages
-        .iter()
-        .enumerate()
-        .filter_map(|(index, message)| {
-            let proof = phala_chain::merkle::prove(&leaves, index)?;
+    let Some(outbox) = ctx.ledger.outbox(height) else {
+        return Ok(Vec::new());
+    };
+    Ok((0..outbox.messages.len())
+        .filter_map(|index| {
+            let (message, proof) = outbox.proven(index)?;
             Some(OutboxMessageJson {
                 height,
                 index: index as u32,

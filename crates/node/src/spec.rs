@@ -292,6 +292,9 @@ pub fn generate_with(
         fees: FeeSchedule {
             base: UNIT / 1_000_000,
             per_byte: UNIT / 1_000_000_000,
+            // 4 PHA per second of validator time: a transfer (~50 µs) costs 0.0002 PHA, a
+            // DCAP registration (~2.6 ms) 0.01 PHA.
+            per_weight: 4 * UNIT / 1_000_000_000,
             split: FeeSplit {
                 burn: 20,
                 author: 40,

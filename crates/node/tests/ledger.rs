@@ -143,3 +143,39 @@ fn wrong_roots_proposer_or_timestamp_are_rejected() {
     });
     assert!(verifier.finalize(&orphan).is_err());
 }
+
+/// A registration whose evidence does not hold is refused when it reaches the mempool (before,
+/// it waited there for a leader to spend its slot verifying it).
+#[test]
+fn a_registration_that_does_not_attest_never_enters_the_mempool() {
+    let (spec, ledger, _) = setup();
+    let alice = Keypair::dev("alice");
+    let worker = Keypair::generate();
+    let registration = phala_types::WorkerRegistration {
+        identity: worker.address(),
+        ecdh: [1; 32],
+        operator: alice.address(),
+        cores: 1,
+        benchmark: 1,
+        freshness: 0,
+        gatekeeper: false,
+        // Report data that binds nothing of this worker's.
+        evidence: phala_types::Evidence::Simulated {
+            measurement: [0xaa; 32],
+            report_data: [0; 64],
+        },
+    };
+    let signed = worker.sign_registration(&spec.hash(), registration);
+    let tx = Transaction {
+        signer: alice.address(),
+        nonce: 0,
+        fee: UNIT / 10,
+        expiry: 1_000,
+        call: Call::RegisterWorker(signed),
+    };
+    let error = ledger
+        .submit(alice.sign_transaction(&spec.hash(), tx))
+        .unwrap_err();
+    assert_eq!(error.code(), "attestation_refused", "{error}");
+    assert_eq!(ledger.mempool_len(), 0);
+}

@@ -5,7 +5,7 @@
 use crate::{Digest, DownwardMessage, SignedTransaction};
 use commonware_codec::Encode;
 use commonware_cryptography::{Hasher, Sha256};
-use commonware_storage::bmt::{Builder, Proof};
+use commonware_storage::bmt::{Builder, Proof, Tree as Bmt};
 
 /// A proof that one leaf is at a position under a root.
 pub type MerkleProof = Proof<Digest>;
@@ -19,13 +19,38 @@ pub fn root(leaves: &[Digest]) -> Digest {
     builder.build().root()
 }
 
-/// Proof of leaf `index`, or `None` if out of range.
+/// Proof of leaf `index`, or `None` if out of range. (To prove many leaves of one tree, build
+/// a [`Tree`] once.)
 pub fn prove(leaves: &[Digest], index: usize) -> Option<MerkleProof> {
-    let mut builder = Builder::<Sha256>::new(leaves.len());
-    for leaf in leaves {
-        builder.add(leaf);
+    Tree::new(leaves).proof(index)
+}
+
+/// A tree built once, so that each proof of one of its leaves costs O(log n), not a rebuild.
+#[derive(Clone, Debug)]
+pub struct Tree(Bmt<Digest>);
+
+impl Tree {
+    pub fn new(leaves: &[Digest]) -> Self {
+        let mut builder = Builder::<Sha256>::new(leaves.len());
+        for leaf in leaves {
+            builder.add(leaf);
+        }
+        Tree(builder.build())
     }
-    builder.build().proof(u32::try_from(index).ok()?).ok()
+
+    /// The tree over a block's outbox.
+    pub fn of_outbox(messages: &[DownwardMessage]) -> Self {
+        Tree::new(&messages.iter().map(message_leaf).collect::<Vec<_>>())
+    }
+
+    pub fn root(&self) -> Digest {
+        self.0.root()
+    }
+
+    /// Proof of leaf `index`, or `None` if out of range.
+    pub fn proof(&self, index: usize) -> Option<MerkleProof> {
+        self.0.proof(u32::try_from(index).ok()?).ok()
+    }
 }
 
 /// Checks that `leaf` is at `index` under `root`.

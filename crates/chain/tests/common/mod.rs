@@ -57,6 +57,7 @@ impl Chain {
             fees: FeeSchedule {
                 base: 1,
                 per_byte: 0,
+                per_weight: 0,
                 split: FeeSplit {
                     burn: 100,
                     author: 0,
