@@ -1,6 +1,7 @@
 //! What each call costs a validator, declared in advance: a call's weight is an upper bound on
-//! the time its execution takes, in nanoseconds on the reference machine (the 2-core VM whose
-//! figures `cargo bench -p phala-chain --bench weights` prints). Blocks are bounded by weight,
+//! the time its execution takes, in nanoseconds on the reference machine (the 2-core VM where
+//! `cargo bench -p phala-attestation` times a DCAP verification and
+//! `cargo bench -p phala-chain --bench block_budget` times block building). Blocks are bounded by weight,
 //! fees grow with it, and building a block stops once the weight of what it *tried* (kept or
 //! dropped) reaches a budget, so a mempool full of expensive transactions that fail late
 //! cannot make a leader miss its slot.

@@ -31,7 +31,7 @@ use tokio::sync::broadcast;
 struct Speculative {
     header: Header,
     changes: Changes,
-    outbox: Outbox,
+    outbox: Arc<BlockOutbox>,
 }
 
 /// Where a finalized transaction is.
@@ -48,12 +48,10 @@ struct Inner {
     speculative: HashMap<Digest, Speculative>,
     mempool: Mempool,
     tx_index: HashMap<Digest, TxLocation>,
-    outboxes: BTreeMap<u64, Arc<FinalizedOutbox>>,
+    outboxes: BTreeMap<u64, Arc<BlockOutbox>>,
     replaying: bool,
     /// Client transactions admitted here and not yet relayed to peers.
     gossip: Vec<SignedTransaction>,
-    /// Digest of every finalized block by height (index 0 is genesis).
-    chain: Vec<Digest>,
     /// Every finalized header by height, so header-only readers (relayers, light clients)
     /// never load bodies.
     headers: Vec<Header>,
@@ -131,7 +129,6 @@ impl Ledger {
                 outboxes: BTreeMap::new(),
                 replaying: true,
                 gossip: Vec::new(),
-                chain: vec![genesis.header.hash()],
                 headers: vec![genesis.header.clone()],
                 audit: None,
                 misbehaviour: None,
@@ -229,14 +226,15 @@ impl Ledger {
                 }
             }
         }
+        let outbox = Arc::new(BlockOutbox::new(executed.outbox));
         let mut txs = txs;
         let mut header = Header {
             height: ctx.height,
             parent: parent_digest,
             timestamp: ctx.timestamp,
-            tx_root: merkle::tx_root(&txs),
+            tx_root: Digest([0; 32]), // set by `Block::seal`
             state_root,
-            outbox_root: merkle::outbox_root(&executed.outbox.messages),
+            outbox_root: outbox.tree.root(),
             epoch: 0,
             proposer: ctx.proposer,
         };
@@ -244,13 +242,13 @@ impl Ledger {
         if let Some(misbehaviour) = misbehaviour {
             misbehave(misbehaviour, parent, &mut header, &mut txs);
         }
-        let block = Block::new(header.clone(), txs);
+        let block = Block::seal(header, txs);
         self.inner().speculative.insert(
             block.header.hash(),
             Speculative {
-                header,
+                header: block.header.clone(),
                 changes: executed.changes,
-                outbox: executed.outbox,
+                outbox,
             },
         );
         Some(block)
@@ -309,7 +307,8 @@ impl Ledger {
                 "state root does not match execution",
             ));
         }
-        if header.outbox_root != merkle::outbox_root(&executed.outbox.messages) {
+        let outbox = Arc::new(BlockOutbox::new(executed.outbox));
+        if header.outbox_root != outbox.tree.root() {
             return Err(BlockRejection::Header(
                 "outbox root does not match execution",
             ));
@@ -319,7 +318,7 @@ impl Ledger {
             Speculative {
                 header: header.clone(),
                 changes: executed.changes,
-                outbox: executed.outbox,
+                outbox,
             },
         );
         Ok(())
@@ -393,7 +392,10 @@ impl Ledger {
                 if state.root_with(&executed.changes) != header.state_root {
                     return Err(fatal("its state root does not match re-execution"));
                 }
-                (executed.changes, executed.outbox)
+                (
+                    executed.changes,
+                    Arc::new(BlockOutbox::new(executed.outbox)),
+                )
             }
         };
         // Head and state advance together under the inner lock (lock order: inner, then
@@ -413,7 +415,6 @@ impl Ledger {
         inner
             .speculative
             .retain(|_, s| s.header.height > header.height);
-        inner.chain.push(digest);
         inner.headers.push(header.clone());
         for (index, &hash) in block.tx_hashes().iter().enumerate() {
             inner.mempool.remove(&hash, None);
@@ -434,9 +435,6 @@ impl Ledger {
         inner.mempool.prune_expired(header.height + 1);
         let messages = outbox.messages.len() as u32;
         if !outbox.messages.is_empty() {
-            let tree = merkle::Tree::of_outbox(&outbox.messages);
-            let messages = outbox.messages;
-            let outbox = Arc::new(FinalizedOutbox { messages, tree });
             inner.outboxes.insert(header.height, outbox);
         }
         let audit = inner.audit.is_some();
@@ -559,7 +557,7 @@ impl Ledger {
 
     /// The digest of the finalized block at `height`.
     pub fn finalized_digest(&self, height: u64) -> Option<Digest> {
-        self.inner().chain.get(height as usize).copied()
+        self.finalized_header(height).map(|header| header.hash())
     }
 
     /// The finalized header at `height`.
@@ -660,7 +658,7 @@ impl Ledger {
     }
 
     /// The downward messages a finalized block produced, with their tree.
-    pub fn outbox(&self, height: u64) -> Option<Arc<FinalizedOutbox>> {
+    pub fn outbox(&self, height: u64) -> Option<Arc<BlockOutbox>> {
         self.inner().outboxes.get(&height).cloned()
     }
 
@@ -702,7 +700,6 @@ fn misbehave(
             if let Some(mut forged) = txs.first().cloned() {
                 forged.signature[0] ^= 1;
                 txs.push(forged);
-                header.tx_root = merkle::tx_root(txs);
             }
         }
         Misbehaviour::TimestampGames => {
@@ -715,14 +712,23 @@ fn misbehave(
     }
 }
 
-/// A finalized block's downward messages and their Merkle tree, built once when the block is
-/// applied so that every proof served from it costs O(log n).
-pub struct FinalizedOutbox {
+/// A block's downward messages and their Merkle tree, built once when the block is executed:
+/// its root is checked against the header, and every proof served once the block is final
+/// comes from it in O(log n).
+pub struct BlockOutbox {
     pub messages: Vec<DownwardMessage>,
     pub tree: merkle::Tree,
 }
 
-impl FinalizedOutbox {
+impl BlockOutbox {
+    fn new(outbox: Outbox) -> Self {
+        let tree = merkle::Tree::of_outbox(&outbox.messages);
+        BlockOutbox {
+            messages: outbox.messages,
+            tree,
+        }
+    }
+
     /// Message `index` with its proof against the block's outbox root.
     pub fn proven(&self, index: usize) -> Option<(&DownwardMessage, merkle::MerkleProof)> {
         Some((self.messages.get(index)?, self.tree.proof(index)?))

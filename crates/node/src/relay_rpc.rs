@@ -10,7 +10,7 @@
 //!   message's leaf, so the message needs no old header);
 //! - `workers()`: the registry's worker records (a listing, unproven).
 
-use crate::ledger::FinalizedOutbox;
+use crate::ledger::BlockOutbox;
 use crate::rpc::{RpcContext, invalid_params, not_found};
 use commonware_codec::{Copying, DecodeExt, Encode};
 use jsonrpsee::{RpcModule, types::ErrorObjectOwned, types::Params};
@@ -94,7 +94,7 @@ fn stream_messages(
         .map_err(|_| invalid_params("expected [destination, from_sequence, to_height]"))?;
     let mut out = Vec::new();
     // Consecutive messages often share a block: its outbox is looked up once for all of them.
-    let mut block: Option<(u64, Option<Arc<FinalizedOutbox>>)> = None;
+    let mut block: Option<(u64, Option<Arc<BlockOutbox>>)> = None;
     for sequence in from..=u64::MAX {
         if out.len() >= MAX_MESSAGES {
             break;

@@ -100,6 +100,19 @@ impl Block {
         }
     }
 
+    /// A builder's block: the header's `tx_root` is set from the body, whose transactions are
+    /// hashed once for both.
+    pub fn seal(mut header: Header, transactions: Vec<SignedTransaction>) -> Self {
+        let tx_hashes: Vec<Digest> = transactions.iter().map(SignedTransaction::hash).collect();
+        header.tx_root = crate::merkle::root(&tx_hashes);
+        Block {
+            digest: header.hash(),
+            header,
+            transactions,
+            tx_hashes,
+        }
+    }
+
     /// The hashes of the transactions, in order.
     pub fn tx_hashes(&self) -> &[Digest] {
         &self.tx_hashes
