@@ -161,6 +161,9 @@ pub enum AttestationError {
     /// A signature, certificate chain, CRL or collateral check failed (dcap-qvl's reason).
     #[error("the quote does not verify: {0}")]
     Invalid(String),
+    /// A certificate chain the evidence carries does not end at Intel's SGX root CA.
+    #[error("the {0} does not end at Intel's SGX root certificate")]
+    UntrustedRoot(&'static str),
     /// Intel revoked the platform's TCB or one of its certificates.
     #[error("the platform is revoked by Intel: {0}")]
     Revoked(String),
@@ -251,6 +254,52 @@ pub fn quote_kind(quote: &[u8]) -> Result<TeeKind, AttestationError> {
     }
 }
 
+/// Intel's SGX root CA certificate (DER; SHA-256
+/// `44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3`, as Intel publishes it):
+/// the one trust anchor of every SGX and TDX quote, pinned here rather than taken from a
+/// dependency's default.
+pub const INTEL_SGX_ROOT_CA: &[u8] = include_bytes!("intel_sgx_root_ca.der");
+
+/// Refuses evidence whose certificate chains (the quote's PCK chain, or the collateral's copy
+/// of it, and the collateral's issuer chains) end at any certificate but [`INTEL_SGX_ROOT_CA`].
+/// Path validation alone would still reach Intel's root through the intermediates and ignore a
+/// substituted root, but a chain that names another root is never one Intel issued.
+fn check_roots(quote: &Quote, collateral: &QuoteCollateralV3) -> Result<(), AttestationError> {
+    let pck = match &collateral.pck_certificate_chain {
+        Some(chain) => chain.as_bytes(),
+        None => quote
+            .raw_cert_chain()
+            .map_err(|e| AttestationError::MalformedQuote(format!("{e:#}")))?,
+    };
+    let chains = [
+        ("PCK certificate chain", pck),
+        (
+            "PCK CRL issuer chain",
+            collateral.pck_crl_issuer_chain.as_bytes(),
+        ),
+        (
+            "TCB info issuer chain",
+            collateral.tcb_info_issuer_chain.as_bytes(),
+        ),
+        (
+            "QE identity issuer chain",
+            collateral.qe_identity_issuer_chain.as_bytes(),
+        ),
+    ];
+    for (what, chain) in chains {
+        let certificates =
+            pem::parse_many(chain).map_err(|_| AttestationError::UntrustedRoot(what))?;
+        let root = certificates
+            .iter()
+            .rfind(|block| block.tag() == "CERTIFICATE")
+            .ok_or(AttestationError::UntrustedRoot(what))?;
+        if root.contents() != INTEL_SGX_ROOT_CA {
+            return Err(AttestationError::UntrustedRoot(what));
+        }
+    }
+    Ok(())
+}
+
 /// Verifies evidence cryptographically as of `now_secs` (Unix seconds) and says what it shows.
 ///
 /// SGX and TDX: the collateral is parsed, every collateral item must be valid at `now_secs`,
@@ -303,13 +352,15 @@ fn verify_dcap(
     if found != claimed {
         return Err(AttestationError::KindMismatch { claimed, found });
     }
-    Quote::parse(quote).map_err(|e| AttestationError::MalformedQuote(format!("{e:#}")))?;
+    let parsed =
+        Quote::parse(quote).map_err(|e| AttestationError::MalformedQuote(format!("{e:#}")))?;
     let collateral: QuoteCollateralV3 = serde_json::from_slice(collateral)
         .map_err(|e| AttestationError::MalformedCollateral(e.to_string()))?;
     check_collateral_dates(&collateral, now_secs)?;
+    check_roots(&parsed, &collateral)?;
 
     // Debug mode is checked below on the verified report, to refuse it with its own error.
-    let verifier = QuoteVerifier::new_prod()
+    let verifier = QuoteVerifier::new(INTEL_SGX_ROOT_CA.to_vec())
         .with_config::<RingConfig>()
         .allow_debug(true);
     // dcap-qvl is written not to panic on any input; this is the belt to its braces, since a

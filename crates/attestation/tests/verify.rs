@@ -359,3 +359,74 @@ fn corrupted_bytes_are_errors_not_panics() {
         }
     }
 }
+
+/// `chain` (PEM) with its last certificate replaced by a copy of the one before it.
+fn without_root(chain: &[u8]) -> String {
+    let mut blocks = pem::parse_many(chain).unwrap();
+    assert!(blocks.len() >= 2, "a chain ending at the root");
+    let last = blocks.len() - 1;
+    blocks[last] = blocks[last - 1].clone();
+    pem::encode_many(&blocks)
+}
+
+/// Each chain the evidence carries must end at Intel's root itself. Path validation alone still
+/// reaches Intel's root through the intermediates (so a chain naming another root verified
+/// before this check), but no chain Intel issues names any other root.
+#[test]
+fn a_chain_that_ends_at_another_root_is_refused() {
+    let quote_chain = dcap_qvl::quote::Quote::parse(SGX_QUOTE)
+        .unwrap()
+        .raw_cert_chain()
+        .unwrap()
+        .to_vec();
+    let original: serde_json::Value = serde_json::from_slice(SGX_COLLATERAL).unwrap();
+    let cases = [
+        (
+            "pck_certificate_chain",
+            quote_chain.clone(),
+            "PCK certificate chain",
+        ),
+        (
+            "tcb_info_issuer_chain",
+            original["tcb_info_issuer_chain"]
+                .as_str()
+                .unwrap()
+                .as_bytes()
+                .to_vec(),
+            "TCB info issuer chain",
+        ),
+        (
+            "qe_identity_issuer_chain",
+            original["qe_identity_issuer_chain"]
+                .as_str()
+                .unwrap()
+                .as_bytes()
+                .to_vec(),
+            "QE identity issuer chain",
+        ),
+    ];
+    for (field, chain, what) in cases {
+        let mut collateral = original.clone();
+        collateral[field] = without_root(&chain).into();
+        let collateral = serde_json::to_vec(&collateral).unwrap();
+        match refused(&sgx(SGX_QUOTE, &collateral), AT) {
+            AttestationError::UntrustedRoot(named) => assert_eq!(named, what),
+            other => panic!("{field}: expected an untrusted root, got {other:?}"),
+        }
+    }
+    // The quote's own chain, given again in the collateral, is fine.
+    let mut collateral = original;
+    collateral["pck_certificate_chain"] = String::from_utf8(quote_chain).unwrap().into();
+    let collateral = serde_json::to_vec(&collateral).unwrap();
+    verify_evidence(&sgx(SGX_QUOTE, &collateral), AT).expect("the genuine chain verifies");
+}
+
+#[test]
+fn the_pinned_root_is_intels() {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(phala_attestation::INTEL_SGX_ROOT_CA);
+    assert_eq!(
+        hex::encode(digest),
+        "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
+    );
+}

@@ -16,4 +16,4 @@ pub mod weights;
 pub use error::TxError;
 /// Transaction and outbox roots (with the wire types, since block decoding checks them).
 pub use phala_types::merkle;
-pub use runtime::{BlockContext, Executed, InvalidBlock, Runtime};
+pub use runtime::{BlockContext, Executed, InvalidBlock, Outcome, Runtime, failure_record};

@@ -6,7 +6,7 @@ use crate::{
     contracts,
     mq::{self, Outbox},
     registry::{self, RegistrationContext},
-    state::{Changes, Overlay, StateRead},
+    state::{Changes, Overlay, StateRead, keys},
     weights::{self, Weight},
 };
 use commonware_codec::EncodeSize;
@@ -24,11 +24,25 @@ pub struct BlockContext {
     pub proposer: Address,
 }
 
-/// The result of executing a block: its writes and its downward messages.
+/// The result of executing a block: its writes, its downward messages, and which of its
+/// transactions failed (included, fee and nonce paid, effects rolled back).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Executed {
     pub changes: Changes,
     pub outbox: Outbox,
+    /// `(index in the block, why its call failed)`, in block order.
+    pub failures: Vec<(u32, TxError)>,
+}
+
+/// How a transaction that may be included ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its call took effect.
+    Applied,
+    /// Its call failed after the fee and nonce were paid: it is included, pays its fee, and
+    /// its call's effects are rolled back (so failing late, after expensive work, costs the
+    /// sender, not the proposer).
+    Failed(TxError),
 }
 
 /// A block whose transaction at `index` is invalid.
@@ -87,39 +101,54 @@ impl Runtime {
         weights::minimum_fee(&self.config.fees, size, weights::weight(stx, size))
     }
 
-    /// Checks what does not depend on state: size and signature.
+    /// Checks what does not depend on state: size, form and signature.
     pub fn check_stateless(&self, stx: &SignedTransaction) -> Result<(), TxError> {
-        self.check_size(stx)?;
+        self.check_form(stx)?;
         if !phala_crypto::verify_transaction(&self.genesis_hash, stx) {
             return Err(TxError::BadSignature);
         }
         Ok(())
     }
 
-    /// Applies one transaction whose signature was already checked; on error nothing changes.
+    /// Applies one transaction whose signature was already checked. An error means the
+    /// transaction is invalid here (it may not be included, and nothing changes); an
+    /// [`Outcome`] means it is included, its call applied or failed.
     pub fn apply<S: StateRead + ?Sized>(
         &self,
         state: &mut Overlay<S>,
         outbox: &mut Outbox,
         ctx: &BlockContext,
         stx: &SignedTransaction,
-    ) -> Result<(), TxError> {
-        let checkpoint = state.checkpoint();
-        let outbox_len = outbox.messages.len();
-        let result = self.apply_inner(state, outbox, ctx, stx);
-        if result.is_err() {
-            state.restore(checkpoint);
-            outbox.messages.truncate(outbox_len);
-        } else {
-            state.commit();
+    ) -> Result<Outcome, TxError> {
+        let start = state.checkpoint();
+        if let Err(error) = self.pay(state, ctx, stx) {
+            state.restore(start);
+            return Err(error);
         }
-        result
+        let paid = state.checkpoint();
+        let outbox_len = outbox.messages.len();
+        let outcome = match self.dispatch(state, outbox, ctx, &stx.tx) {
+            Ok(()) => Outcome::Applied,
+            Err(error) => {
+                state.restore(paid);
+                outbox.messages.truncate(outbox_len);
+                let tx = &stx.tx;
+                state.set(
+                    keys::last_failure(&tx.signer),
+                    failure_record(tx.nonce, &error),
+                );
+                Outcome::Failed(error)
+            }
+        };
+        state.commit();
+        Ok(outcome)
     }
 
-    fn apply_inner<S: StateRead + ?Sized>(
+    /// Checks what makes a transaction includable (expiry, fee, nonce, funds) and takes its
+    /// nonce and fee.
+    fn pay<S: StateRead + ?Sized>(
         &self,
         state: &mut Overlay<S>,
-        outbox: &mut Outbox,
         ctx: &BlockContext,
         stx: &SignedTransaction,
     ) -> Result<(), TxError> {
@@ -153,8 +182,7 @@ impl Runtime {
         }
         account.nonce += 1;
         balances::set_account(state, &tx.signer, account);
-        balances::charge_fee(state, &self.config.fees, &tx.signer, &ctx.proposer, tx.fee)?;
-        self.dispatch(state, outbox, ctx, tx)
+        balances::charge_fee(state, &self.config.fees, &tx.signer, &ctx.proposer, tx.fee)
     }
 
     /// Runs a call whose fee and nonce were paid.
@@ -286,9 +314,10 @@ impl Runtime {
     ) -> Result<Executed, InvalidBlock> {
         let mut state = Overlay::with_changes(base, pending);
         let mut outbox = Outbox::default();
+        let mut failures = Vec::new();
         let mut weight: Weight = 0;
         for (index, stx) in txs.iter().enumerate() {
-            self.check_size(stx)
+            self.check_form(stx)
                 .map_err(|error| InvalidBlock { index, error })?;
             weight = weight.saturating_add(weights::weight(stx, stx.encode_size()));
             if weight > weights::MAX_BLOCK_WEIGHT {
@@ -297,17 +326,24 @@ impl Runtime {
                 };
                 return Err(InvalidBlock { index, error });
             }
-            self.apply(&mut state, &mut outbox, ctx, stx)
+            let outcome = self
+                .apply(&mut state, &mut outbox, ctx, stx)
                 .map_err(|error| InvalidBlock { index, error })?;
+            if let Outcome::Failed(error) = outcome {
+                failures.push((index as u32, error));
+            }
         }
         Ok(Executed {
             changes: state.into_changes(),
             outbox,
+            failures,
         })
     }
 
-    /// The size limits of [`Runtime::check_stateless`], without the signature check.
-    pub fn check_size(&self, stx: &SignedTransaction) -> Result<(), TxError> {
+    /// The checks of [`Runtime::check_stateless`] short of the signature: size limits, and
+    /// calls that can never succeed (a zero transfer), refused at admission for free rather
+    /// than included as failed.
+    pub fn check_form(&self, stx: &SignedTransaction) -> Result<(), TxError> {
         let size = stx.encode_size();
         let oversized = TxError::Oversized {
             size,
@@ -339,11 +375,14 @@ impl Runtime {
         if !within_limits {
             return Err(oversized);
         }
+        if let Call::Transfer { amount: 0, .. } = stx.tx.call {
+            return Err(TxError::ZeroTransfer);
+        }
         Ok(())
     }
 
     /// Builds a block body from candidates (already signature-checked, in priority order):
-    /// keeps each that applies, stops at the block limits (size, count, weight) or once the
+    /// keeps each that may be included (its call applied or failed), stops at the block limits (size, count, weight) or once the
     /// candidates it tried, dropped ones included, weigh [`weights::BUILD_BUDGET`], and
     /// returns those it dropped.
     pub fn build_block<S: StateRead + ?Sized>(
@@ -360,6 +399,7 @@ impl Runtime {
         let mut state = Overlay::with_changes(base, pending);
         let mut outbox = Outbox::default();
         let mut included = Vec::new();
+        let mut failures = Vec::new();
         let mut dropped = Vec::new();
         let mut bytes = 0usize;
         let (mut block_weight, mut tried): (Weight, Weight) = (0, 0);
@@ -374,8 +414,14 @@ impl Runtime {
                 break;
             }
             tried += weight;
-            match self.apply(&mut state, &mut outbox, ctx, &stx) {
-                Ok(()) => {
+            let applied = self
+                .check_form(&stx)
+                .and_then(|()| self.apply(&mut state, &mut outbox, ctx, &stx));
+            match applied {
+                Ok(outcome) => {
+                    if let Outcome::Failed(error) = outcome {
+                        failures.push((included.len() as u32, error));
+                    }
                     bytes += size;
                     block_weight += weight;
                     included.push(stx);
@@ -388,8 +434,16 @@ impl Runtime {
             Executed {
                 changes: state.into_changes(),
                 outbox,
+                failures,
             },
             dropped,
         )
     }
+}
+
+/// The record of an account's last failed transaction, under [`keys::last_failure`]: its
+/// nonce (8 bytes, big-endian), then the error's code (UTF-8). It puts the outcome under the
+/// state root, so validators agree on it and a client can prove it.
+pub fn failure_record(nonce: u64, error: &TxError) -> Vec<u8> {
+    [nonce.to_be_bytes().as_slice(), error.code().as_bytes()].concat()
 }

@@ -122,6 +122,11 @@ pub mod keys {
         [b"balances/account/".as_slice(), &address.0].concat()
     }
 
+    /// The last transaction of `address` whose call failed ([`crate::runtime::failure_record`]).
+    pub fn last_failure(address: &Address) -> Vec<u8> {
+        [b"balances/failure/".as_slice(), &address.0].concat()
+    }
+
     /// PHA burned by fees so far; balances plus this equal the total supply.
     pub const BURNED: &[u8] = b"balances/burned";
 

@@ -165,6 +165,12 @@ fn someone_elses_real_sgx_quote_is_refused() {
     let error = refused(chain.apply(&key("op1"), Call::RegisterWorker(signed)));
     assert_eq!(error.code(), "attestation_refused");
     assert!(chain.worker(&worker.identity).is_none());
+
+    // Both failed after a full DCAP verification, so both were included and paid for: a
+    // spammer resubmitting such quotes pays for every verification it causes.
+    let operator = phala_chain::balances::account(&Overlay::new(&chain.db), &key("op1").address());
+    assert_eq!(operator.nonce, 2);
+    assert_eq!(operator.free, 1_000 * phala_types::UNIT - 2);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use phala_chain::{
     balances::{self, Account},
     commitment::StateDb,
     config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig, GenesisError},
-    merkle, mq,
+    failure_record, merkle, mq,
     state::{Changes, Overlay, keys},
     weights,
 };
@@ -191,6 +191,43 @@ impl Chain {
             .expect_err("transaction must be rejected");
         assert_eq!(err.index, 0);
         err.error
+    }
+
+    /// Commits `stx` alone as the next block, whose call must fail: returns why, after
+    /// checking that it was included, paid its fee, used its nonce, recorded its failure and
+    /// changed nothing else.
+    fn fail(&mut self, stx: &SignedTransaction) -> TxError {
+        let before = self.account(&stx.tx.signer);
+        let executed = self
+            .execute(std::slice::from_ref(stx))
+            .expect("a failing call is included");
+        let [(0, error)] = executed.failures.as_slice() else {
+            panic!("the call must fail: {:?}", executed.failures);
+        };
+        let error = error.clone();
+        assert!(
+            executed.outbox.messages.is_empty(),
+            "a failed call sends nothing"
+        );
+        let fee_keys = [
+            keys::account(&stx.tx.signer),
+            keys::account(&self.proposer),
+            keys::account(&addr("treasury")),
+            keys::BURNED.to_vec(),
+            keys::last_failure(&stx.tx.signer),
+        ];
+        for key in executed.changes.keys() {
+            assert!(fee_keys.contains(key), "a failed call wrote {key:?}");
+        }
+        self.commit_executed(&executed);
+        let after = self.account(&stx.tx.signer);
+        assert_eq!(after.nonce, before.nonce + 1, "the nonce is used");
+        if stx.tx.signer != self.proposer {
+            assert_eq!(after.free, before.free - stx.tx.fee, "the fee is paid");
+        }
+        let record = Overlay::new(&self.db).get(&keys::last_failure(&stx.tx.signer));
+        assert_eq!(record, Some(failure_record(stx.tx.nonce, &error)));
+        error
     }
 
     /// Executes and commits the next block; checks the speculative root and the supply.
@@ -717,7 +754,11 @@ fn zero_transfers_are_rejected_and_charge_nothing() {
     let chain = Chain::new();
     let alice = key("alice");
     let stx = transfer(&alice, 0, addr("bob"), 0);
-    assert_eq!(chain.runtime.check_stateless(&stx), Ok(()));
+    // It can never succeed, so it is refused at admission, for free.
+    assert_eq!(
+        chain.runtime.check_stateless(&stx),
+        Err(TxError::ZeroTransfer)
+    );
     assert_eq!(chain.reject(&stx), TxError::ZeroTransfer);
     // Building drops it with no effect at all: no fee, no nonce.
     let (included, executed, dropped) =
@@ -1078,15 +1119,12 @@ fn build_block_keeps_valid_drops_invalid_and_re_executes_identically() {
         ),
         // Eve spends what she received earlier in the same block.
         (transfer(&eve, 0, addr("judy"), 3 * UNIT), None),
+        // A replayed message: included as failed (checked below), its fee paid.
         (
             relay(&bob, 1, upward(&worker, 0, b"register", b"again")),
-            Some(TxError::BadSequence {
-                origin: worker.address(),
-                expected: 1,
-                got: 0,
-            }),
+            None,
         ),
-        (relay(&bob, 1, upward(&worker, 1, b"heartbeat", b"1")), None),
+        (relay(&bob, 2, upward(&worker, 1, b"heartbeat", b"1")), None),
         (
             signed(
                 &alice,
@@ -1129,6 +1167,12 @@ fn build_block_keeps_valid_drops_invalid_and_re_executes_identically() {
         .collect();
     assert_eq!(included, expected_included);
     assert_eq!(dropped, expected_dropped);
+    let replay = TxError::BadSequence {
+        origin: worker.address(),
+        expected: 1,
+        got: 0,
+    };
+    assert_eq!(executed.failures, vec![(3, replay)]);
     assert_eq!(executed.outbox.messages.len(), 2);
 
     // Another node re-executes the proposal to the same changes and outbox.
@@ -1142,7 +1186,7 @@ fn build_block_keeps_valid_drops_invalid_and_re_executes_identically() {
     chain.commit_executed(&executed);
     assert_eq!(chain.free("judy"), 3 * UNIT);
     assert_eq!(chain.nonce("alice"), 3);
-    assert_eq!(chain.nonce("bob"), 2);
+    assert_eq!(chain.nonce("bob"), 3, "the failed replay used a nonce");
     assert_eq!(chain.nonce("eve"), 1);
     assert_eq!(chain.nonce("ivan"), 0);
 }
@@ -1166,9 +1210,9 @@ fn upward_messages_are_accepted_in_sequence_and_relayed_downward() {
     let worker = key("worker-1");
     let origin = worker.address();
 
-    // Sequence 1 before 0 is a gap.
+    // Sequence 1 before 0 is a gap: the relayer pays for the signature check all the same.
     assert_eq!(
-        chain.reject(&relay(&alice, 0, upward(&worker, 1, b"t", b"p"))),
+        chain.fail(&relay(&alice, 0, upward(&worker, 1, b"t", b"p"))),
         TxError::BadSequence {
             origin,
             expected: 0,
@@ -1177,7 +1221,7 @@ fn upward_messages_are_accepted_in_sequence_and_relayed_downward() {
     );
 
     let first = upward(&worker, 0, b"keys", b"first payload");
-    let executed = chain.commit(&[relay(&alice, 0, first.clone())]);
+    let executed = chain.commit(&[relay(&alice, 1, first.clone())]);
     assert_eq!(executed.outbox.messages.len(), 1);
     let message = &executed.outbox.messages[0];
     assert_eq!(message.destination, Destination::All);
@@ -1193,7 +1237,7 @@ fn upward_messages_are_accepted_in_sequence_and_relayed_downward() {
 
     // The same message again, in a new transaction: a replay.
     assert_eq!(
-        chain.reject(&relay(&alice, 1, first)),
+        chain.fail(&relay(&alice, 2, first)),
         TxError::BadSequence {
             origin,
             expected: 1,
@@ -1202,7 +1246,7 @@ fn upward_messages_are_accepted_in_sequence_and_relayed_downward() {
     );
     // A gap.
     assert_eq!(
-        chain.reject(&relay(&alice, 1, upward(&worker, 2, b"t", b"p"))),
+        chain.fail(&relay(&alice, 3, upward(&worker, 2, b"t", b"p"))),
         TxError::BadSequence {
             origin,
             expected: 1,
@@ -1212,8 +1256,8 @@ fn upward_messages_are_accepted_in_sequence_and_relayed_downward() {
 
     // Sequence 1 then 2 in one block: one downward message each, in order.
     let executed = chain.commit(&[
-        relay(&alice, 1, upward(&worker, 1, b"a", b"one")),
-        relay(&alice, 2, upward(&worker, 2, b"b", b"two")),
+        relay(&alice, 4, upward(&worker, 1, b"a", b"one")),
+        relay(&alice, 5, upward(&worker, 2, b"b", b"two")),
     ]);
     let got: Vec<_> = executed
         .outbox
@@ -1236,11 +1280,11 @@ fn upward_messages_are_accepted_in_sequence_and_relayed_downward() {
 
 #[test]
 fn upward_messages_need_a_registered_origin_and_its_signature() {
-    let chain = Chain::new();
+    let mut chain = Chain::new();
     let alice = key("alice");
     let stranger = key("worker-2");
     assert_eq!(
-        chain.reject(&relay(&alice, 0, upward(&stranger, 0, b"t", b"p"))),
+        chain.fail(&relay(&alice, 0, upward(&stranger, 0, b"t", b"p"))),
         TxError::UnknownOrigin(stranger.address())
     );
 
@@ -1248,14 +1292,14 @@ fn upward_messages_need_a_registered_origin_and_its_signature() {
     let mut tampered = upward(&worker, 0, b"t", b"pay 1 PHA");
     tampered.payload = Bytes::from_static(b"pay 9 PHA");
     assert_eq!(
-        chain.reject(&relay(&alice, 0, tampered)),
+        chain.fail(&relay(&alice, 1, tampered)),
         TxError::BadOriginSignature
     );
 
     let mut retopic = upward(&worker, 0, b"t", b"p");
     retopic.topic = Bytes::from_static(b"u");
     assert_eq!(
-        chain.reject(&relay(&alice, 0, retopic)),
+        chain.fail(&relay(&alice, 2, retopic)),
         TxError::BadOriginSignature
     );
 
@@ -1263,7 +1307,7 @@ fn upward_messages_need_a_registered_origin_and_its_signature() {
     let mut forged = upward(&stranger, 0, b"t", b"p");
     forged.origin = worker.address();
     assert_eq!(
-        chain.reject(&relay(&alice, 0, forged)),
+        chain.fail(&relay(&alice, 3, forged)),
         TxError::BadOriginSignature
     );
 
@@ -1277,20 +1321,17 @@ fn upward_messages_need_a_registered_origin_and_its_signature() {
     };
     worker.sign_upward(&Digest([0x43; 32]), &mut other_chain);
     assert_eq!(
-        chain.reject(&relay(&alice, 0, other_chain)),
+        chain.fail(&relay(&alice, 4, other_chain)),
         TxError::BadOriginSignature
     );
 
-    // None of these changed anything: the relayer paid nothing.
-    let (included, executed, dropped) = chain.runtime.build_block(
-        &chain.db,
-        Changes::new(),
-        &chain.ctx(),
-        [relay(&alice, 0, upward(&stranger, 0, b"t", b"p"))],
+    // Each was included as failed: the relayer paid for every signature check, and nothing
+    // else changed (`Chain::fail` checks each).
+    assert_eq!(chain.nonce("alice"), 5);
+    assert_eq!(
+        mq::next_sequence(&Overlay::new(&chain.db), &worker.address()),
+        Some(0)
     );
-    assert!(included.is_empty());
-    assert_eq!(executed, Executed::default());
-    assert_eq!(dropped.len(), 1);
 }
 
 #[test]
@@ -1483,9 +1524,17 @@ impl Model {
         self.accounts.get(address).copied().unwrap_or_default()
     }
 
-    /// Applies `stx` to the model if valid; returns the reason if not.
-    fn apply(&mut self, stx: &SignedTransaction, ctx: &BlockContext) -> Result<(), TxError> {
+    /// Applies `stx` to the model: `Err` if it is invalid (not included), `Ok(Some(_))` if it
+    /// is included but its call fails (fee and nonce paid, nothing else).
+    fn apply(
+        &mut self,
+        stx: &SignedTransaction,
+        ctx: &BlockContext,
+    ) -> Result<Option<TxError>, TxError> {
         let tx = &stx.tx;
+        if let Call::Transfer { amount: 0, .. } = tx.call {
+            return Err(TxError::ZeroTransfer); // refused for its form, before anything else
+        }
         if tx.expiry < ctx.height {
             return Err(TxError::Expired {
                 expiry: tx.expiry,
@@ -1514,32 +1563,32 @@ impl Model {
                 available: signer.free,
             });
         }
-        match &tx.call {
-            Call::Transfer { amount: 0, .. } => return Err(TxError::ZeroTransfer),
-            Call::Transfer { .. } => {}
-            Call::SubmitUpward(message) => {
-                if message.sequence != self.sequence {
-                    return Err(TxError::BadSequence {
-                        origin: message.origin,
-                        expected: self.sequence,
-                        got: message.sequence,
-                    });
-                }
+        let failure = match &tx.call {
+            Call::Transfer { .. } => None,
+            Call::SubmitUpward(message) if message.sequence != self.sequence => {
+                Some(TxError::BadSequence {
+                    origin: message.origin,
+                    expected: self.sequence,
+                    got: message.sequence,
+                })
+            }
+            Call::SubmitUpward(_) => {
                 self.sequence += 1;
+                None
             }
             other => unreachable!("the model makes no {other:?}"),
-        }
+        };
         signer.nonce += 1;
         signer.free -= needed;
         self.accounts.insert(tx.signer, signer);
-        if let Call::Transfer { to, amount } = &tx.call {
+        if let (Call::Transfer { to, amount }, None) = (&tx.call, &failure) {
             self.accounts.entry(*to).or_default().free += amount;
         }
         let (to_burn, to_author, to_treasury) = split(tx.fee);
         self.accounts.entry(ctx.proposer).or_default().free += to_author;
         self.accounts.entry(addr("treasury")).or_default().free += to_treasury;
         self.burned += to_burn;
-        Ok(())
+        Ok(failure)
     }
 }
 
@@ -1557,7 +1606,7 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
         addr("eve"),
     ];
     let mut history: Vec<SignedTransaction> = Vec::new();
-    let (mut total_included, mut total_dropped) = (0, 0);
+    let (mut total_included, mut total_failed, mut total_dropped) = (0, 0, 0);
     let mut reasons = std::collections::BTreeSet::new();
 
     for _ in 0..120 {
@@ -1657,20 +1706,32 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
             .filter(|(_, r)| r.is_ok())
             .map(|(stx, _)| stx.clone())
             .collect();
+        let expected_failures: Vec<_> = expected
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .enumerate()
+            .filter_map(|(i, failure)| failure.clone().map(|e| (i as u32, e)))
+            .collect();
         let expected_dropped: Vec<_> = expected
             .iter()
             .filter_map(|(stx, r)| r.clone().err().map(|e| (stx.clone(), e)))
             .collect();
         assert_eq!(included, expected_included, "block {}", ctx.height);
+        assert_eq!(executed.failures, expected_failures, "block {}", ctx.height);
         assert_eq!(dropped, expected_dropped, "block {}", ctx.height);
+        total_failed += expected_failures.len();
         let upwards = included
             .iter()
             .filter(|s| matches!(s.tx.call, Call::SubmitUpward(_)))
             .count();
-        assert_eq!(executed.outbox.messages.len(), upwards);
+        assert_eq!(
+            executed.outbox.messages.len(),
+            upwards - expected_failures.len()
+        );
         total_included += included.len();
         total_dropped += dropped.len();
         reasons.extend(dropped.iter().map(|(_, e)| e.code()));
+        reasons.extend(executed.failures.iter().map(|(_, e)| e.code()));
 
         // Validators re-execute the proposal to the same result.
         assert_eq!(
@@ -1715,10 +1776,14 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
         assert_eq!(model_total, TOTAL_SUPPLY);
     }
 
-    println!("{total_included} included, {total_dropped} dropped: {reasons:?}");
-    // The sequence really exercised both paths and every kind of rejection it can produce.
+    println!(
+        "{total_included} included ({total_failed} failed), {total_dropped} dropped: {reasons:?}"
+    );
+    // The sequence really exercised every path and every kind of rejection or failure it can
+    // produce.
     assert!(total_included > 500, "{total_included} included");
     assert!(total_dropped > 300, "{total_dropped} dropped");
+    assert!(total_failed > 5, "{total_failed} failed");
     for code in [
         "bad_nonce",
         "expired",

@@ -163,8 +163,19 @@ pub async fn transfer(
     } else {
         client.wait_final(&hash, Duration::from_secs(60)).await?
     };
-    if let TxStatus::Rejected { reason, .. } = &status {
-        bail!("transaction {} rejected: {reason}", hex::encode(hash));
+    match &status {
+        TxStatus::Rejected { reason, .. } => {
+            bail!("transaction {} rejected: {reason}", hex::encode(hash))
+        }
+        TxStatus::Finalized {
+            failed: Some(failure),
+            ..
+        } => bail!(
+            "transaction {} failed (its fee was paid): {}",
+            hex::encode(hash),
+            failure.reason
+        ),
+        _ => {}
     }
     if as_json {
         println!(

@@ -7,6 +7,7 @@ use clap::Subcommand;
 use phala_client::{
     Client,
     contract_ops::{self, QueryOutcome},
+    receipt,
 };
 use phala_types::{QueryReceipt, contracts::ContractId};
 use serde_json::json;
@@ -76,7 +77,12 @@ pub enum ContractCommand {
     Show { contract: String },
 }
 
-pub async fn run(client: &Client, command: ContractCommand, as_json: bool) -> anyhow::Result<()> {
+pub async fn run(
+    client: &Client,
+    spec: Option<&std::path::Path>,
+    command: ContractCommand,
+    as_json: bool,
+) -> anyhow::Result<()> {
     match command {
         ContractCommand::Upload { from, file } => {
             let code =
@@ -190,20 +196,19 @@ pub async fn run(client: &Client, command: ContractCommand, as_json: bool) -> an
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let receipt: QueryReceipt =
                 serde_json::from_slice(&text).context("the file is not a query receipt")?;
-            let check = contract_ops::verify_receipt(client, &receipt).await?;
+            let trust = crate::commands::trusted_chain(client, spec).await?;
+            let check = receipt::verify_receipt(client, &trust, &receipt).await?;
             print(as_json, serde_json::to_value(&check)?, || {
                 format!(
-                    "receipt valid: signed by worker {} ({:?}, confidence {}) of cluster {}, code {}, block {}{}",
+                    "receipt valid: signed by worker {} ({:?}, confidence {}) of cluster {}, code {}, block {}; its state commitment is the one reported for call {}; every record proven final at block {}",
                     check.worker,
                     check.tee,
                     check.confidence,
                     check.cluster,
                     check.code_hash,
                     receipt.height,
-                    match check.commitment_reported_for_call {
-                        Some(index) => format!("; state commitment matches call {index} on chain"),
-                        None => String::new(),
-                    }
+                    check.reported_call,
+                    check.proven_at,
                 )
             });
         }

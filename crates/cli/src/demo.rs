@@ -6,6 +6,7 @@ use anyhow::{Context as _, bail, ensure};
 use phala_client::{
     Client,
     contract_ops::{self, QueryOutcome},
+    receipt,
 };
 use phala_crypto::Keypair;
 use std::time::Duration;
@@ -84,7 +85,9 @@ pub async fn run(node: &Client, worker: &str) -> anyhow::Result<()> {
     }
 
     step("anyone checks alice's receipt against the chain");
-    let check = contract_ops::verify_receipt(node, &outcome.receipt).await?;
+    // The demo's own chain, as a user would remember it at first use.
+    let trust = phala_client::TrustedChain::from_info(&node.chain_info().await?);
+    let check = receipt::verify_receipt(node, &trust, &outcome.receipt).await?;
     done(&format!(
         "signed by registered worker {} ({:?}) of cluster {}, running code {}",
         check.worker, check.tee, check.cluster, check.code_hash
@@ -92,7 +95,9 @@ pub async fn run(node: &Client, worker: &str) -> anyhow::Result<()> {
     let mut tampered = outcome.receipt.clone();
     tampered.height = tampered.height.saturating_sub(1);
     ensure!(
-        contract_ops::verify_receipt(node, &tampered).await.is_err(),
+        receipt::verify_receipt(node, &trust, &tampered)
+            .await
+            .is_err(),
         "a receipt with a changed field must not verify"
     );
     done("a copy with one field changed is refused");

@@ -165,7 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             dev(options, workers, worker_port, mode, cli.json).await
         }
         Command::Contract { command } => {
-            phala_cli::contract::run(&client()?, command, cli.json).await
+            phala_cli::contract::run(&client()?, cli.spec.as_deref(), command, cli.json).await
         }
         Command::Worker {
             command: WorkerCommand::List,

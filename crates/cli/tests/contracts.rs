@@ -9,10 +9,11 @@ use phala_cli::{
     workers::{DEV_CLUSTER, Workers, wait_until},
 };
 use phala_client::{
-    Client,
+    Client, TrustedChain,
     api::TxStatus,
     contract_ops::{self, QueryFailure},
     contracts::{prepare_query, seal_command},
+    receipt::verify_receipt,
 };
 use phala_crypto::Keypair;
 use phala_types::{Call, ReportRecord, contracts::ContractId};
@@ -82,6 +83,7 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
     let mut devnet = start_chain().await;
     let nodes = vec![devnet.rpc_url(0)];
     let node = Client::new(&nodes[0]).unwrap();
+    let trust = TrustedChain::from_info(&node.chain_info().await.unwrap());
     let alice = Keypair::dev("alice");
     let bob = Keypair::dev("bob");
     let eve = Keypair::dev("eve");
@@ -144,10 +146,10 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
         .unwrap();
         let outcome = ask(&node, worker, &bob, &vault, "balance").await.unwrap();
         assert_eq!(outcome.receipt.state_commitment, transfer.commitment);
-        let check = contract_ops::verify_receipt(&node, &outcome.receipt)
+        let check = verify_receipt(&node, &trust, &outcome.receipt)
             .await
             .unwrap();
-        assert_eq!(check.commitment_reported_for_call, Some(index));
+        assert_eq!(check.reported_call, index);
     }
     // Nobody else learns bob's balance: eve asks and sees her own.
     let eves = ask(&node, &worker0, &eve, &vault, "balance").await.unwrap();
@@ -175,7 +177,7 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
     }
     for (field, receipt) in variants.iter().enumerate() {
         assert!(
-            contract_ops::verify_receipt(&node, receipt).await.is_err(),
+            verify_receipt(&node, &trust, receipt).await.is_err(),
             "receipt with field {field} changed verified"
         );
     }
@@ -301,7 +303,7 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
             .await
             .unwrap();
         assert_eq!(prepared.open(&response).unwrap().unwrap(), b"balance=307");
-        contract_ops::verify_receipt(&node, &response.receipt)
+        verify_receipt(&node, &trust, &response.receipt)
             .await
             .unwrap();
     }
@@ -378,9 +380,7 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
         late.receipt.state_commitment,
         outcome.receipt.state_commitment
     );
-    contract_ops::verify_receipt(&node, &late.receipt)
-        .await
-        .unwrap();
+    verify_receipt(&node, &trust, &late.receipt).await.unwrap();
 
     workers.stop();
     devnet.stop();

@@ -173,3 +173,176 @@ async fn a_balance_no_certificate_covers_is_refused() {
         "{output}"
     );
 }
+
+/// A chain state holding everything a receipt rests on: a worker in cluster 1, the policy, a
+/// contract on cluster 1 and a report of its call 0 with `commitment`.
+fn receipt_state(worker: &Keypair, contract: [u8; 32], commitment: [u8; 32]) -> StateDb {
+    use commonware_codec::Encode;
+    use phala_chain::{contracts, registry};
+    use phala_types::{AttestationPolicy, ContractRecord, ReportRecord, TeeKind, WorkerRecord};
+    let record = WorkerRecord {
+        identity: worker.address(),
+        ecdh: [5; 32],
+        operator: worker.address(),
+        tee: TeeKind::Simulated,
+        measurement: vec![6; 32],
+        confidence: 1,
+        cores: 1,
+        benchmark: 1,
+        registered_at: 1,
+        attested_at: 1,
+        gatekeeper_candidate: false,
+        gatekeeper: false,
+        cluster: Some(1),
+    };
+    let contract_record = ContractRecord {
+        id: contract,
+        code_hash: [8; 32],
+        deployer: worker.address(),
+        cluster: 1,
+        generation: 0,
+        instantiated: 1,
+        public_key: Some([9; 32]),
+        commands: 0,
+    };
+    let report = ReportRecord {
+        index: 0,
+        reporter: worker.address(),
+        commitment,
+        gas_used: 1,
+        succeeded: true,
+        height: 1,
+        confirmations: 1,
+        dispute: None,
+    };
+    let mut state = StateDb::default();
+    state.apply(&Changes::from([
+        (
+            registry::keys::worker(&worker.address()),
+            Some(record.encode().to_vec()),
+        ),
+        (
+            registry::keys::POLICY.to_vec(),
+            Some(AttestationPolicy::dev().encode().to_vec()),
+        ),
+        (
+            contracts::keys::contract(&contract),
+            Some(contract_record.encode().to_vec()),
+        ),
+        (
+            contracts::keys::report(&contract, 0),
+            Some(report.encode().to_vec()),
+        ),
+    ]));
+    state
+}
+
+/// Serves `state_values` from `state` (with proofs against its root) and `headers` as given.
+async fn state_server(
+    info: phala_client::api::ChainInfo,
+    state: StateDb,
+    headers: HeadersJson,
+) -> String {
+    use phala_chain::state::StateRead;
+    use phala_client::api::{ProvenValueJson, StateValuesJson};
+    let mut module = RpcModule::new((info, state, headers));
+    module
+        .register_method("chain_info", |_, ctx, _| {
+            Ok::<_, ErrorObjectOwned>(ctx.0.clone())
+        })
+        .unwrap();
+    module
+        .register_method("headers", |_, ctx, _| {
+            Ok::<_, ErrorObjectOwned>(ctx.2.clone())
+        })
+        .unwrap();
+    module
+        .register_method("state_values", |params, ctx, _| {
+            let (hexes,): (Vec<String>,) = params.parse()?;
+            let state = &ctx.1;
+            let values = hexes
+                .iter()
+                .map(|text| {
+                    let key = hex::decode(text).unwrap();
+                    ProvenValueJson {
+                        key: text.clone(),
+                        value: state.get(&key).map(hex::encode),
+                        proof: ProofJson::from_proof(&state.prove(&key)),
+                    }
+                })
+                .collect();
+            Ok::<_, ErrorObjectOwned>(StateValuesJson {
+                height: 1,
+                state_root: hex::encode(state.root()),
+                values,
+            })
+        })
+        .unwrap();
+    let server = Server::builder().build("127.0.0.1:0").await.unwrap();
+    let address = server.local_addr().unwrap();
+    std::mem::forget(server.start(module));
+    format!("http://{address}")
+}
+
+/// `verify-receipt` proves the worker, the policy, the contract and its reports against a
+/// certified state root: a receipt checks out against a node that proves it, and a node whose
+/// proofs rest on a root no certificate covers is named a liar (before, these records were read
+/// over plain RPC and believed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_is_checked_only_against_certified_records() {
+    use phala_client::{Client, Error, TrustedChain, receipt};
+    use phala_types::{QueryReceipt, contracts::labels};
+    let (spec, certifier) = chain(7);
+    let worker = Keypair::generate();
+    let contract = [7; 32];
+    let state = receipt_state(&worker, contract, [3; 32]);
+    let header = Header {
+        height: 1,
+        parent: phala_types::Digest([1; 32]),
+        timestamp: 100,
+        tx_root: phala_types::Digest([2; 32]),
+        state_root: state.root(),
+        outbox_root: phala_types::Digest([3; 32]),
+        epoch: 0,
+        proposer: Default::default(),
+    };
+    let mut good = QueryReceipt {
+        contract,
+        code_hash: [8; 32],
+        request_hash: [1; 32],
+        response_hash: [2; 32],
+        height: 1,
+        state_commitment: [3; 32],
+        worker: worker.address(),
+        signature: [0; 64],
+    };
+    good.signature = worker.sign(labels::RECEIPT, &good.signing_payload());
+    let info = chain_info(&spec);
+    let trust = TrustedChain::from_info(&info);
+
+    let certified = HeadersJson {
+        headers: vec![HeaderJson::from_header(&header)],
+        certificate: hex::encode(certifier.certify(1, header.hash()).unwrap()),
+    };
+    let url = state_server(info.clone(), state.clone(), certified).await;
+    let check = receipt::verify_receipt(&Client::new(&url).unwrap(), &trust, &good)
+        .await
+        .expect("a receipt proven against certified records verifies");
+    assert_eq!((check.reported_call, check.cluster), (0, 1));
+
+    // The same records, but the certificate covers another block than the one whose state
+    // root the proofs rest on.
+    let other = Header {
+        timestamp: 101,
+        ..header.clone()
+    };
+    let uncertified = HeadersJson {
+        headers: vec![HeaderJson::from_header(&header)],
+        certificate: hex::encode(certifier.certify(1, other.hash()).unwrap()),
+    };
+    let url = state_server(info, state, uncertified).await;
+    match receipt::verify_receipt(&Client::new(&url).unwrap(), &trust, &good).await {
+        Err(receipt::ReceiptError::Node(Error::Lied { url: named, .. })) => assert_eq!(named, url),
+        other => panic!("expected the node to be named a liar, got {other:?}"),
+    }
+}

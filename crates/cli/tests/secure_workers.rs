@@ -148,8 +148,9 @@ async fn workers_register_receive_keys_rotate_and_survive_a_crash() {
         .wait_final(&hash, Duration::from_secs(30))
         .await
         .unwrap();
+    // It is included as failed: the relayer pays for the signature check, nothing is applied.
     assert!(
-        matches!(&status, TxStatus::Rejected { code, .. } if code == "bad_sequence"),
+        matches!(&status, TxStatus::Finalized { failed: Some(failure), .. } if failure.code == "bad_sequence"),
         "a replayed message must be refused: {status:?}"
     );
 }

@@ -97,16 +97,27 @@ pub struct FinalizedHead {
 pub enum TxStatus {
     /// In the mempool, waiting for a block.
     Pending,
-    /// In a finalized block; never reverts.
+    /// In a finalized block; never reverts. `failed` says why its call failed, if it did:
+    /// the fee was paid and the nonce used, but the call's effects were rolled back.
     Finalized {
         height: u64,
         index: u32,
         block: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed: Option<TxFailure>,
     },
     /// Dropped before inclusion, with the reason.
     Rejected { code: String, reason: String },
     /// Never seen (or forgotten after a restart while still pending).
     Unknown,
+}
+
+/// Why an included transaction's call failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxFailure {
+    /// A stable machine-readable code (`TxError::code`).
+    pub code: String,
+    pub reason: String,
 }
 
 /// An account as stored, with the proof of it against the state root of `height`.
@@ -128,6 +139,23 @@ pub struct StateValueJson {
     pub value: Option<String>,
     pub height: u64,
     pub state_root: String,
+    pub proof: ProofJson,
+}
+
+/// Several state values, each with its proof against the one state root of `height`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateValuesJson {
+    pub height: u64,
+    pub state_root: String,
+    /// One per key asked, in the order asked.
+    pub values: Vec<ProvenValueJson>,
+}
+
+/// One value of [`StateValuesJson`] (absent: `null`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvenValueJson {
+    pub key: String,
+    pub value: Option<String>,
     pub proof: ProofJson,
 }
 

@@ -8,11 +8,11 @@ use crate::contracts::{
 use crate::{Client, Error};
 use bytes::Bytes;
 use commonware_codec::{Copying, DecodeExt};
-use phala_chain::{registry, state::keys};
+use phala_chain::state::keys;
 use phala_crypto::Keypair;
 use phala_types::{
-    Address, AttestationPolicy, Call, ContractCommand, ContractRecord, Destination,
-    DownwardMessage, QueryReceipt, ReportRecord,
+    Address, Call, ContractCommand, ContractRecord, Destination, DownwardMessage, QueryReceipt,
+    ReportRecord,
     contracts::{CodeHash, ContractId, code_hash, contract_id, topics},
     registry::decode_payload,
 };
@@ -117,24 +117,10 @@ pub async fn command(
     };
     let stx = client.sign_call(signer, call, Some(nonce)).await?;
     let transaction = client.submit(&stx).await?;
-    match client
-        .wait_final(&transaction, Duration::from_secs(60))
-        .await?
-    {
-        crate::api::TxStatus::Rejected { reason, .. } => Err(Error::Rpc {
-            code: 1001,
-            message: format!("transaction rejected: {reason}"),
-            data: None,
-        }),
-        crate::api::TxStatus::Finalized { height, .. } => {
-            let sent = (signer.address(), nonce);
-            let index = command_index(client, stream, from, height, sent).await?;
-            Ok(SentCommand { transaction, index })
-        }
-        other => Err(Error::Malformed(format!(
-            "unexpected transaction status {other:?}"
-        ))),
-    }
+    let height = client.wait_applied(&transaction).await?;
+    let sent = (signer.address(), nonce);
+    let index = command_index(client, stream, from, height, sent).await?;
+    Ok(SentCommand { transaction, index })
 }
 
 /// The call index the chain gave the command `(sender, nonce)`: found among the messages of its
@@ -304,123 +290,4 @@ async fn post<Request: serde::Serialize, Answer: serde::de::DeserializeOwned>(
         .unwrap_or("no reason given")
         .to_string();
     Err(QueryFailure::Refused(format!("{status}: {reason}")))
-}
-
-/// What checking a receipt against the chain found.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ReceiptCheck {
-    pub worker: phala_types::Address,
-    pub tee: phala_types::TeeKind,
-    pub confidence: u8,
-    pub cluster: u32,
-    pub code_hash: String,
-    /// The call whose reported commitment equals the receipt's, if the chain has it.
-    pub commitment_reported_for_call: Option<u64>,
-}
-
-/// Why a receipt is not good.
-#[derive(Debug, thiserror::Error)]
-pub enum ReceiptError {
-    #[error(transparent)]
-    Node(#[from] Error),
-    #[error(
-        "the worker's signature over the receipt is invalid (a field was changed, or another key signed it)"
-    )]
-    BadSignature,
-    #[error("worker {0} is not registered on this chain")]
-    UnknownWorker(phala_types::Address),
-    #[error("worker {worker}'s attestation expired at block {expired}")]
-    Expired {
-        worker: phala_types::Address,
-        expired: u64,
-    },
-    #[error("contract {0} does not exist on this chain")]
-    UnknownContract(String),
-    #[error("worker {worker} is not in the contract's cluster {cluster}")]
-    WrongCluster {
-        worker: phala_types::Address,
-        cluster: u32,
-    },
-    #[error("the receipt names code {receipt}, the contract runs {chain}")]
-    WrongCode { receipt: String, chain: String },
-    #[error("the receipt is for block {receipt}, after the chain's finalized block {head}")]
-    FromTheFuture { receipt: u64, head: u64 },
-}
-
-/// Checks a receipt against the chain: signed by a registered worker whose attestation is
-/// current, in the contract's cluster, for the code the contract runs, at a finalized height.
-pub async fn verify_receipt(
-    client: &Client,
-    receipt: &QueryReceipt,
-) -> Result<ReceiptCheck, ReceiptError> {
-    if !crate::contracts::receipt_signature_valid(receipt) {
-        return Err(ReceiptError::BadSignature);
-    }
-    let workers = client.workers().await?;
-    let worker = workers
-        .iter()
-        .find(|w| w.identity == receipt.worker)
-        .ok_or(ReceiptError::UnknownWorker(receipt.worker))?;
-    let head = client.health().await?.finalized_height;
-    let policy = attestation_policy(client).await?;
-    let expired = worker.attested_at.saturating_add(policy.reattest_blocks);
-    if policy.reattest_blocks > 0 && head > expired {
-        return Err(ReceiptError::Expired {
-            worker: receipt.worker,
-            expired,
-        });
-    }
-    let info = client
-        .contract(&receipt.contract)
-        .await
-        .map_err(|e| match e {
-            Error::Rpc { .. } => ReceiptError::UnknownContract(hex::encode(receipt.contract)),
-            other => ReceiptError::Node(other),
-        })?;
-    let record = info.record;
-    if worker.cluster != Some(record.cluster) {
-        return Err(ReceiptError::WrongCluster {
-            worker: receipt.worker,
-            cluster: record.cluster,
-        });
-    }
-    if record.code_hash != receipt.code_hash {
-        return Err(ReceiptError::WrongCode {
-            receipt: hex::encode(receipt.code_hash),
-            chain: hex::encode(record.code_hash),
-        });
-    }
-    if receipt.height > head {
-        return Err(ReceiptError::FromTheFuture {
-            receipt: receipt.height,
-            head,
-        });
-    }
-    let mut reported = None;
-    for index in (record.commands.saturating_sub(64)..=record.commands).rev() {
-        if let Some(report) = client.contract_report(&receipt.contract, index).await?
-            && report.commitment == receipt.state_commitment
-        {
-            reported = Some(index);
-            break;
-        }
-    }
-    Ok(ReceiptCheck {
-        worker: receipt.worker,
-        tee: worker.tee,
-        confidence: worker.confidence,
-        cluster: record.cluster,
-        code_hash: hex::encode(record.code_hash),
-        commitment_reported_for_call: reported,
-    })
-}
-
-async fn attestation_policy(client: &Client) -> Result<AttestationPolicy, Error> {
-    use commonware_codec::{Copying, DecodeExt};
-    let value = client.state_value(registry::keys::POLICY).await?;
-    value
-        .value
-        .and_then(|v| hex::decode(v).ok())
-        .and_then(|bytes| AttestationPolicy::decode(Copying(&bytes)).ok())
-        .ok_or_else(|| Error::Malformed("the chain has no attestation policy".into()))
 }

@@ -5,11 +5,12 @@
 pub mod api;
 pub mod contract_ops;
 pub mod contracts;
+pub mod receipt;
 mod verify;
 
 use api::{
     AccountJson, BlockJson, ChainInfo, ContractInfo, FinalizedHead, HeadersJson, Health,
-    OutboxMessageJson, StateValueJson, TxStatus, Witness,
+    OutboxMessageJson, StateValueJson, StateValuesJson, TxStatus, Witness,
 };
 use commonware_codec::{Encode, EncodeSize};
 use jsonrpsee::{
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 pub use verify::{
     TrustedChain, VerifyError, verify_account, verify_certificate, verify_finalization,
-    verify_headers,
+    verify_headers, verify_values,
 };
 
 /// Why a call failed.
@@ -44,6 +45,13 @@ pub enum Error {
     Malformed(String),
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    /// The transaction was included, and its fee paid, but its call failed.
+    #[error("transaction {hash} failed (its fee was paid): {reason}")]
+    TxFailed {
+        hash: String,
+        code: String,
+        reason: String,
+    },
     /// The node's answer does not hold up against what the client trusts.
     #[error("the node at {url} lied: {reason}")]
     Lied { url: String, reason: String },
@@ -178,17 +186,36 @@ impl Client {
         Ok(signer.sign_transaction(&genesis, tx))
     }
 
-    /// Signs, submits and waits for `call` to be finalized; a rejection is an error.
+    /// Signs, submits and waits for `call` to be finalized; a rejection or a failed call is
+    /// an error.
     pub async fn execute(&self, signer: &Keypair, call: Call) -> Result<Digest, Error> {
         let stx = self.sign_call(signer, call, None).await?;
         let hash = self.submit(&stx).await?;
-        match self.wait_final(&hash, Duration::from_secs(60)).await? {
+        self.wait_applied(&hash).await?;
+        Ok(hash)
+    }
+
+    /// Waits until a transaction is finalized with its call applied; returns the height of
+    /// its block. A rejection or a failed call is an error.
+    pub async fn wait_applied(&self, hash: &Digest) -> Result<u64, Error> {
+        match self.wait_final(hash, Duration::from_secs(60)).await? {
+            TxStatus::Finalized {
+                failed: Some(failure),
+                ..
+            } => Err(Error::TxFailed {
+                hash: hex::encode(hash),
+                code: failure.code,
+                reason: failure.reason,
+            }),
+            TxStatus::Finalized { height, .. } => Ok(height),
             TxStatus::Rejected { code, reason } => Err(Error::Rpc {
                 code: 1001,
                 message: format!("transaction rejected: {reason}"),
                 data: Some(serde_json::json!({ "code": code })),
             }),
-            _ => Ok(hash),
+            other => Err(Error::Malformed(format!(
+                "unexpected transaction status {other:?}"
+            ))),
         }
     }
 
@@ -263,6 +290,30 @@ impl Client {
         })
     }
 
+    /// The values of `keys`, each proven against a state root that a finality certificate under
+    /// the trusted group key covers: nothing is taken on this node's word.
+    pub async fn proven_values(
+        &self,
+        trust: &TrustedChain,
+        keys: &[Vec<u8>],
+    ) -> Result<ProvenValues, Error> {
+        let hexes: Vec<String> = keys.iter().map(hex::encode).collect();
+        let answer: StateValuesJson = self.call("state_values", rpc_params![hexes]).await?;
+        let lied = |reason: String| Error::Lied {
+            url: self.url.clone(),
+            reason,
+        };
+        let (root, values) = verify_values(keys, &answer).map_err(|e| lied(e.to_string()))?;
+        let header = self.prove_final(trust, answer.height).await?;
+        if header.state_root != root {
+            return Err(lied(format!(
+                "block {}'s certified state root is not the one its proofs are against",
+                answer.height
+            )));
+        }
+        Ok(ProvenValues { header, values })
+    }
+
     /// The node's chain, checked against the trusted one.
     pub async fn check_chain(&self, trust: &TrustedChain) -> Result<(), Error> {
         let info = self.chain_info().await?;
@@ -280,6 +331,15 @@ impl Client {
     pub async fn workers(&self) -> Result<Vec<WorkerRecord>, Error> {
         self.call("workers", rpc_params![]).await
     }
+}
+
+/// State values proven final (see [`Client::proven_values`]).
+#[derive(Debug, Clone)]
+pub struct ProvenValues {
+    /// The certified header whose state root the values are proven against.
+    pub header: phala_types::Header,
+    /// One per key asked, in order (`None`: absent).
+    pub values: Vec<Option<Vec<u8>>>,
 }
 
 /// How many blocks a transaction built by [`Client::sign_call`] stays valid.

@@ -1,6 +1,6 @@
 //! Checks that make a client independent of the node's honesty.
 
-use crate::api::{AccountJson, ChainInfo, HeaderJson, HeadersJson, parse_digest};
+use crate::api::{AccountJson, ChainInfo, HeaderJson, HeadersJson, StateValuesJson, parse_digest};
 use commonware_codec::{Copying, DecodeExt};
 use commonware_consensus::simplex::{
     scheme::bls12381_threshold::standard as threshold, types::Finalization,
@@ -147,6 +147,47 @@ pub fn verify_account(account: &AccountJson) -> Result<(), VerifyError> {
         return Err(VerifyError::AccountMismatch);
     }
     Ok(())
+}
+
+/// A proven state value (`None`: proven absent).
+pub type ProvenValue = Option<Vec<u8>>;
+
+/// Checks a `state_values` answer: one value per key asked, in order, each proven against the
+/// answer's state root. Returns that root and the proven values. (That the root is final is a
+/// separate check: [`verify_headers`] for the answer's height.)
+pub fn verify_values(
+    keys: &[Vec<u8>],
+    answer: &StateValuesJson,
+) -> Result<(Digest, Vec<ProvenValue>), VerifyError> {
+    let root =
+        parse_digest(&answer.state_root).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    if answer.values.len() != keys.len() {
+        return Err(VerifyError::Malformed(format!(
+            "{} values for {} keys",
+            answer.values.len(),
+            keys.len()
+        )));
+    }
+    keys.iter()
+        .zip(&answer.values)
+        .map(|(key, reported)| {
+            let proof = reported
+                .proof
+                .to_proof()
+                .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+            let proven = proof
+                .verify(&root, key)
+                .map_err(|e| VerifyError::Proof(e.to_string()))?;
+            if proven.as_ref().map(hex::encode) != reported.value {
+                return Err(VerifyError::Proof(format!(
+                    "the value reported for key {} is not the proven one",
+                    hex::encode(key)
+                )));
+            }
+            Ok(proven)
+        })
+        .collect::<Result<_, _>>()
+        .map(|values| (root, values))
 }
 
 /// Checks that `finalization_hex` certifies the block whose header has exactly these fields,

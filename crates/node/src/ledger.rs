@@ -17,7 +17,7 @@ use phala_chain::{
     registry::{self, RegistrationContext},
     state::{Changes, Overlay, keys},
 };
-use phala_client::api::{FinalizedEvent, HeaderJson, TxStatus};
+use phala_client::api::{FinalizedEvent, HeaderJson, TxFailure, TxStatus};
 use phala_types::{
     Address, Block, Call, Digest, DownwardMessage, Header, SignedTransaction, limits,
 };
@@ -32,14 +32,16 @@ struct Speculative {
     header: Header,
     changes: Changes,
     outbox: Arc<BlockOutbox>,
+    failures: Vec<(u32, TxError)>,
 }
 
-/// Where a finalized transaction is.
-#[derive(Clone, Copy)]
+/// Where a finalized transaction is, and why its call failed if it did.
+#[derive(Clone)]
 struct TxLocation {
     height: u64,
     index: u32,
     block: Digest,
+    failure: Option<TxError>,
 }
 
 struct Inner {
@@ -249,6 +251,7 @@ impl Ledger {
                 header: block.header.clone(),
                 changes: executed.changes,
                 outbox,
+                failures: executed.failures,
             },
         );
         Some(block)
@@ -319,6 +322,7 @@ impl Ledger {
                 header: header.clone(),
                 changes: executed.changes,
                 outbox,
+                failures: executed.failures,
             },
         );
         Ok(())
@@ -376,8 +380,8 @@ impl Ledger {
         if !block.body_matches_header() {
             return Err(fatal("its transactions do not match its tx_root"));
         }
-        let (changes, outbox) = match speculative {
-            Some(s) => (s.changes, s.outbox),
+        let (changes, outbox, failures) = match speculative {
+            Some(s) => (s.changes, s.outbox, s.failures),
             None => {
                 let ctx = BlockContext {
                     height: header.height,
@@ -395,6 +399,7 @@ impl Ledger {
                 (
                     executed.changes,
                     Arc::new(BlockOutbox::new(executed.outbox)),
+                    executed.failures,
                 )
             }
         };
@@ -416,12 +421,16 @@ impl Ledger {
             .speculative
             .retain(|_, s| s.header.height > header.height);
         inner.headers.push(header.clone());
+        let mut failures = failures.into_iter().peekable();
         for (index, &hash) in block.tx_hashes().iter().enumerate() {
             inner.mempool.remove(&hash, None);
+            let index = index as u32;
+            let failure = failures.next_if(|(i, _)| *i == index).map(|(_, e)| e);
             let location = TxLocation {
                 height: header.height,
-                index: index as u32,
+                index,
                 block: digest,
+                failure,
             };
             if inner.tx_index.insert(hash, location).is_some()
                 && let Some(audit) = inner.audit.as_mut()
@@ -500,7 +509,7 @@ impl Ledger {
     ) -> Result<Digest, AdmissionError> {
         let hash = stx.hash();
         let checked = if signature_verified {
-            self.runtime.check_size(&stx)
+            self.runtime.check_form(&stx)
         } else {
             self.runtime.check_stateless(&stx)
         };
@@ -594,6 +603,10 @@ impl Ledger {
                 height: location.height,
                 index: location.index,
                 block: hex::encode(location.block),
+                failed: location.failure.as_ref().map(|error| TxFailure {
+                    code: error.code().into(),
+                    reason: error.to_string(),
+                }),
             };
         }
         if inner.mempool.contains(hash) {

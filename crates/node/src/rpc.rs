@@ -11,7 +11,7 @@ use jsonrpsee::{
 };
 use phala_client::api::{
     AccountJson, BlockJson, ChainInfo, FinalizedHead, HeaderJson, Health, OutboxMessageJson,
-    ProofJson, StateValueJson, TxStatus,
+    ProofJson, ProvenValueJson, StateValueJson, StateValuesJson, TxStatus,
 };
 use phala_types::{Address, Block, SignedTransaction, limits};
 use std::{net::SocketAddr, sync::Arc};
@@ -279,6 +279,47 @@ fn state_value(params: Params<'_>, ctx: &RpcContext) -> Result<StateValueJson, E
     })
 }
 
+/// Most keys one `state_values` call proves.
+pub const MAX_STATE_VALUES: usize = 128;
+/// Longest key `state_values` takes (every key the chain writes is shorter).
+pub const MAX_STATE_KEY: usize = 256;
+
+/// `state_values([key_hex, ...])`: several values proven against one state root, so a client
+/// can check records that must agree (a worker, its contract, the policy) at one height.
+fn state_values(params: Params<'_>, ctx: &RpcContext) -> Result<StateValuesJson, ErrorObjectOwned> {
+    let (hexes,): (Vec<String>,) = params
+        .parse()
+        .map_err(|_| invalid_params("expected [[key_hex, ...]]"))?;
+    if hexes.len() > MAX_STATE_VALUES {
+        return Err(invalid_params(format!(
+            "at most {MAX_STATE_VALUES} keys per call"
+        )));
+    }
+    let keys = hexes
+        .iter()
+        .map(|text| parse_hex(text, "key"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.iter().any(|key| key.len() > MAX_STATE_KEY) {
+        return Err(invalid_params(format!(
+            "keys are at most {MAX_STATE_KEY} bytes"
+        )));
+    }
+    let (values, header) = ctx.ledger.state_values(&keys);
+    Ok(StateValuesJson {
+        height: header.height,
+        state_root: hex::encode(header.state_root),
+        values: keys
+            .iter()
+            .zip(values)
+            .map(|(key, (value, proof))| ProvenValueJson {
+                key: hex::encode(key),
+                value: value.map(hex::encode),
+                proof: ProofJson::from_proof(&proof),
+            })
+            .collect(),
+    })
+}
+
 /// `block(height | hash | null)`: a finalized block; `null` or no parameter means the head.
 async fn block(
     params: Params<'static>,
@@ -397,6 +438,7 @@ pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
     })?;
     module.register_method("account", |params, ctx, _| account(params, ctx))?;
     module.register_method("state_value", |params, ctx, _| state_value(params, ctx))?;
+    module.register_method("state_values", |params, ctx, _| state_values(params, ctx))?;
     module.register_async_method("block", |params, ctx, _| block(params, ctx))?;
     module.register_async_method("finalized_head", |_, ctx, _| finalized_head(ctx))?;
     module.register_method("outbox", |params, ctx, _| outbox(params, ctx))?;

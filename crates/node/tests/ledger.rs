@@ -179,3 +179,51 @@ fn a_registration_that_does_not_attest_never_enters_the_mempool() {
     assert_eq!(error.code(), "attestation_refused", "{error}");
     assert_eq!(ledger.mempool_len(), 0);
 }
+
+/// A transaction whose call fails once in a block (here an upward message from an origin that
+/// is not registered: its signature check is the expensive part) is included, pays its fee and
+/// reports why it failed; before, it was dropped for free and could be resubmitted forever.
+#[test]
+fn a_call_that_fails_in_a_block_is_included_and_pays_its_fee() {
+    let (spec, proposer, verifier) = setup();
+    let alice = Keypair::dev("alice");
+    let stranger = Keypair::generate();
+    let mut message = phala_types::UpwardMessage {
+        origin: stranger.address(),
+        topic: bytes::Bytes::from_static(b"spam"),
+        payload: bytes::Bytes::from_static(b"spam"),
+        sequence: 0,
+        signature: [0; 64],
+    };
+    stranger.sign_upward(&spec.hash(), &mut message);
+    let tx = Transaction {
+        signer: alice.address(),
+        nonce: 0,
+        fee: UNIT / 10,
+        expiry: 1_000,
+        call: Call::SubmitUpward(message),
+    };
+    let stx = alice.sign_transaction(&spec.hash(), tx);
+    let hash = proposer.submit(stx).unwrap();
+    let before = proposer.account(&alice.address()).0;
+    let block = propose(&proposer, &spec);
+    assert_eq!(block.transactions.len(), 1, "the failing call is included");
+    verifier
+        .execute(&block, &spec.validators[0].address)
+        .unwrap();
+    verifier.finalize(&block).unwrap();
+    proposer.finalize(&block).unwrap();
+    assert_eq!(verifier.head(), proposer.head());
+    for ledger in [&proposer, &verifier] {
+        let after = ledger.account(&alice.address()).0;
+        assert_eq!(after.nonce, before.nonce + 1);
+        assert_eq!(after.free, before.free - UNIT / 10, "the fee is paid");
+        match ledger.tx_status(&hash) {
+            phala_client::api::TxStatus::Finalized {
+                failed: Some(failure),
+                ..
+            } => assert_eq!(failure.code, "unknown_origin"),
+            other => panic!("expected a failed transaction, got {other:?}"),
+        }
+    }
+}

@@ -131,9 +131,19 @@ impl Relay {
         }
         if let Some(hash) = last {
             // Wait for the batch so the next round reads the new sequence, not a stale one.
-            self.node
+            let status = self
+                .node
                 .wait_final(&hash, std::time::Duration::from_secs(60))
                 .await?;
+            if let phala_client::api::TxStatus::Finalized {
+                failed: Some(failure),
+                ..
+            } = status
+            {
+                // Another relayer may have delivered the same messages first; the next round
+                // reads the sequence again.
+                tracing::warn!(reason = %failure.reason, "upward message batch failed");
+            }
         }
         Ok(egress.messages.len())
     }

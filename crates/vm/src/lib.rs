@@ -6,12 +6,14 @@
 //!   deterministic for commands (see [`Call::random_seed`]).
 //! - Bounded: fuel metering (the gas of commands), an epoch deadline for queries (wall clock;
 //!   each on its own engine so code carries only its own checks),
-//!   memory, stack, table and instance limits, size limits on every host call.
+//!   memory, stack, table and instance limits, size limits on every host call; call depth by
+//!   a counter instrumented into the module ([`depth`]), the same on every machine.
 //! - Transactional: a call returns its writes; a failed, trapped or out-of-gas call returns an
 //!   error and no writes, so the contract's state is unchanged.
 //!
 //! The host interface is documented in `docs/contracts.md`.
 
+pub mod depth;
 mod host;
 
 use sha2::{Digest as _, Sha256};
@@ -41,8 +43,12 @@ pub mod limits {
     pub const MAX_CODE: usize = wire::MAX_CODE;
     /// Largest linear memory of a contract.
     pub const MAX_MEMORY: usize = 16 * 1024 * 1024;
-    /// Largest wasm call stack.
-    pub const MAX_STACK: usize = 512 * 1024;
+    /// Deepest stack a call may reach, in wasm values: the deterministic rule
+    /// ([`crate::depth`]).
+    pub const MAX_STACK_HEIGHT: u32 = 16 * 1024;
+    /// The native stack wasmtime may use: a backstop far above what [`MAX_STACK_HEIGHT`]
+    /// allows (64 bytes per counted value), and within the 2 MiB of the threads calls run on.
+    pub const MAX_STACK: usize = 1024 * 1024;
     /// Longest storage key.
     pub const MAX_KEY: usize = 1024;
     /// Largest storage value.
@@ -166,6 +172,8 @@ pub enum VmError {
     HostRule(String),
     #[error("the contract trapped: {0}")]
     Trap(String),
+    #[error("the call nested deeper than the stack limit ({limit} values)")]
+    CallTooDeep { limit: u32 },
     #[error("{0} queries are already running; ask again shortly")]
     Busy(usize),
 }
@@ -332,9 +340,10 @@ impl Vm {
                 limit: limits::MAX_CODE,
             });
         }
+        let code = depth::instrument(code)?;
         Ok(Loaded {
-            metered: self.metered.compile(code)?,
-            timed: self.timed.compile(code)?,
+            metered: self.metered.compile(&code)?,
+            timed: self.timed.compile(&code)?,
         })
     }
 
@@ -376,8 +385,19 @@ fn run(
         .ok_or_else(|| wasmtime::Error::msg("export `memory` is not a memory"))?;
     store.data_mut().memory = Some(memory);
     let function = instance.get_typed_func::<(), ()>(&mut *store, entry.export())?;
-    function.call(&mut *store, ())
+    function.call(&mut *store, ()).map_err(|error| {
+        if depth::exceeded(&instance, &mut *store) {
+            wasmtime::Error::new(TooDeep)
+        } else {
+            error
+        }
+    })
 }
+
+/// A trap at the depth limit (see [`depth::exceeded`]).
+#[derive(Debug, Error)]
+#[error("call depth limit")]
+struct TooDeep;
 
 /// Turns a wasmtime error into what the caller is told.
 fn classify(error: wasmtime::Error, fuel: u64) -> VmError {
@@ -386,6 +406,11 @@ fn classify(error: wasmtime::Error, fuel: u64) -> VmError {
             host::HostError::Refused(message) => VmError::Refused(message.clone()),
             host::HostError::Rule(message) => VmError::HostRule(message.clone()),
             host::HostError::OutOfGas => VmError::OutOfGas { limit: fuel },
+        };
+    }
+    if error.is::<TooDeep>() {
+        return VmError::CallTooDeep {
+            limit: limits::MAX_STACK_HEIGHT,
         };
     }
     match error.downcast_ref::<Trap>() {

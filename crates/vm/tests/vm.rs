@@ -210,7 +210,7 @@ fn a_trap_is_reported() {
 }
 
 #[test]
-fn unbounded_recursion_overflows_the_stack_cleanly() {
+fn unbounded_recursion_stops_at_the_deterministic_depth_limit() {
     let extra = "(func $deep (param i32) (call $deep (i32.add (local.get 0) (i32.const 1))))";
     let error = run(
         &module("(call $deep (i32.const 0))", extra),
@@ -218,10 +218,52 @@ fn unbounded_recursion_overflows_the_stack_cleanly() {
         u64::MAX / 4,
     )
     .unwrap_err();
-    assert!(
-        matches!(&error, VmError::Trap(m) if m.contains("stack")),
-        "{error}"
+    assert_eq!(
+        error,
+        VmError::CallTooDeep {
+            limit: limits::MAX_STACK_HEIGHT
+        }
     );
+}
+
+/// Recursion `depth` calls deep through a function with `locals` i64 locals.
+fn recursion(depth: u32, locals: usize) -> Vec<u8> {
+    let declared = "(local i64)".repeat(locals);
+    let extra = format!(
+        "(func $down (param i32) {declared}
+            (if (local.get 0) (then (call $down (i32.sub (local.get 0) (i32.const 1))))))"
+    );
+    module(&format!("(call $down (i32.const {depth}))"), &extra)
+}
+
+/// Whether a recursion succeeds is decided by the instrumented counter, in wasm values, not by
+/// the native stack (whose use per frame depends on the machine and the build): the deepest
+/// recursion that succeeds shrinks with the frame's declared size exactly as the counter
+/// predicts, and one step deeper fails with the depth error, never a native stack overflow.
+#[test]
+fn call_depth_is_decided_by_the_counter_not_the_machine() {
+    let deepest = |locals: usize| {
+        let succeeds = |depth: u32| run(&recursion(depth, locals), Entry::Command, u64::MAX / 4);
+        let (mut low, mut high) = (0u32, 1 << 20);
+        while low + 1 < high {
+            let middle = low + (high - low) / 2;
+            match succeeds(middle) {
+                Ok(_) => low = middle,
+                Err(VmError::CallTooDeep { .. }) => high = middle,
+                Err(other) => panic!("depth {middle} failed otherwise: {other}"),
+            }
+        }
+        low
+    };
+    let small = deepest(0);
+    let large = deepest(100);
+    assert!(small > 1_000, "{small}");
+    // Each frame of the large function counts 100 more values.
+    let per_frame = |depth: u32| limits::MAX_STACK_HEIGHT / (depth + 1);
+    let extra = per_frame(large) as i64 - per_frame(small) as i64;
+    assert!((98..=102).contains(&extra), "{small} vs {large}: {extra}");
+    // The same limits on a second VM (a fresh engine and compilation).
+    assert_eq!(deepest(0), small);
 }
 
 #[test]

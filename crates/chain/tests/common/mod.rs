@@ -4,13 +4,14 @@
 
 use bytes::Bytes;
 use phala_chain::{
-    BlockContext, Runtime, TxError,
+    BlockContext, Outcome, Runtime, TxError,
     commitment::StateDb,
     config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig},
     contracts::ContractsConfig,
+    failure_record,
     mq::{self, Outbox},
     registry::{self, RegistryConfig},
-    state::Overlay,
+    state::{Overlay, keys},
 };
 use phala_crypto::Keypair;
 use phala_types::{
@@ -89,6 +90,9 @@ impl Chain {
         }
     }
 
+    /// Applies `call` as the next block. A call that fails is included all the same (its fee
+    /// paid, its failure recorded, its effects undone): that is committed and its error
+    /// returned; an invalid transaction changes nothing.
     pub fn apply(&mut self, signer: &Keypair, call: Call) -> Result<Outbox, TxError> {
         self.height += 1;
         self.timestamp += 1_000;
@@ -109,11 +113,19 @@ impl Chain {
         };
         let mut state = Overlay::new(&self.db);
         let mut outbox = Outbox::default();
-        self.runtime.apply(&mut state, &mut outbox, &ctx, &stx)?;
+        let outcome = self.runtime.apply(&mut state, &mut outbox, &ctx, &stx)?;
         let changes = state.into_changes();
         self.db.apply(&changes);
         self.outboxes.push(outbox.clone());
-        Ok(outbox)
+        match outcome {
+            Outcome::Applied => Ok(outbox),
+            Outcome::Failed(error) => {
+                assert!(outbox.messages.is_empty(), "a failed call sends nothing");
+                let recorded = Overlay::new(&self.db).get(&keys::last_failure(&signer.address()));
+                assert_eq!(recorded, Some(failure_record(nonce, &error)));
+                Err(error)
+            }
+        }
     }
 
     /// Moves the chain forward by `blocks` blocks of one transfer each.
