@@ -117,9 +117,12 @@ pub mod keys {
     use commonware_codec::Encode;
     use phala_types::{Address, Destination};
 
+    /// Prefix of every account record: balances plus [`BURNED`] are the total supply.
+    pub const ACCOUNT_PREFIX: &[u8] = b"balances/account/";
+
     /// An account record (nonce and free balance).
     pub fn account(address: &Address) -> Vec<u8> {
-        [b"balances/account/".as_slice(), &address.0].concat()
+        [ACCOUNT_PREFIX, &address.0].concat()
     }
 
     /// The last transaction of `address` whose call failed ([`crate::runtime::failure_record`]).

@@ -35,7 +35,11 @@ struct Network {
 
 impl Network {
     fn new() -> Self {
-        let mut chain = Chain::new(true, AttestationPolicy::dev());
+        Self::on(Chain::new(true, AttestationPolicy::dev()))
+    }
+
+    /// The network on `chain`.
+    fn on(mut chain: Chain) -> Self {
         let admin = key("admin");
         let mut gatekeeper = Enclave::new("gk");
         gatekeeper.register(&mut chain, &key("op1"), true).unwrap();
@@ -373,6 +377,55 @@ fn gas_waits_in_escrow_until_the_first_report_which_refunds_the_rest() {
     report(&mut network, |n| (&mut n.chain, &mut n.w1), &greedy).unwrap();
     assert_eq!(free(&network, &user.address()) - before, refund);
     assert_eq!(free(&network, &contracts::GAS_ESCROW), 0);
+}
+
+/// With fees split between burning, the block author and the treasury, escrowing gas and
+/// settling it (charged as a fee, the rest refunded) creates and destroys nothing: after every
+/// block the balances plus what was burned are the total supply, and the escrow holds exactly
+/// the gas of the calls not yet reported.
+#[test]
+fn gas_escrow_and_settlement_conserve_the_supply_under_a_real_fee_split() {
+    let split = phala_chain::config::FeeSplit {
+        burn: 20,
+        author: 50,
+        treasury: 30,
+    };
+    let mut network = Network::on(Chain::with_fee_split(true, AttestationPolicy::dev(), split));
+    let id = network.deploy(1).unwrap();
+    network.publish_key(id, 3).unwrap();
+    let supply = phala_types::TOTAL_SUPPLY;
+    assert_eq!(network.chain.issuance(), supply);
+    let balance = |network: &Network, who: &phala_types::Address| {
+        phala_chain::balances::account(&Overlay::new(&network.chain.db), who).free
+    };
+    let price = ContractsConfig::default().gas_price;
+    let treasury_before = balance(&network, &phala_types::system::TREASURY);
+    let author_before = balance(&network, &key("validator").address());
+
+    let limits: Vec<u64> = (1..=12).map(|i| 1_000 + i * 97_531).collect();
+    for limit in &limits {
+        network.chain.apply(&key("op3"), command(id, *limit)).unwrap();
+        assert_eq!(network.chain.issuance(), supply);
+    }
+    let mut outstanding: u128 = limits.iter().map(|l| price * *l as u128).sum();
+    assert_eq!(balance(&network, &contracts::GAS_ESCROW), outstanding);
+
+    for (index, limit) in (1..).zip(&limits) {
+        let mut first = a_report(id, index, 7);
+        // Some use part of their gas, some claim more than their limit (charged the limit).
+        first.gas_used = if index % 3 == 0 { u64::MAX } else { limit / index };
+        report(&mut network, |n| (&mut n.chain, &mut n.w1), &first).unwrap();
+        outstanding -= price * *limit as u128;
+        assert_eq!(network.chain.issuance(), supply, "after settling call {index}");
+        assert_eq!(balance(&network, &contracts::GAS_ESCROW), outstanding);
+        // A confirmation settles nothing again.
+        report(&mut network, |n| (&mut n.chain, &mut n.w2), &first).unwrap();
+        assert_eq!(network.chain.issuance(), supply);
+        assert_eq!(balance(&network, &contracts::GAS_ESCROW), outstanding);
+    }
+    assert_eq!(outstanding, 0);
+    assert!(balance(&network, &phala_types::system::TREASURY) > treasury_before);
+    assert!(balance(&network, &key("validator").address()) > author_before);
 }
 
 #[test]

@@ -267,10 +267,9 @@ impl Chain {
 
     /// Every account balance in state, plus the burned amount.
     fn issuance(&self) -> Balance {
-        let prefix = account_prefix();
         let balances: Balance = self
             .db
-            .scan_prefix(&prefix)
+            .scan_prefix(keys::ACCOUNT_PREFIX)
             .map(|(_, value)| Account::decode(value).expect("stored accounts decode").free)
             .sum();
         balances + self.burned()
@@ -286,10 +285,6 @@ impl Chain {
 }
 
 /// The key prefix of every account record.
-fn account_prefix() -> Vec<u8> {
-    let full = keys::account(&Address::default());
-    full[..full.len() - 32].to_vec()
-}
 
 /// The parts of `fee` as `balances::charge_fee` documents them: author and treasury get their
 /// percentage rounded down, the remainder is burned.

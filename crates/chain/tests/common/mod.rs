@@ -41,6 +41,16 @@ pub struct Chain {
 
 impl Chain {
     pub fn new(dev: bool, policy: AttestationPolicy) -> Self {
+        let all_burned = FeeSplit {
+            burn: 100,
+            author: 0,
+            treasury: 0,
+        };
+        Self::with_fee_split(dev, policy, all_burned)
+    }
+
+    /// A chain whose fees (and settled gas) are split as `split` says.
+    pub fn with_fee_split(dev: bool, policy: AttestationPolicy, split: FeeSplit) -> Self {
         let treasury = phala_types::system::TREASURY;
         let mut allocations: Vec<Allocation> = ["admin", "op1", "op2", "op3"]
             .iter()
@@ -59,11 +69,7 @@ impl Chain {
                 base: 1,
                 per_byte: 0,
                 per_weight: 0,
-                split: FeeSplit {
-                    burn: 100,
-                    author: 0,
-                    treasury: 0,
-                },
+                split,
                 treasury,
             },
             allocations,
@@ -137,6 +143,20 @@ impl Chain {
             };
             self.apply(&key("op3"), call).unwrap();
         }
+    }
+
+    /// Every account's balance plus what fees burned: the total supply, always.
+    pub fn issuance(&self) -> phala_types::Balance {
+        let accounts: phala_types::Balance = self
+            .db
+            .scan_prefix(keys::ACCOUNT_PREFIX)
+            .map(|(_, value)| {
+                phala_chain::balances::Account::decode(value)
+                    .expect("stored accounts decode")
+                    .free
+            })
+            .sum();
+        accounts + phala_chain::balances::burned(&Overlay::new(&self.db))
     }
 
     pub fn worker(&self, identity: &Keypair) -> Option<phala_types::WorkerRecord> {
