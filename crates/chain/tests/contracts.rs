@@ -404,7 +404,10 @@ fn gas_escrow_and_settlement_conserve_the_supply_under_a_real_fee_split() {
 
     let limits: Vec<u64> = (1..=12).map(|i| 1_000 + i * 97_531).collect();
     for limit in &limits {
-        network.chain.apply(&key("op3"), command(id, *limit)).unwrap();
+        network
+            .chain
+            .apply(&key("op3"), command(id, *limit))
+            .unwrap();
         assert_eq!(network.chain.issuance(), supply);
     }
     let mut outstanding: u128 = limits.iter().map(|l| price * *l as u128).sum();
@@ -413,10 +416,18 @@ fn gas_escrow_and_settlement_conserve_the_supply_under_a_real_fee_split() {
     for (index, limit) in (1..).zip(&limits) {
         let mut first = a_report(id, index, 7);
         // Some use part of their gas, some claim more than their limit (charged the limit).
-        first.gas_used = if index % 3 == 0 { u64::MAX } else { limit / index };
+        first.gas_used = if index % 3 == 0 {
+            u64::MAX
+        } else {
+            limit / index
+        };
         report(&mut network, |n| (&mut n.chain, &mut n.w1), &first).unwrap();
         outstanding -= price * *limit as u128;
-        assert_eq!(network.chain.issuance(), supply, "after settling call {index}");
+        assert_eq!(
+            network.chain.issuance(),
+            supply,
+            "after settling call {index}"
+        );
         assert_eq!(balance(&network, &contracts::GAS_ESCROW), outstanding);
         // A confirmation settles nothing again.
         report(&mut network, |n| (&mut n.chain, &mut n.w2), &first).unwrap();

@@ -284,8 +284,6 @@ impl Chain {
     }
 }
 
-/// The key prefix of every account record.
-
 /// The parts of `fee` as `balances::charge_fee` documents them: author and treasury get their
 /// percentage rounded down, the remainder is burned.
 fn split(fee: Balance) -> (Balance, Balance, Balance) {
