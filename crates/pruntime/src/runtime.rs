@@ -42,6 +42,13 @@ pub enum PruntimeError {
     Sync(#[from] SyncError),
     #[error(transparent)]
     Contract(#[from] ContractError),
+    /// The chain accepted more of this pRuntime's upward messages than its checkpoint ever
+    /// produced: the host restarted it from an older copy of its sealed state. It stops here,
+    /// rather than sign those sequences again with other contents.
+    #[error(
+        "the chain accepted upward messages up to sequence {accepted} from this pRuntime, but its checkpoint only produced {produced}: it was rolled back to an older checkpoint and will not continue"
+    )]
+    RolledBack { accepted: u64, produced: u64 },
     #[error("{0}")]
     Invalid(String),
 }
@@ -138,7 +145,18 @@ impl Pruntime {
             ));
         }
         let light = LightClient::new(&options.anchor)?;
-        let checkpoint = match sealer.read(&dir.join(CHECKPOINT_FILE), b"checkpoint")? {
+        let identity = Keypair::from_secret(keys.identity);
+        let label = checkpoint_label(&identity.address());
+        let sealed =
+            sealer
+                .read(&dir.join(CHECKPOINT_FILE), &label)
+                .map_err(|error| match error {
+                    SealError::Corrupt(_) => PruntimeError::Invalid(
+                        "the sealed checkpoint is not this identity's (or is corrupt)".into(),
+                    ),
+                    other => other.into(),
+                })?;
+        let checkpoint = match sealed {
             // Keys without their checkpoint would let the host replay this identity from
             // genesis on a chain of its making: refused.
             None if !created => {
@@ -179,7 +197,7 @@ impl Pruntime {
             tee,
             sealer,
             dir,
-            identity: Keypair::from_secret(keys.identity),
+            identity,
             ecdh: EcdhKeypair::from_seed(&keys.ecdh),
             mode: keys.mode,
             light,
@@ -266,6 +284,14 @@ impl Pruntime {
         let verified = self
             .light
             .verify(&self.checkpoint.light, &self.identity(), batch)?;
+        // The chain is the rollback counter: every message it accepted from this identity was
+        // produced, and sealed, before this batch.
+        let produced = self.checkpoint.egress_next();
+        if let Some(accepted) = verified.origin_next
+            && accepted > produced
+        {
+            return Err(PruntimeError::RolledBack { accepted, produced });
+        }
         for code in &batch.codes {
             let bytes = hex::decode(code)
                 .map_err(|e| PruntimeError::Invalid(format!("contract code: {e}")))?;
@@ -408,10 +434,17 @@ impl Pruntime {
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), PruntimeError> {
         let bytes = serde_json::to_vec(checkpoint)
             .map_err(|e| PruntimeError::Invalid(format!("checkpoint: {e}")))?;
+        let label = checkpoint_label(&self.identity());
         self.sealer
-            .write(&self.dir.join(CHECKPOINT_FILE), b"checkpoint", &bytes)?;
+            .write(&self.dir.join(CHECKPOINT_FILE), &label, &bytes)?;
         Ok(())
     }
+}
+
+/// The label a checkpoint is sealed under: bound to the identity whose state it is, so a
+/// host cannot hand one pRuntime another's checkpoint (on one machine they share a sealing key).
+fn checkpoint_label(identity: &Address) -> Vec<u8> {
+    [b"checkpoint/".as_slice(), &identity.0].concat()
 }
 
 /// The streams a pRuntime reads: everyone's, its own, and the gatekeepers' in gatekeeper mode.

@@ -32,7 +32,7 @@ use phala_node::{
     spec::{ChainSpec, GenesisOptions, dev_operator, generate_with},
 };
 use phala_pruntime::{
-    Options, Pruntime,
+    Options, Pruntime, PruntimeError,
     api::{Mode, RegistrationRequest, SyncBatch},
     keys::{cluster_key, master_public_key},
     light::TrustAnchor,
@@ -878,4 +878,98 @@ fn sealed_keys_serve_only_their_chain_and_never_start_over() {
     std::fs::remove_file(dir.path().join("checkpoint.sealed")).unwrap();
     let error = open(anchor, genesis_block).unwrap_err().to_string();
     assert!(error.contains("checkpoint is missing"), "{error}");
+}
+
+/// The host restarts a gatekeeper from an older copy of its sealed checkpoint, taken before it
+/// published its master key. Replaying the same blocks, it would make and sign another key
+/// under the sequence the chain already accepted; instead, the chain's record of its next
+/// sequence (proven in every batch) shows that it produced less than the chain accepted, and
+/// it refuses to go on. A checkpoint sealed for another identity does not even open.
+#[test]
+fn a_rolled_back_or_swapped_checkpoint_is_refused() {
+    let mut chain = Chain::new();
+    let mut rng = StdRng::seed_from_u64(11);
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node {
+        dir: dir.path().join("gatekeeper"),
+        mode: Mode::Gatekeeper,
+        operator: dev_operator(0),
+        pruntime: None,
+        registered: false,
+        crashes: 0,
+        forgeries: 0,
+    };
+    std::fs::create_dir_all(&node.dir).unwrap();
+    node.open(&chain);
+    let identity = node.pruntime().identity();
+    let registered =
+        |chain: &Chain| registry::worker(&Overlay::new(&chain.db), &identity).is_some();
+    while !registered(&chain) {
+        node.relay(&mut chain, &mut rng);
+        chain.produce();
+    }
+    let checkpoint = node.dir.join("checkpoint.sealed");
+    let before_publishing = std::fs::read(&checkpoint).unwrap();
+    chain.submit(&Keypair::dev("alice"), Call::AddGatekeeper(identity));
+    let accepted = |chain: &Chain| {
+        chain
+            .value(&keys::origin_sequence(&identity))
+            .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()))
+    };
+    for _ in 0..500 {
+        if accepted(&chain) > 0 {
+            break;
+        }
+        chain.produce();
+        node.relay(&mut chain, &mut rng);
+    }
+    assert!(
+        accepted(&chain) > 0,
+        "the gatekeeper never published its key"
+    );
+    chain.produce();
+
+    // Rolled back: the old checkpoint, then a batch up to the chain's head.
+    node.pruntime = None;
+    std::fs::write(&checkpoint, &before_publishing).unwrap();
+    node.open(&chain);
+    let info = node.pruntime().info();
+    let batch = chain.batch(info.height, &info.streams, &info.identity, 1_000);
+    match node.pruntime().sync(&batch) {
+        Err(PruntimeError::RolledBack { accepted, produced }) => {
+            assert!(accepted > produced, "{accepted} > {produced}")
+        }
+        other => panic!("a rolled-back pRuntime went on: {other:?}"),
+    }
+    assert_eq!(
+        node.pruntime().info().height,
+        info.height,
+        "nothing applied"
+    );
+
+    // Another pRuntime's checkpoint in its place, on the same machine (the same sealing key).
+    let worker_dir = dir.path().join("worker");
+    std::fs::create_dir_all(&worker_dir).unwrap();
+    std::fs::copy(
+        node.dir.join("simulated-sealing.key"),
+        worker_dir.join("simulated-sealing.key"),
+    )
+    .unwrap();
+    let mut other = Node::standalone(&worker_dir, &chain);
+    other.pruntime = None;
+    std::fs::write(other.dir.join("checkpoint.sealed"), &before_publishing).unwrap();
+    let (anchor, genesis_block) = chain.anchor();
+    let tee = Box::new(Simulated::open(&other.dir, [0xaa; 32]).unwrap());
+    let options = Options {
+        data_dir: other.dir.clone(),
+        anchor,
+        genesis_block,
+        mode: Mode::Worker,
+        cores: 1,
+    };
+    let error = Pruntime::open(tee, options)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("not this identity's"), "{error}");
 }
