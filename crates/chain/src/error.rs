@@ -3,7 +3,9 @@
 use phala_types::{Address, Balance, format_pha};
 use thiserror::Error;
 
-/// A transaction that fails any of these never enters a block; a block containing one is invalid.
+/// Why a transaction cannot be applied. Its form, expiry, fee, nonce or funds being wrong makes
+/// it invalid: it never enters a block, and a block containing one is invalid. Any other error
+/// is its call failing once its fee is paid: it is included as failed (see `Runtime::apply`).
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum TxError {
     #[error("bad signature")]

@@ -200,7 +200,7 @@ pub async fn run(
             let check = receipt::verify_receipt(client, &trust, &receipt).await?;
             print(as_json, serde_json::to_value(&check)?, || {
                 format!(
-                    "receipt valid: signed by worker {} ({:?}, confidence {}) of cluster {}, code {}, block {}; its state commitment is the one reported for call {}; every record proven final at block {}",
+                    "receipt valid: signed by worker {} ({:?}, confidence {}) of cluster {}, code {}, block {}; its state commitment is the one reported for call {} ({} confirmation(s){}); every record proven final at block {}",
                     check.worker,
                     check.tee,
                     check.confidence,
@@ -208,6 +208,12 @@ pub async fn run(
                     check.code_hash,
                     receipt.height,
                     check.reported_call,
+                    check.confirmations,
+                    if check.reported_by_another || check.confirmations > 1 {
+                        ""
+                    } else {
+                        ", from this worker alone"
+                    },
                     check.proven_at,
                 )
             });

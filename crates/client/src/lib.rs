@@ -57,6 +57,10 @@ pub enum Error {
     Lied { url: String, reason: String },
 }
 
+/// The error code of a call refused for the connection's request budget (the node's
+/// `rpc::code::OVER_BUDGET`).
+pub const OVER_BUDGET: i32 = 1003;
+
 /// A connection to one node's RPC endpoint.
 pub struct Client {
     url: String,
@@ -79,7 +83,35 @@ impl Client {
         })
     }
 
+    /// Calls `method`; a refusal for the connection's request budget is waited out (as long as
+    /// the node says, a few times), since it says nothing about the call itself.
     async fn call<R: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        params: jsonrpsee::core::params::ArrayParams,
+    ) -> Result<R, Error> {
+        let mut waits = 0;
+        loop {
+            match self.call_once(method, params.clone()).await {
+                Err(Error::Rpc {
+                    code: OVER_BUDGET,
+                    data,
+                    ..
+                }) if waits < 10 => {
+                    waits += 1;
+                    let wait_ms = data
+                        .as_ref()
+                        .and_then(|d| d["retry_after_ms"].as_u64())
+                        .unwrap_or(100)
+                        .min(2_000);
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once<R: serde::de::DeserializeOwned>(
         &self,
         method: &str,
         params: jsonrpsee::core::params::ArrayParams,

@@ -11,7 +11,8 @@ use phala_types::{
 };
 use std::time::{Duration, Instant};
 
-/// How many of a contract's most recent calls a receipt's state commitment is looked for in.
+/// How far back a receipt's state commitment is looked for: the reports of the contract's last
+/// `REPORT_WINDOW + 1` calls (the newest and the 64 before it).
 pub const REPORT_WINDOW: u64 = 64;
 /// How long [`verify_receipt`] waits for the report of the call a fresh receipt's state
 /// follows (reports reach the chain a few blocks after the call).
@@ -27,6 +28,11 @@ pub struct ReceiptCheck {
     pub code_hash: String,
     /// The call whose reported state commitment is the receipt's.
     pub reported_call: u64,
+    /// How many workers reported that call (with no dispute: every report agreed).
+    pub confirmations: u32,
+    /// Whether that call's first report came from another worker than the receipt's: with one
+    /// confirmation and `false`, only the receipt's own worker vouches for its state.
+    pub reported_by_another: bool,
     /// The finalized height the records were proven at.
     pub proven_at: u64,
 }
@@ -56,6 +62,10 @@ pub enum ReceiptError {
         "the receipt's state commitment matches no report on chain of calls {from}..={to}: no worker of the cluster vouched for that state"
     )]
     Unreported { from: u64, to: u64 },
+    #[error(
+        "the receipt's state is the one first reported for call {call}, but worker {worker} disputed that report: the cluster does not agree on it"
+    )]
+    Disputed { call: u64, worker: Address },
 }
 
 /// What the chain holds about a receipt, every record proven at `height`.
@@ -87,8 +97,9 @@ pub fn check_receipt(
         .filter(|w| w.identity == receipt.worker)
         .ok_or(ReceiptError::UnknownWorker(receipt.worker))?;
     let policy = &evidence.policy;
+    // As the chain counts it (`registry::require_current`).
     let expired = worker.attested_at.saturating_add(policy.reattest_blocks);
-    if policy.reattest_blocks > 0 && evidence.height > expired {
+    if evidence.height > expired {
         return Err(ReceiptError::Expired {
             worker: receipt.worker,
             expired,
@@ -124,16 +135,23 @@ pub fn check_receipt(
         .enumerate()
         .rev()
         .map(|(offset, report)| (evidence.first_call + offset as u64, report))
-        .find(|(index, report)| {
+        .find_map(|(index, report)| {
             report
                 .as_ref()
-                .is_some_and(|r| r.index == *index && r.commitment == receipt.state_commitment)
+                .filter(|r| r.index == index && r.commitment == receipt.state_commitment)
+                .map(|r| (index, r))
         })
-        .map(|(index, _)| index)
         .ok_or(ReceiptError::Unreported {
             from: evidence.first_call,
             to: last_call,
         })?;
+    let (reported_call, report) = reported_call;
+    if let Some(dispute) = &report.dispute {
+        return Err(ReceiptError::Disputed {
+            call: reported_call,
+            worker: dispute.worker,
+        });
+    }
     Ok(ReceiptCheck {
         worker: receipt.worker,
         tee: worker.tee,
@@ -141,6 +159,8 @@ pub fn check_receipt(
         cluster: record.cluster,
         code_hash: hex::encode(record.code_hash),
         reported_call,
+        confirmations: report.confirmations,
+        reported_by_another: report.reporter != receipt.worker,
         proven_at: evidence.height,
     })
 }
@@ -382,6 +402,22 @@ mod tests {
         assert!(matches!(
             refuse(&tampered, &evidence),
             ReceiptError::BadSignature
+        ));
+    }
+
+    /// A report another worker disputed does not vouch for the state, whoever signed it.
+    #[test]
+    fn a_disputed_report_vouches_for_nothing() {
+        let (_, receipt, mut evidence) = setting();
+        if let Some(Some(report)) = evidence.reports.get_mut(1) {
+            report.dispute = Some(phala_types::contracts::Dispute {
+                worker: Address::default(),
+                commitment: [9; 32],
+            });
+        }
+        assert!(matches!(
+            check_receipt(&receipt, &evidence),
+            Err(ReceiptError::Disputed { call: 1, .. })
         ));
     }
 

@@ -12,5 +12,6 @@ pub mod ledger;
 pub mod mempool;
 pub mod relay_rpc;
 pub mod rpc;
+pub mod rpc_budget;
 pub mod service;
 pub mod spec;

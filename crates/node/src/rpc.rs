@@ -6,7 +6,9 @@ use commonware_codec::{Copying, DecodeExt, Encode};
 use commonware_consensus::{marshal::Identifier, types::Height};
 use jsonrpsee::{
     RpcModule,
-    server::{Server, ServerConfig, ServerHandle, SubscriptionMessage},
+    server::{
+        Server, ServerConfig, ServerHandle, SubscriptionMessage, middleware::rpc::RpcServiceBuilder,
+    },
     types::{ErrorObjectOwned, Params},
 };
 use phala_client::api::{
@@ -22,6 +24,8 @@ pub mod code {
     pub const TX_REJECTED: i32 = 1001;
     /// Asked for something that does not exist (yet).
     pub const NOT_FOUND: i32 = 1002;
+    /// The connection spent its request budget; `data.retry_after_ms` says when to retry.
+    pub const OVER_BUDGET: i32 = phala_client::OVER_BUDGET;
 }
 
 /// What the handlers share.
@@ -473,17 +477,51 @@ pub const MAX_REQUEST_BYTES: u32 = 16 * 1024 * 1024;
 /// Largest response body (a full block, hex-encoded, with room to spare).
 pub const MAX_RESPONSE_BYTES: u32 = 3 * limits::MAX_BLOCK_SIZE as u32;
 
-/// Serves the module on `address` (HTTP and WebSocket).
+/// Most connections served at once; each has its own request budget (`rpc_budget`).
+pub const MAX_CONNECTIONS: u32 = 256;
+/// Threads of the runtime the RPC runs on.
+const RPC_THREADS: usize = 2;
+
+/// The runtime every RPC server of this process runs on: its own threads, so that clients,
+/// however many and however demanding, never hold up consensus tasks (which run on the
+/// node's runtime) and the other way round.
+fn rpc_runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RPC_THREADS)
+        .thread_name("rpc")
+        .enable_all()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| runtime))
+}
+
+/// Serves the module on `address` (HTTP and WebSocket), on the RPC's own runtime, with a
+/// request budget per connection.
 pub async fn serve(
     address: SocketAddr,
     ctx: RpcContext,
 ) -> anyhow::Result<(SocketAddr, ServerHandle)> {
-    // Room for a JSON-RPC batch of many transactions; each is still held to MAX_TX_SIZE.
-    let config = ServerConfig::builder()
-        .max_request_body_size(MAX_REQUEST_BYTES)
-        .max_response_body_size(MAX_RESPONSE_BYTES)
-        .build();
-    let server = Server::builder().set_config(config).build(address).await?;
-    let local = server.local_addr()?;
-    Ok((local, server.start(module(ctx)?)))
+    let module = module(ctx)?;
+    let started = rpc_runtime()?.spawn(async move {
+        // Room for a JSON-RPC batch of many transactions; each is still held to MAX_TX_SIZE.
+        let config = ServerConfig::builder()
+            .max_request_body_size(MAX_REQUEST_BYTES)
+            .max_response_body_size(MAX_RESPONSE_BYTES)
+            .max_connections(MAX_CONNECTIONS)
+            .build();
+        let buckets = Arc::new(crate::rpc_budget::Buckets::default());
+        let budgets = RpcServiceBuilder::new()
+            .layer_fn(move |service| crate::rpc_budget::Budget::new(service, buckets.clone()));
+        let server = Server::builder()
+            .set_config(config)
+            .set_rpc_middleware(budgets)
+            .build(address)
+            .await?;
+        let local = server.local_addr()?;
+        anyhow::Ok((local, server.start(module)))
+    });
+    started.await?
 }

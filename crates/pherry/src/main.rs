@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         pruntime: phala_pruntime::client::PruntimeClient::new(&args.pruntime)?,
         operator,
         batch: args.batch.max(1),
+        egress_held_until: Default::default(),
     };
     let ws_url = args.node.replacen("http", "ws", 1);
     let mut progress = Progress::default();

@@ -21,7 +21,13 @@ pub struct Relay {
     pub operator: Keypair,
     /// Most headers per sync batch.
     pub batch: u64,
+    /// Until when egress is held back: after the chain refused a batch for a reason that
+    /// resending cannot fix (an expired attestation, say), every resend would only pay fees.
+    pub egress_held_until: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long egress is held back after a refusal that resending cannot fix.
+pub const EGRESS_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What one round did.
 #[derive(Debug, Default)]
@@ -102,6 +108,13 @@ impl Relay {
 
     /// Submits the pRuntime's signed messages the chain has not accepted yet, in order.
     async fn relay_egress(&self, info: &Info) -> anyhow::Result<usize> {
+        let held = *self
+            .egress_held_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if held.is_some_and(|until| Instant::now() < until) {
+            return Ok(0);
+        }
         let key = keys::origin_sequence(&info.identity);
         let Some(value) = self.node.state_value(&key).await?.value else {
             return Ok(0); // Not registered yet: the chain would refuse them.
@@ -140,9 +153,22 @@ impl Relay {
                 ..
             } = status
             {
-                // Another relayer may have delivered the same messages first; the next round
-                // reads the sequence again.
-                tracing::warn!(reason = %failure.reason, "upward message batch failed");
+                if failure.code == "bad_sequence" {
+                    // Another relayer delivered them first; the next round reads the sequence
+                    // again.
+                    tracing::warn!(reason = %failure.reason, "upward message batch failed");
+                } else {
+                    tracing::error!(
+                        reason = %failure.reason,
+                        "the chain refused the pRuntime's upward messages; holding them for {} s (re-attest if its attestation expired)",
+                        EGRESS_BACKOFF.as_secs()
+                    );
+                    *self
+                        .egress_held_until
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                        Some(Instant::now() + EGRESS_BACKOFF);
+                }
             }
         }
         Ok(egress.messages.len())

@@ -97,7 +97,7 @@ pub enum SyncError {
         destination: Destination,
         sequence: u64,
     },
-    #[error("the proof of this pRuntime's upward sequence does not verify")]
+    #[error("the proof of this pRuntime's upward sequence is missing or does not verify")]
     BadOriginProof,
     #[error("stream {destination:?}: message {sequence} was left out of the batch")]
     MissingMessage {
@@ -267,9 +267,9 @@ impl LightClient {
                 }
             }
         }
-        let Some(proof) = &witness.origin else {
-            return Ok(None);
-        };
+        // Always required: it is how the pRuntime learns what the chain accepted from it, and
+        // the chain is its rollback counter.
+        let proof = witness.origin.as_ref().ok_or(SyncError::BadOriginProof)?;
         let value = proof
             .to_proof()
             .ok()

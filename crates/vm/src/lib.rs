@@ -46,8 +46,9 @@ pub mod limits {
     /// Deepest stack a call may reach, in wasm values: the deterministic rule
     /// ([`crate::depth`]).
     pub const MAX_STACK_HEIGHT: u32 = 16 * 1024;
-    /// The native stack wasmtime may use: a backstop far above what [`MAX_STACK_HEIGHT`]
-    /// allows (64 bytes per counted value), and within the 2 MiB of the threads calls run on.
+    /// The native stack wasmtime may use: a backstop above what [`MAX_STACK_HEIGHT`] allows
+    /// (64 bytes per counted value, where a compiled frame takes at most 8-16 per value plus
+    /// its fixed overhead), and within the 2 MiB of the threads calls run on.
     pub const MAX_STACK: usize = 1024 * 1024;
     /// Longest storage key.
     pub const MAX_KEY: usize = 1024;
@@ -340,6 +341,10 @@ impl Vm {
                 limit: limits::MAX_CODE,
             });
         }
+        // Validated as uploaded, before instrumentation: an index that is out of range in the
+        // original (say, to the global the counter becomes) must not turn valid by it.
+        Module::validate(&self.metered.engine, code)
+            .map_err(|e| VmError::InvalidModule(format!("{e:#}")))?;
         let code = depth::instrument(code)?;
         Ok(Loaded {
             metered: self.metered.compile(&code)?,

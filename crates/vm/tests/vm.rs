@@ -418,3 +418,14 @@ fn module_with_query(body: &str, extra: &str) -> Vec<u8> {
     );
     wat::parse_str(text).expect("test module parses")
 }
+
+/// A module that writes a global it does not have is invalid as uploaded, even though, once
+/// instrumented, that index would name the depth counter (which it could then reset to recurse
+/// until the native stack decides): it is refused before instrumentation.
+#[test]
+fn a_module_cannot_reach_the_depth_counter() {
+    let extra = "(global $mine (mut i32) (i32.const 0))
+        (func $reset (global.set 1 (i32.const 0)))";
+    let error = run(&module("(call $reset)", extra), Entry::Command, 1_000_000).unwrap_err();
+    assert!(matches!(error, VmError::InvalidModule(_)), "{error}");
+}
