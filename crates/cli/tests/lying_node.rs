@@ -23,19 +23,7 @@ fn chain(seed: u64) -> (ChainSpec, Certifier) {
     let keys: Vec<Keypair> = (0..4)
         .map(|i| Keypair::dev(&format!("liar-validator-{i}")))
         .collect();
-    let options = GenesisOptions {
-        chain_id: "liar-test".into(),
-        validators: 4,
-        host: "127.0.0.1".parse().unwrap(),
-        base_port: 1,
-        dev: true,
-        block_interval_ms: 100,
-        extra_accounts: vec![],
-        extra_balance: 0,
-        allocations: vec![],
-        admin: None,
-        timestamp: Some(0),
-    };
+    let options = GenesisOptions::local_dev("liar-test", 4);
     let (spec, keys) = generate_with(&options, &keys, TestRng::new(seed)).unwrap();
     let certifier = Certifier::new(&spec, &keys).unwrap();
     (spec, certifier)
@@ -72,6 +60,20 @@ async fn liar(lies: Lies) -> String {
     format!("http://{address}")
 }
 
+/// Block 1 of the liar's making, over `state`.
+fn header_over(state: &StateDb) -> Header {
+    Header {
+        height: 1,
+        parent: phala_types::Digest([1; 32]),
+        timestamp: 100,
+        tx_root: phala_types::Digest([2; 32]),
+        state_root: state.root(),
+        outbox_root: phala_types::Digest([3; 32]),
+        epoch: 0,
+        proposer: Default::default(),
+    }
+}
+
 /// A state in which `who` holds a billion PHA, and its proof: internally consistent.
 fn fabricated(who: &Keypair) -> (AccountJson, Header) {
     let mut state = StateDb::default();
@@ -81,16 +83,7 @@ fn fabricated(who: &Keypair) -> (AccountJson, Header) {
     };
     let key = keys::account(&who.address());
     state.apply(&Changes::from([(key.clone(), Some(rich.encode()))]));
-    let header = Header {
-        height: 1,
-        parent: phala_types::Digest([1; 32]),
-        timestamp: 100,
-        tx_root: phala_types::Digest([2; 32]),
-        state_root: state.root(),
-        outbox_root: phala_types::Digest([3; 32]),
-        epoch: 0,
-        proposer: Default::default(),
-    };
+    let header = header_over(&state);
     let account = AccountJson {
         address: who.address(),
         nonce: 0,
@@ -296,16 +289,7 @@ async fn a_receipt_is_checked_only_against_certified_records() {
     let worker = Keypair::generate();
     let contract = [7; 32];
     let state = receipt_state(&worker, contract, [3; 32]);
-    let header = Header {
-        height: 1,
-        parent: phala_types::Digest([1; 32]),
-        timestamp: 100,
-        tx_root: phala_types::Digest([2; 32]),
-        state_root: state.root(),
-        outbox_root: phala_types::Digest([3; 32]),
-        epoch: 0,
-        proposer: Default::default(),
-    };
+    let header = header_over(&state);
     let mut good = QueryReceipt {
         contract,
         code_hash: [8; 32],

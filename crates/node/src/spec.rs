@@ -223,6 +223,26 @@ pub struct GenesisOptions {
     pub timestamp: Option<u64>,
 }
 
+impl GenesisOptions {
+    /// A dev chain of `validators` on 127.0.0.1 with genesis at time 0 and nothing besides
+    /// the dev accounts: what tests build their chains from (set other fields over it).
+    pub fn local_dev(chain_id: &str, validators: usize) -> Self {
+        GenesisOptions {
+            chain_id: chain_id.into(),
+            validators,
+            host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            base_port: 1,
+            dev: true,
+            block_interval_ms: 100,
+            extra_accounts: vec![],
+            extra_balance: 0,
+            allocations: vec![],
+            admin: None,
+            timestamp: Some(0),
+        }
+    }
+}
+
 /// Runs the trusted dealer: a spec and one key file's contents per validator, in spec order.
 pub fn generate(options: &GenesisOptions) -> anyhow::Result<(ChainSpec, Vec<ValidatorKey>)> {
     if options.validators == 0 || options.validators > MAX_VALIDATORS as usize {

@@ -19,19 +19,7 @@ fn chain() -> (ChainSpec, Certifier) {
     let keys: Vec<Keypair> = (0..4)
         .map(|i| Keypair::dev(&format!("follower-validator-{i}")))
         .collect();
-    let options = GenesisOptions {
-        chain_id: "follower-test".into(),
-        validators: 4,
-        host: "127.0.0.1".parse().unwrap(),
-        base_port: 1,
-        dev: true,
-        block_interval_ms: 100,
-        extra_accounts: vec![],
-        extra_balance: 0,
-        allocations: vec![],
-        admin: None,
-        timestamp: Some(0),
-    };
+    let options = GenesisOptions::local_dev("follower-test", 4);
     let (spec, keys) = generate_with(&options, &keys, TestRng::new(3)).unwrap();
     let certifier = Certifier::new(&spec, &keys).unwrap();
     (spec, certifier)

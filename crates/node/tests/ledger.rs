@@ -13,19 +13,7 @@ fn setup() -> (ChainSpec, Ledger, Ledger) {
     let keys: Vec<Keypair> = (0..4)
         .map(|i| Keypair::dev(&format!("ledger-validator-{i}")))
         .collect();
-    let options = GenesisOptions {
-        chain_id: "ledger-test".into(),
-        validators: 4,
-        host: "127.0.0.1".parse().unwrap(),
-        base_port: 1,
-        dev: true,
-        block_interval_ms: 100,
-        extra_accounts: vec![],
-        extra_balance: 0,
-        allocations: vec![],
-        admin: None,
-        timestamp: Some(0),
-    };
+    let options = GenesisOptions::local_dev("ledger-test", 4);
     let (spec, _) = generate_with(&options, &keys, TestRng::new(1)).unwrap();
     let ledger = || Ledger::at_genesis(&spec).0;
     let (a, b) = (ledger(), ledger());

@@ -16,19 +16,7 @@ async fn serve() -> String {
     let keys: Vec<Keypair> = (0..4)
         .map(|i| Keypair::dev(&format!("budget-validator-{i}")))
         .collect();
-    let options = GenesisOptions {
-        chain_id: "budget-test".into(),
-        validators: 4,
-        host: "127.0.0.1".parse().unwrap(),
-        base_port: 1,
-        dev: true,
-        block_interval_ms: 100,
-        extra_accounts: vec![],
-        extra_balance: 0,
-        allocations: vec![],
-        admin: None,
-        timestamp: Some(0),
-    };
+    let options = GenesisOptions::local_dev("budget-test", 4);
     let (spec, _) = generate_with(&options, &keys, TestRng::new(3)).unwrap();
     let (ledger, genesis) = Ledger::at_genesis(&spec);
     let ctx = RpcContext {

@@ -137,17 +137,8 @@ fn keys(n: usize) -> Vec<Keypair> {
 
 fn spec(n: usize) -> (ChainSpec, Vec<ValidatorKey>) {
     let options = GenesisOptions {
-        chain_id: "sim".into(),
-        validators: n,
-        host: "127.0.0.1".parse().unwrap(),
         base_port: 30_000,
-        dev: true,
-        block_interval_ms: 100,
-        extra_accounts: vec![],
-        extra_balance: 0,
-        allocations: vec![],
-        admin: None,
-        timestamp: Some(0),
+        ..GenesisOptions::local_dev("sim", n)
     };
     generate_with(&options, &keys(n), TestRng::new(0)).expect("genesis")
 }

@@ -68,17 +68,9 @@ impl Chain {
     /// validator set with another group key, under the same chain id).
     fn with_validators(seed: u64) -> Self {
         let options = GenesisOptions {
-            chain_id: "pruntime-sim".into(),
-            validators: 4,
-            host: "127.0.0.1".parse().unwrap(),
             base_port: 30_000,
-            dev: true,
-            block_interval_ms: 100,
-            extra_accounts: vec![],
-            extra_balance: 0,
-            allocations: vec![],
-            admin: None,
             timestamp: Some(1_700_000_000_000),
+            ..GenesisOptions::local_dev("pruntime-sim", 4)
         };
         let keys: Vec<_> = (0..4)
             .map(|i| Keypair::dev(&format!("sim-{seed}-{i}")))
