@@ -7,8 +7,8 @@
 use commonware_codec::{Copying, Decode, DecodeExt, Encode};
 use libfuzzer_sys::fuzz_target;
 use phala_types::{
-    ContractCommand, ContractInstantiated, ContractPublicKey, ContractRecord, ContractReport,
-    ReportRecord,
+    ContractCommand, ContractInstantiated, ContractPublicKey, ContractQuota, ContractRecord,
+    ContractReport, ReportRecord,
 };
 
 fn canonical<T: Decode<Cfg = ()> + Encode>(data: &[u8]) {
@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
     canonical::<ContractInstantiated>(data);
     canonical::<ContractCommand>(data);
     canonical::<ContractPublicKey>(data);
+    canonical::<ContractQuota>(data);
     canonical::<ContractReport>(data);
     canonical::<ContractRecord>(data);
     canonical::<ReportRecord>(data);

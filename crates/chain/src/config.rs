@@ -136,17 +136,5 @@ impl GenesisConfig {
     }
 }
 
-/// Serializes `u128` amounts as decimal strings: JSON numbers lose precision past 2^53.
-pub mod u128_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &u128, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(value)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+/// Amounts as decimal strings in JSON (defined with the types).
+pub use phala_types::amount::u128_string;

@@ -12,7 +12,13 @@
 //!   report that disagrees with the first one is kept as evidence;
 //! - a command's gas (`gas_limit × gas_price`) waits in [`GAS_ESCROW`] until the first report
 //!   of its call: then the gas used is paid as a fee and the rest goes back to the sender.
-//!   The escrow's balance is always the sum of the prepaid calls not yet reported.
+//!   The escrow's balance is always the sum of the prepaid calls not yet reported;
+//! - a contract's state is bounded by its storage quota, bought by a deposit its deployer
+//!   locks in [`STORAGE_DEPOSITS`] (`quota × deposit_per_byte`, at most `max_storage_quota`):
+//!   the deposits account's balance is always the sum of the contracts' `storage_deposit`.
+//!   Workers refuse a call that would grow the state past the quota; quota changes reach them
+//!   in the cluster stream, in order with the commands. Lowering the quota returns the
+//!   deposit above it, never below the state the workers reported for the last call.
 
 use crate::{
     BlockContext, TxError, balances,
@@ -24,8 +30,8 @@ use crate::{
 use bytes::Bytes;
 use commonware_codec::{Copying, DecodeExt, Encode};
 use phala_types::{
-    Address, Balance, ContractCommand, ContractInstantiated, ContractPublicKey, ContractRecord,
-    ContractReport, Destination, ReportRecord, UpwardMessage,
+    Address, Balance, ContractCommand, ContractInstantiated, ContractPublicKey, ContractQuota,
+    ContractRecord, ContractReport, Destination, ReportRecord, UpwardMessage,
     contracts::{CodeHash, ContractId, Dispute, contract_id, topics},
     registry::decode_payload,
 };
@@ -39,6 +45,16 @@ pub struct ContractsConfig {
     pub gas_price: Balance,
     /// The most gas one command may buy.
     pub max_gas: u64,
+    /// PHA (in its smallest unit) locked per byte of a contract's storage quota.
+    #[serde(
+        default = "default_deposit_per_byte",
+        with = "crate::config::u128_string"
+    )]
+    pub deposit_per_byte: Balance,
+    /// The largest storage quota of one contract (bytes): every worker of its cluster keeps,
+    /// hashes and seals that state.
+    #[serde(default = "default_max_storage_quota")]
+    pub max_storage_quota: u64,
     /// Clusters that exist from genesis (the admin creates more).
     #[serde(default)]
     pub clusters: Vec<u32>,
@@ -50,13 +66,27 @@ impl Default for ContractsConfig {
             // 10^-9 PHA per gas: a million gas costs 0.001 PHA.
             gas_price: 1_000,
             max_gas: 10_000_000_000,
+            deposit_per_byte: default_deposit_per_byte(),
+            max_storage_quota: default_max_storage_quota(),
             clusters: Vec::new(),
         }
     }
 }
 
+/// 10^-6 PHA per byte: a MiB of contract state locks about 1.05 PHA.
+fn default_deposit_per_byte() -> Balance {
+    1_000_000
+}
+
+/// 4 MiB per contract.
+fn default_max_storage_quota() -> u64 {
+    4 * 1024 * 1024
+}
+
 /// The account that holds prepaid gas until its call is reported (a keyless system account).
 pub use phala_types::system::GAS_ESCROW;
+/// The account that holds storage deposits (a keyless system account).
+pub use phala_types::system::STORAGE_DEPOSITS;
 
 /// Where contract data lives in the state.
 pub mod keys {
@@ -174,6 +204,7 @@ pub struct Instantiation<'a> {
     pub code_hash: &'a CodeHash,
     pub cluster: u32,
     pub salt: &'a [u8; 32],
+    pub storage_quota: u64,
     pub input: &'a Bytes,
 }
 
@@ -182,6 +213,7 @@ pub fn instantiate<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,
+    config: &ContractsConfig,
     deployer: &Address,
     args: Instantiation<'_>,
 ) -> Result<ContractId, TxError> {
@@ -199,6 +231,10 @@ pub fn instantiate<S: StateRead + ?Sized>(
     if contract(state, &id).is_some() {
         return Err(TxError::ContractExists(short(&id)));
     }
+    let storage_deposit = deposit_for(config, args.storage_quota)?;
+    if storage_deposit > 0 {
+        balances::transfer(state, deployer, &STORAGE_DEPOSITS, storage_deposit)?;
+    }
     set_contract(
         state,
         &ContractRecord {
@@ -210,6 +246,8 @@ pub fn instantiate<S: StateRead + ?Sized>(
             instantiated: ctx.height,
             public_key: None,
             commands: 0,
+            storage_quota: args.storage_quota,
+            storage_deposit,
         },
     );
     let message = ContractInstantiated {
@@ -220,6 +258,7 @@ pub fn instantiate<S: StateRead + ?Sized>(
         generation,
         height: ctx.height,
         timestamp: ctx.timestamp,
+        storage_quota: args.storage_quota,
         input: phala_types::contracts::Blob(args.input.clone()),
     };
     let payload = Bytes::from(message.encode().to_vec());
@@ -234,6 +273,96 @@ pub fn instantiate<S: StateRead + ?Sized>(
         );
     }
     Ok(id)
+}
+
+/// The deposit a quota of `quota` bytes locks; refuses one above the chain's limit.
+fn deposit_for(config: &ContractsConfig, quota: u64) -> Result<Balance, TxError> {
+    if quota > config.max_storage_quota {
+        return Err(TxError::QuotaTooLarge {
+            got: quota,
+            max: config.max_storage_quota,
+        });
+    }
+    Ok(config.deposit_per_byte.saturating_mul(quota as Balance))
+}
+
+/// The deployer changes its contract's storage quota. Raising it locks more deposit at
+/// once; lowering it returns the deposit above the new quota, but only once the workers have
+/// reported the contract's last call and never below the state they reported for it. The
+/// cluster learns the new quota in stream order, so every worker applies it between the same
+/// two calls.
+pub fn set_storage_quota<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    outbox: &mut Outbox,
+    ctx: &BlockContext,
+    config: &ContractsConfig,
+    signer: &Address,
+    id: &ContractId,
+    quota: u64,
+) -> Result<(), TxError> {
+    let mut record = contract(state, id).ok_or(TxError::UnknownContract(short(id)))?;
+    if record.deployer != *signer {
+        return Err(TxError::NotDeployer {
+            contract: short(id),
+            deployer: record.deployer,
+        });
+    }
+    let deposit = deposit_for(config, quota)?;
+    if quota < record.storage_quota {
+        let used = reported_state_bytes(state, &record)?;
+        if quota < used {
+            return Err(TxError::QuotaBelowUsage {
+                contract: short(id),
+                used,
+            });
+        }
+    }
+    if deposit > record.storage_deposit {
+        balances::transfer(
+            state,
+            signer,
+            &STORAGE_DEPOSITS,
+            deposit - record.storage_deposit,
+        )?;
+    } else if deposit < record.storage_deposit {
+        balances::transfer(
+            state,
+            &STORAGE_DEPOSITS,
+            signer,
+            record.storage_deposit - deposit,
+        )?;
+    }
+    record.storage_quota = quota;
+    record.storage_deposit = deposit;
+    set_contract(state, &record);
+    let message = ContractQuota {
+        contract: *id,
+        quota,
+    };
+    mq::send(
+        state,
+        outbox,
+        ctx,
+        Destination::Cluster(record.cluster),
+        topics::QUOTA,
+        Bytes::from(message.encode().to_vec()),
+    );
+    Ok(())
+}
+
+/// The state size the workers reported for the contract's last call.
+fn reported_state_bytes<S: StateRead + ?Sized>(
+    state: &Overlay<S>,
+    record: &ContractRecord,
+) -> Result<u64, TxError> {
+    state
+        .get(&keys::report(&record.id, record.commands))
+        .and_then(|bytes| ReportRecord::decode(Copying(&bytes)).ok())
+        .map(|report| report.state_bytes)
+        .ok_or(TxError::UsageUnknown {
+            contract: short(&record.id),
+            call: record.commands,
+        })
 }
 
 /// An encrypted command as the transaction carries it.
@@ -438,6 +567,7 @@ fn on_report<S: StateRead + ?Sized>(
                 commitment: report.commitment,
                 gas_used: report.gas_used,
                 succeeded: report.succeeded,
+                state_bytes: report.state_bytes,
                 height: ctx.height,
                 confirmations: 1,
                 dispute: None,
@@ -446,7 +576,8 @@ fn on_report<S: StateRead + ?Sized>(
         Some(mut first) => {
             let agrees = first.commitment == report.commitment
                 && first.succeeded == report.succeeded
-                && first.gas_used == report.gas_used;
+                && first.gas_used == report.gas_used
+                && first.state_bytes == report.state_bytes;
             if agrees {
                 first.confirmations += 1;
             } else if first.dispute.is_none() {

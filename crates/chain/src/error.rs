@@ -94,6 +94,18 @@ pub enum TxError {
     UnknownCall { contract: String, index: u64 },
     #[error("the block's transactions weigh more than {limit}")]
     BlockTooHeavy { limit: u64 },
+    #[error("a storage quota of {got} bytes is above the chain's limit of {max}")]
+    QuotaTooLarge { got: u64, max: u64 },
+    #[error("only contract {contract}'s deployer {deployer} may change its storage quota")]
+    NotDeployer { contract: String, deployer: Address },
+    #[error(
+        "contract {contract} keeps {used} bytes of state (reported for its last call), more than the asked quota"
+    )]
+    QuotaBelowUsage { contract: String, used: u64 },
+    #[error(
+        "contract {contract}'s call {call} is not reported yet; lowering its quota waits until the workers say how much state it keeps"
+    )]
+    UsageUnknown { contract: String, call: u64 },
 }
 
 impl TxError {
@@ -135,6 +147,10 @@ impl TxError {
             TxError::NotInCluster { .. } => "not_in_cluster",
             TxError::UnknownCall { .. } => "unknown_call",
             TxError::BlockTooHeavy { .. } => "block_too_heavy",
+            TxError::QuotaTooLarge { .. } => "quota_too_large",
+            TxError::NotDeployer { .. } => "not_deployer",
+            TxError::QuotaBelowUsage { .. } => "quota_below_usage",
+            TxError::UsageUnknown { .. } => "usage_unknown",
         }
     }
 }

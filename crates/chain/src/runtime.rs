@@ -235,15 +235,22 @@ impl Runtime {
                 code_hash,
                 cluster,
                 salt,
+                storage_quota,
                 input,
             } => {
                 let args = contracts::Instantiation {
                     code_hash,
                     cluster: *cluster,
                     salt,
+                    storage_quota: *storage_quota,
                     input,
                 };
-                contracts::instantiate(state, outbox, ctx, signer, args).map(|_| ())
+                let config = &self.config.contracts;
+                contracts::instantiate(state, outbox, ctx, config, signer, args).map(|_| ())
+            }
+            Call::SetStorageQuota { contract, quota } => {
+                let config = &self.config.contracts;
+                contracts::set_storage_quota(state, outbox, ctx, config, signer, contract, *quota)
             }
             Call::Command {
                 contract,

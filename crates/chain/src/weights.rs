@@ -58,6 +58,7 @@ pub fn weight(stx: &SignedTransaction, size: usize) -> Weight {
         Call::UploadCode { .. } => writes(1),
         Call::Instantiate { .. } => writes(6),
         Call::Command { .. } => writes(6),
+        Call::SetStorageQuota { .. } => writes(5),
     };
     TX_BASE + PER_BYTE * size as Weight + call
 }

@@ -22,6 +22,8 @@ use phala_types::{
 
 /// The smallest byte string the chain takes as WebAssembly (workers load the real thing).
 const CODE: &[u8] = b"\0asm\x01\0\0\0 a module";
+/// The storage quota `instantiate` buys.
+const QUOTA: u64 = 10_000;
 
 /// A dev chain whose gatekeeper holds master key generation 1, with workers `w1`, `w2` in
 /// cluster 0 and `w3` in cluster 1.
@@ -126,6 +128,7 @@ fn instantiate(cluster: u32, salt: u8) -> Call {
         code_hash: code_hash(CODE),
         cluster,
         salt: [salt; 32],
+        storage_quota: QUOTA,
         input: Bytes::from_static(b"init"),
     }
 }
@@ -159,6 +162,7 @@ fn a_report(contract: ContractId, index: u64, commitment: u8) -> ContractReport 
         commitment: [commitment; 32],
         gas_used: 1_234,
         succeeded: true,
+        state_bytes: 500,
         events: vec![
             Bytes::from_static(b"first event"),
             Bytes::from_static(b"second"),
@@ -585,4 +589,135 @@ fn a_refused_report_never_blocks_the_workers_next_messages() {
     )
     .unwrap();
     assert!(network.report_record(&id, 0).is_some());
+}
+
+fn free(network: &Network, who: &phala_types::Address) -> phala_types::Balance {
+    phala_chain::balances::account(&Overlay::new(&network.chain.db), who).free
+}
+
+/// Instantiation locks `quota × deposit_per_byte` in the deposits account and tells the
+/// cluster the quota; a quota above the chain's limit is refused (and pays its fee).
+#[test]
+fn instantiation_locks_a_deposit_for_its_storage_quota() {
+    let mut network = Network::new();
+    let config = ContractsConfig::default();
+    let deployer = key("op3").address();
+    let before = free(&network, &deployer);
+    let id = network.deploy(1).unwrap();
+    let deposit = config.deposit_per_byte * QUOTA as u128;
+    assert_eq!(
+        before - free(&network, &deployer),
+        2 + deposit,
+        "two fees and the deposit"
+    );
+    assert_eq!(free(&network, &contracts::STORAGE_DEPOSITS), deposit);
+    let record = network.record(&id);
+    assert_eq!(
+        (record.storage_quota, record.storage_deposit),
+        (QUOTA, deposit)
+    );
+    let sent = network.chain.outboxes.last().unwrap();
+    let message: phala_types::ContractInstantiated =
+        decode_payload(&sent.messages[0].payload).unwrap();
+    assert_eq!(message.storage_quota, QUOTA);
+    assert_eq!(network.chain.issuance(), phala_types::TOTAL_SUPPLY);
+
+    let mut too_large = instantiate(0, 2);
+    if let Call::Instantiate { storage_quota, .. } = &mut too_large {
+        *storage_quota = config.max_storage_quota + 1;
+    }
+    assert_eq!(
+        refused(network.chain.apply(&key("op3"), too_large)),
+        TxError::QuotaTooLarge {
+            got: config.max_storage_quota + 1,
+            max: config.max_storage_quota
+        }
+    );
+    assert_eq!(free(&network, &contracts::STORAGE_DEPOSITS), deposit);
+}
+
+/// Only the deployer changes the quota. Raising it locks more at once; lowering it waits
+/// until the last call is reported, never goes below the state reported for it, and returns
+/// exactly the deposit above the new quota. Every change reaches the cluster in stream order.
+#[test]
+fn the_deployer_alone_changes_the_quota_and_gets_back_what_it_frees() {
+    let mut network = Network::new();
+    let per_byte = ContractsConfig::default().deposit_per_byte;
+    let id = network.deploy(1).unwrap();
+    let deployer = key("op3");
+    let set = |quota| Call::SetStorageQuota {
+        contract: id,
+        quota,
+    };
+    assert!(matches!(
+        refused(network.chain.apply(&key("op1"), set(0))),
+        TxError::NotDeployer { .. }
+    ));
+
+    let outbox = network.chain.apply(&deployer, set(3 * QUOTA)).unwrap();
+    assert_eq!(
+        free(&network, &contracts::STORAGE_DEPOSITS),
+        per_byte * 3 * QUOTA as u128
+    );
+    let change: phala_types::ContractQuota = decode_payload(&outbox.messages[0].payload).unwrap();
+    assert_eq!(
+        (
+            outbox.messages[0].destination,
+            outbox.messages[0].topic.as_ref(),
+            change.quota
+        ),
+        (Destination::Cluster(0), topics::QUOTA, 3 * QUOTA)
+    );
+
+    // `init` (call 0) is not reported yet: how much state it keeps is unknown.
+    assert!(matches!(
+        refused(network.chain.apply(&deployer, set(QUOTA))),
+        TxError::UsageUnknown { call: 0, .. }
+    ));
+    report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w1),
+        &a_report(id, 0, 1),
+    )
+    .unwrap();
+    assert_eq!(
+        refused(network.chain.apply(&deployer, set(499))),
+        TxError::QuotaBelowUsage {
+            contract: hex::encode(id),
+            used: 500
+        }
+    );
+    let before = free(&network, &deployer.address());
+    network.chain.apply(&deployer, set(500)).unwrap();
+    assert_eq!(
+        free(&network, &deployer.address()) - before,
+        per_byte * (3 * QUOTA - 500) as u128 - 1,
+        "the freed deposit, less the fee"
+    );
+    assert_eq!(free(&network, &contracts::STORAGE_DEPOSITS), per_byte * 500);
+    assert_eq!(network.record(&id).storage_deposit, per_byte * 500);
+    assert_eq!(network.chain.issuance(), phala_types::TOTAL_SUPPLY);
+}
+
+/// A worker that reports the right state commitment with another state size is disputed:
+/// the size decides refunds, so it must be agreed like the rest.
+#[test]
+fn a_report_of_another_state_size_is_disputed() {
+    let mut network = Network::new();
+    let id = network.deploy(1).unwrap();
+    report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w1),
+        &a_report(id, 0, 1),
+    )
+    .unwrap();
+    let mut smaller = a_report(id, 0, 1);
+    smaller.state_bytes = 1;
+    report(&mut network, |n| (&mut n.chain, &mut n.w2), &smaller).unwrap();
+    let record = network.report_record(&id, 0).unwrap();
+    assert_eq!(record.confirmations, 1);
+    assert_eq!(
+        record.dispute.map(|d| d.worker),
+        Some(network.w2.identity.address())
+    );
 }

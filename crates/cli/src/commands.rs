@@ -1,7 +1,8 @@
 //! The user-facing commands. Each prints human-readable text, or one JSON object with `--json`.
 
 use anyhow::{Context as _, anyhow, bail};
-use phala_client::{Client, TrustedChain, api::TxStatus, verify_account, verify_finalization};
+use phala_api::{TrustedChain, rpc::TxStatus, verify_account, verify_finalization};
+use phala_client::Client;
 use phala_crypto::Keypair;
 use phala_types::{Address, Call, format_pha, parse_pha};
 use serde_json::json;

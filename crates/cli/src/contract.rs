@@ -40,9 +40,22 @@ pub enum ContractCommand {
         /// Random by default.
         #[arg(long)]
         salt: Option<String>,
+        /// Bytes of contract state to buy with a locked deposit (each entry counts its key,
+        /// value and 32 bytes); `set-quota` changes it later and returns what is freed.
+        #[arg(long, default_value_t = contract_ops::DEFAULT_STORAGE_QUOTA)]
+        storage_quota: u64,
         /// The init input (public: it is in the transaction).
         #[arg(long, default_value = "")]
         input: String,
+    },
+    /// Changes a contract's storage quota (its deployer only): raising it locks more
+    /// deposit, lowering it returns the deposit above the new quota.
+    SetQuota {
+        #[arg(long)]
+        from: String,
+        contract: String,
+        /// The new quota in bytes; not below the state the workers last reported.
+        quota: u64,
     },
     /// Sends a command encrypted to the contract (only its cluster's enclaves can read it),
     /// waits until a worker reports its result.
@@ -108,6 +121,7 @@ pub async fn run(
             code,
             cluster,
             salt,
+            storage_quota,
             input,
         } => {
             let code = parse_id(&code, "code hash")?;
@@ -116,20 +130,34 @@ pub async fn run(
                 None => rand::random(),
             };
             let signer = resolve_signer(client, &from).await?;
-            let record = contract_ops::instantiate(
-                client,
-                &signer,
-                &code,
+            let deployment = contract_ops::Deployment {
+                code_hash: code,
                 cluster,
                 salt,
-                input.as_bytes(),
-                WAIT,
-            )
-            .await?;
+                storage_quota,
+                input: input.as_bytes(),
+            };
+            let record = contract_ops::instantiate(client, &signer, deployment, WAIT).await?;
             let id = hex::encode(record.id);
             print(as_json, serde_json::to_value(&record)?, || {
                 format!(
                     "contract {id} on cluster {cluster}, ready for encrypted commands and queries"
+                )
+            });
+        }
+        ContractCommand::SetQuota {
+            from,
+            contract,
+            quota,
+        } => {
+            let id = parse_id(&contract, "contract id")?;
+            let signer = resolve_signer(client, &from).await?;
+            contract_ops::set_storage_quota(client, &signer, &id, quota).await?;
+            let record = client.contract(&id).await?;
+            print(as_json, serde_json::to_value(&record)?, || {
+                format!(
+                    "contract {contract}: storage quota {quota} bytes, {} locked",
+                    phala_types::format_pha(record.record.storage_deposit)
                 )
             });
         }

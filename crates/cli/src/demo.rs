@@ -25,9 +25,14 @@ pub async fn run(node: &Client, worker: &str) -> anyhow::Result<()> {
     done(&format!("code hash {}", hex::encode(code)));
 
     step("alice instantiates it on cluster 0 (groups need at least 3 participants)");
-    let record =
-        contract_ops::instantiate(node, &alice, &code, 0, rand::random(), b"min_group 3", WAIT)
-            .await?;
+    let deployment = contract_ops::Deployment {
+        code_hash: code,
+        cluster: 0,
+        salt: rand::random(),
+        storage_quota: contract_ops::DEFAULT_STORAGE_QUOTA,
+        input: b"min_group 3",
+    };
+    let record = contract_ops::instantiate(node, &alice, deployment, WAIT).await?;
     let contract = record.id;
     done(&format!(
         "contract {}; the gatekeepers published its public key",
@@ -86,7 +91,7 @@ pub async fn run(node: &Client, worker: &str) -> anyhow::Result<()> {
 
     step("anyone checks alice's receipt against the chain");
     // The demo's own chain, as a user would remember it at first use.
-    let trust = phala_client::TrustedChain::from_info(&node.chain_info().await?);
+    let trust = phala_api::TrustedChain::from_info(&node.chain_info().await?);
     let check = receipt::verify_receipt(node, &trust, &outcome.receipt).await?;
     done(&format!(
         "signed by registered worker {} ({:?}) of cluster {}, running code {}",

@@ -4,13 +4,13 @@
 
 use crate::devnet::sibling_binary;
 use anyhow::{Context as _, bail};
+use phala_api::pruntime::Info;
 use phala_chain::registry;
-use phala_client::Client;
-use phala_crypto::Keypair;
-use phala_pruntime::{
-    api::Info,
-    client::{PruntimeClient, anchor_from},
+use phala_client::{
+    Client,
+    pruntime::{PruntimeClient, anchor_from},
 };
+use phala_crypto::Keypair;
 use phala_types::{Address, Call, WorkerRecord};
 use std::{
     path::{Path, PathBuf},

@@ -4,15 +4,18 @@
 //! being refused, a worker's death, and a late worker catching up from the chain.
 
 use bytes::Bytes;
+use phala_api::{
+    TrustedChain,
+    query::{prepare_query, seal_command},
+    rpc::TxStatus,
+};
 use phala_cli::{
     devnet::{Devnet, DevnetOptions, free_ports},
     workers::{DEV_CLUSTER, Workers, wait_until},
 };
 use phala_client::{
-    Client, TrustedChain,
-    api::TxStatus,
+    Client,
     contract_ops::{self, QueryFailure},
-    contracts::{prepare_query, seal_command},
     receipt::verify_receipt,
 };
 use phala_crypto::Keypair;
@@ -104,17 +107,16 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
     let code = contract_ops::upload_code(&node, &alice, VAULT)
         .await
         .unwrap();
-    let record = contract_ops::instantiate(
-        &node,
-        &alice,
-        &code,
-        DEV_CLUSTER,
-        [7; 32],
-        b"supply 1000",
-        WAIT,
-    )
-    .await
-    .unwrap();
+    let deployment = contract_ops::Deployment {
+        code_hash: code,
+        cluster: DEV_CLUSTER,
+        salt: [7; 32],
+        storage_quota: contract_ops::DEFAULT_STORAGE_QUOTA,
+        input: b"supply 1000",
+    };
+    let record = contract_ops::instantiate(&node, &alice, deployment, WAIT)
+        .await
+        .unwrap();
     let vault = record.id;
     let init = confirmed(&node, &vault, 0, 2).await;
     assert!(init.succeeded && init.dispute.is_none());
@@ -348,7 +350,7 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
     // A new worker joins the cluster, catches up from the chain, and answers identically.
     workers.add(&nodes, false, base_port + 3).unwrap();
     let newcomer = workers.processes[3].api.clone();
-    let info = phala_pruntime::client::PruntimeClient::new(&newcomer).unwrap();
+    let info = phala_client::pruntime::PruntimeClient::new(&newcomer).unwrap();
     let deadline = Instant::now() + WAIT;
     wait_until(deadline, "the new worker to register", || async {
         let id = info.info().await?.identity;

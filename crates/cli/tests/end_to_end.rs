@@ -7,8 +7,9 @@ use jsonrpsee::{
     http_client::HttpClientBuilder,
     rpc_params,
 };
+use phala_api::{rpc::TxStatus, verify_account, verify_finalization};
 use phala_cli::devnet::{Devnet, DevnetOptions, free_ports};
-use phala_client::{Client, api::TxStatus, verify_account, verify_finalization};
+use phala_client::Client;
 use phala_crypto::Keypair;
 use phala_types::{Call, Digest, SignedTransaction, Transaction, UNIT};
 use std::{process::Command, time::Duration};
@@ -42,7 +43,7 @@ async fn transfer_tx(
     amount: u128,
 ) -> SignedTransaction {
     let info = client.chain_info().await.unwrap();
-    let genesis = phala_client::api::parse_digest(&info.genesis_hash).unwrap();
+    let genesis = phala_api::rpc::parse_digest(&info.genesis_hash).unwrap();
     let head = client.health().await.unwrap().finalized_height;
     let tx = Transaction {
         signer: from.address(),
@@ -165,7 +166,7 @@ async fn transfers_blocks_proofs_and_bad_input() {
     let mut expired = transfer_tx(&client, &alice, &bob, nonce, UNIT).await;
     expired.tx.expiry = 0;
     let expired = alice.sign_transaction(
-        &phala_client::api::parse_digest(&info.genesis_hash).unwrap(),
+        &phala_api::rpc::parse_digest(&info.genesis_hash).unwrap(),
         expired.tx,
     );
     let (_, data, _) = submit(expired).await;
@@ -180,7 +181,7 @@ async fn transfers_blocks_proofs_and_bad_input() {
     let mut cheap = transfer_tx(&client, &alice, &bob, nonce, UNIT).await;
     cheap.tx.fee = 1;
     let cheap = alice.sign_transaction(
-        &phala_client::api::parse_digest(&info.genesis_hash).unwrap(),
+        &phala_api::rpc::parse_digest(&info.genesis_hash).unwrap(),
         cheap.tx,
     );
     let (_, data, _) = submit(cheap).await;

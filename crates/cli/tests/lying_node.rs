@@ -4,12 +4,12 @@
 
 use commonware_utils::TestRng;
 use jsonrpsee::{RpcModule, server::Server, types::ErrorObjectOwned};
+use phala_api::rpc::{AccountJson, HeaderJson, HeadersJson, ProofJson};
 use phala_chain::{
     balances::Account,
     commitment::StateDb,
     state::{Changes, keys},
 };
-use phala_client::api::{AccountJson, HeaderJson, HeadersJson, ProofJson};
 use phala_crypto::Keypair;
 use phala_node::{
     certify::Certifier,
@@ -32,7 +32,7 @@ fn chain(seed: u64) -> (ChainSpec, Certifier) {
 /// What the liar serves: its chain info, the fabricated account, the headers.
 #[derive(Clone)]
 struct Lies {
-    info: phala_client::api::ChainInfo,
+    info: phala_api::rpc::ChainInfo,
     account: AccountJson,
     headers: HeadersJson,
 }
@@ -197,6 +197,8 @@ fn receipt_state(worker: &Keypair, contract: [u8; 32], commitment: [u8; 32]) -> 
         instantiated: 1,
         public_key: Some([9; 32]),
         commands: 0,
+        storage_quota: 0,
+        storage_deposit: 0,
     };
     let report = ReportRecord {
         index: 0,
@@ -204,6 +206,7 @@ fn receipt_state(worker: &Keypair, contract: [u8; 32], commitment: [u8; 32]) -> 
         commitment,
         gas_used: 1,
         succeeded: true,
+        state_bytes: 0,
         height: 1,
         confirmations: 1,
         dispute: None,
@@ -232,12 +235,12 @@ fn receipt_state(worker: &Keypair, contract: [u8; 32], commitment: [u8; 32]) -> 
 
 /// Serves `state_values` from `state` (with proofs against its root) and `headers` as given.
 async fn state_server(
-    info: phala_client::api::ChainInfo,
+    info: phala_api::rpc::ChainInfo,
     state: StateDb,
     headers: HeadersJson,
 ) -> String {
+    use phala_api::rpc::{ProvenValueJson, StateValuesJson};
     use phala_chain::state::StateRead;
-    use phala_client::api::{ProvenValueJson, StateValuesJson};
     let mut module = RpcModule::new((info, state, headers));
     module
         .register_method("chain_info", |_, ctx, _| {
@@ -283,7 +286,8 @@ async fn state_server(
 /// over plain RPC and believed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_is_checked_only_against_certified_records() {
-    use phala_client::{Client, Error, TrustedChain, receipt};
+    use phala_api::TrustedChain;
+    use phala_client::{Client, Error, receipt};
     use phala_types::{QueryReceipt, contracts::labels};
     let (spec, certifier) = chain(7);
     let worker = Keypair::generate();
@@ -326,7 +330,9 @@ async fn a_receipt_is_checked_only_against_certified_records() {
     };
     let url = state_server(info, state, uncertified).await;
     match receipt::verify_receipt(&Client::new(&url).unwrap(), &trust, &good).await {
-        Err(receipt::ReceiptError::Node(Error::Lied { url: named, .. })) => assert_eq!(named, url),
+        Err(receipt::VerifyReceiptError::Node(Error::Lied { url: named, .. })) => {
+            assert_eq!(named, url)
+        }
         other => panic!("expected the node to be named a liar, got {other:?}"),
     }
 }

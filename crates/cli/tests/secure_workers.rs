@@ -4,17 +4,21 @@
 //! attacks on a pRuntime's light client.
 
 use commonware_codec::{Copying, DecodeExt, Encode};
+use phala_api::{
+    pruntime::{Info, RegistrationRequest},
+    rpc::TxStatus,
+};
 use phala_cli::{
     devnet::{Devnet, DevnetOptions, free_ports, sibling_binary},
     workers::{DEV_CLUSTER, Workers, wait_until, write_anchor},
 };
-use phala_client::{Client, api::TxStatus};
-use phala_crypto::Keypair;
-use phala_pruntime::{
-    api::{Info, RegistrationRequest},
-    client::{PruntimeClient, build_batch},
+use phala_client::{
+    Client,
+    pruntime::{PruntimeClient, PruntimeError},
 };
+use phala_crypto::Keypair;
 use phala_types::{Block, Call, DownwardMessage, SignedRegistration};
+use pherry::batch::build_batch;
 use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -208,8 +212,11 @@ async fn standalone(devnet: &Devnet, node: &Client) -> Standalone {
     Standalone { child, api }
 }
 
-fn refusal(result: anyhow::Result<impl std::fmt::Debug>) -> String {
-    format!("{:#}", result.expect_err("the batch must be refused"))
+fn refusal(result: Result<impl std::fmt::Debug, PruntimeError>) -> String {
+    match result.expect_err("the batch must be refused") {
+        PruntimeError::Refused { reason, .. } => reason,
+        other => panic!("expected a refusal, got {other}"),
+    }
 }
 
 async fn height(api: &PruntimeClient) -> u64 {

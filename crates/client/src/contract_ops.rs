@@ -1,13 +1,13 @@
 //! The contract workflow over a node and a worker: upload, instantiate, command, query, and
 //! checking a receipt against the chain. Used by the CLI, the demo and the tests.
 
-use crate::contracts::{
-    Answer, PreparedQuery, QueryRequest, QueryResponse, QuerySession, SessionOpened, SessionQuery,
-    prepare_query, seal_command,
-};
 use crate::{Client, Error};
 use bytes::Bytes;
 use commonware_codec::{Copying, DecodeExt};
+use phala_api::query::{
+    Answer, PreparedQuery, QueryRequest, QueryResponse, QuerySession, SessionOpened, SessionQuery,
+    prepare_query, seal_command,
+};
 use phala_chain::state::keys;
 use phala_crypto::Keypair;
 use phala_types::{
@@ -35,25 +35,59 @@ pub async fn upload_code(
     Ok(code_hash(code))
 }
 
+/// The storage quota `phala contract instantiate` buys unless told otherwise (bytes of
+/// state, each entry counting its key, value and 32 bytes).
+pub const DEFAULT_STORAGE_QUOTA: u64 = 64 * 1024;
+
+/// What to instantiate.
+pub struct Deployment<'a> {
+    pub code_hash: CodeHash,
+    pub cluster: u32,
+    /// The same deployer, code, cluster and salt give the same contract id.
+    pub salt: [u8; 32],
+    /// The bytes of state the deployer's locked deposit buys.
+    pub storage_quota: u64,
+    /// `init`'s input (public: it is in the transaction).
+    pub input: &'a [u8],
+}
+
 /// Instantiates code on a cluster and waits until the gatekeepers published its key.
 pub async fn instantiate(
     client: &Client,
     signer: &Keypair,
-    code_hash: &CodeHash,
-    cluster: u32,
-    salt: [u8; 32],
-    input: &[u8],
+    deployment: Deployment<'_>,
     timeout: Duration,
 ) -> Result<ContractRecord, Error> {
     let call = Call::Instantiate {
-        code_hash: *code_hash,
-        cluster,
-        salt,
-        input: Bytes::copy_from_slice(input),
+        code_hash: deployment.code_hash,
+        cluster: deployment.cluster,
+        salt: deployment.salt,
+        storage_quota: deployment.storage_quota,
+        input: Bytes::copy_from_slice(deployment.input),
     };
     client.execute(signer, call).await?;
-    let id = contract_id(&signer.address(), code_hash, cluster, &salt);
+    let id = contract_id(
+        &signer.address(),
+        &deployment.code_hash,
+        deployment.cluster,
+        &deployment.salt,
+    );
     wait_ready(client, &id, timeout).await
+}
+
+/// The deployer sets its contract's storage quota: more locks more deposit, less returns the
+/// part above (never below the state the workers last reported).
+pub async fn set_storage_quota(
+    client: &Client,
+    signer: &Keypair,
+    contract: &ContractId,
+    quota: u64,
+) -> Result<(), Error> {
+    let call = Call::SetStorageQuota {
+        contract: *contract,
+        quota,
+    };
+    client.execute(signer, call).await.map(drop)
 }
 
 /// Waits until a contract has its public key.
@@ -196,7 +230,7 @@ pub enum QueryFailure {
     #[error("the worker refused the query: {0}")]
     Refused(String),
     #[error(transparent)]
-    Call(#[from] crate::contracts::ContractCallError),
+    Call(#[from] phala_api::query::ContractCallError),
 }
 
 /// Sends an encrypted, signed query to the worker at `worker_url` and opens its answer. The

@@ -1,33 +1,28 @@
-//! The node's JSON-RPC API: its types ([`api`]), a typed client ([`Client`]), and the checks
-//! a client can make without trusting the node: state proofs against a state root, and
-//! finality certificates against the chain's BLS group key.
+//! HTTP clients: [`Client`] for a node's JSON-RPC API and [`pruntime::PruntimeClient`] for a
+//! pRuntime's. The wire types and the checks that make a client independent of the node's
+//! honesty (certificates, state proofs, receipts) live in the I/O-free `phala-api`; this crate
+//! fetches what they check.
 
-pub mod api;
 pub mod contract_ops;
-pub mod contracts;
+pub mod pruntime;
 pub mod receipt;
-mod verify;
 
-use api::{
-    AccountJson, BlockJson, ChainInfo, ContractInfo, FinalizedHead, HeadersJson, Health,
-    OutboxMessageJson, StateValueJson, StateValuesJson, TxStatus, Witness,
-};
 use commonware_codec::{Encode, EncodeSize};
 use jsonrpsee::{
     core::{ClientError, client::ClientT},
     http_client::{HttpClient, HttpClientBuilder},
     rpc_params,
 };
+use phala_api::rpc::{
+    AccountJson, BlockJson, ChainInfo, ContractInfo, FinalizedHead, HeadersJson, Health,
+    OutboxMessageJson, StateValueJson, StateValuesJson, TxStatus, Witness,
+};
+use phala_api::{TrustedChain, verify_headers, verify_values};
 use phala_chain::config::FeeSchedule;
 use phala_crypto::Keypair;
 use phala_types::{Address, Digest, SignedTransaction};
 use phala_types::{Call, Destination, ReportRecord, Transaction, WorkerRecord};
 use std::time::Duration;
-
-pub use verify::{
-    TrustedChain, VerifyError, verify_account, verify_certificate, verify_finalization,
-    verify_headers, verify_values,
-};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +141,7 @@ impl Client {
         let hash: String = self
             .call("submit_transaction", rpc_params![hex::encode(stx.encode())])
             .await?;
-        api::parse_digest(&hash).map_err(|e| Error::Malformed(e.to_string()))
+        phala_api::rpc::parse_digest(&hash).map_err(|e| Error::Malformed(e.to_string()))
     }
 
     pub async fn transaction_status(&self, hash: &Digest) -> Result<TxStatus, Error> {
@@ -199,8 +194,8 @@ impl Client {
         nonce: Option<u64>,
     ) -> Result<SignedTransaction, Error> {
         let info = self.chain_info().await?;
-        let genesis =
-            api::parse_digest(&info.genesis_hash).map_err(|e| Error::Malformed(e.to_string()))?;
+        let genesis = phala_api::rpc::parse_digest(&info.genesis_hash)
+            .map_err(|e| Error::Malformed(e.to_string()))?;
         let nonce = match nonce {
             Some(nonce) => nonce,
             None => self.account(&signer.address()).await?.nonce,

@@ -5,15 +5,18 @@
 //! - `contract_report(id, index)`: the report of one call;
 //! - `code(hash)`: uploaded code (pherry hands it to the workers, which check its hash).
 
-use crate::rpc::{RpcContext, invalid_params, not_found, parse_hex};
+use crate::rpc::{RpcContext, bad_params, not_found};
 use commonware_codec::{Copying, DecodeExt};
 use jsonrpsee::{RpcModule, types::ErrorObjectOwned, types::Params};
+use phala_api::{params, rpc::ContractInfo};
 use phala_chain::contracts::keys;
-use phala_client::api::ContractInfo;
 use phala_types::{ContractRecord, ReportRecord};
 
 /// Most events `contract` returns.
 const RECENT_EVENTS: u64 = 32;
+/// How many of the newest calls `contract` looks through for the latest report: a contract
+/// whose calls nobody reports must not make each `contract` call scan all of them.
+const REPORT_LOOKBACK: u64 = 64;
 
 pub fn register(module: &mut RpcModule<RpcContext>) -> anyhow::Result<()> {
     module.register_method("contract", |params, ctx, _| contract(params, ctx))?;
@@ -24,28 +27,19 @@ pub fn register(module: &mut RpcModule<RpcContext>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn id_param(text: &str, what: &str) -> Result<[u8; 32], ErrorObjectOwned> {
-    parse_hex(text, what)?
-        .try_into()
-        .map_err(|_| invalid_params(format!("{what} must be 32 bytes")))
-}
-
 fn report(ctx: &RpcContext, id: &[u8; 32], index: u64) -> Option<ReportRecord> {
     let bytes = ctx.ledger.value(&keys::report(id, index))?;
     ReportRecord::decode(Copying(&bytes)).ok()
 }
 
 fn contract(params: Params<'_>, ctx: &RpcContext) -> Result<ContractInfo, ErrorObjectOwned> {
-    let (id,): (String,) = params
-        .parse()
-        .map_err(|_| invalid_params("expected [contract_id]"))?;
-    let id = id_param(&id, "contract id")?;
+    let id = params::contract_id(params.as_str()).map_err(bad_params)?;
     let record = ctx
         .ledger
         .value(&keys::contract(&id))
         .and_then(|bytes| ContractRecord::decode(Copying(&bytes)).ok())
         .ok_or_else(|| not_found(format!("no contract {}", hex::encode(id))))?;
-    let latest_report = (0..=record.commands)
+    let latest_report = (record.commands.saturating_sub(REPORT_LOOKBACK)..=record.commands)
         .rev()
         .find_map(|index| report(ctx, &id, index));
     let event_count = ctx
@@ -69,17 +63,12 @@ fn contract_report(
     params: Params<'_>,
     ctx: &RpcContext,
 ) -> Result<Option<ReportRecord>, ErrorObjectOwned> {
-    let (id, index): (String, u64) = params
-        .parse()
-        .map_err(|_| invalid_params("expected [contract_id, index]"))?;
-    Ok(report(ctx, &id_param(&id, "contract id")?, index))
+    let (id, index) = params::contract_report(params.as_str()).map_err(bad_params)?;
+    Ok(report(ctx, &id, index))
 }
 
 fn code(params: Params<'_>, ctx: &RpcContext) -> Result<String, ErrorObjectOwned> {
-    let (hash,): (String,) = params
-        .parse()
-        .map_err(|_| invalid_params("expected [code_hash]"))?;
-    let hash = id_param(&hash, "code hash")?;
+    let hash = params::contract_id(params.as_str()).map_err(bad_params)?;
     ctx.ledger
         .value(&keys::code(&hash))
         .map(hex::encode)

@@ -90,7 +90,7 @@ pub fn certifies(spec: &ChainSpec, block: &Block, finalization: &[u8]) -> bool {
     let Ok(identity) = hex::decode(&spec.identity) else {
         return false;
     };
-    phala_client::verify_certificate(
+    phala_api::verify_certificate(
         &spec.namespace(),
         &identity,
         &block.header.hash(),

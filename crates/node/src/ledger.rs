@@ -9,6 +9,7 @@
 //! the committed state to that block, which stay valid as the head advances along its ancestry.
 
 use crate::mempool::{AdmissionError, Mempool};
+use phala_api::rpc::{FinalizedEvent, HeaderJson, TxFailure, TxStatus};
 use phala_chain::{
     BlockContext, Runtime, TxError, balances,
     commitment::{StateDb, StateProof},
@@ -17,7 +18,6 @@ use phala_chain::{
     registry::{self, RegistrationContext},
     state::{Changes, Overlay, keys},
 };
-use phala_client::api::{FinalizedEvent, HeaderJson, TxFailure, TxStatus};
 use phala_types::{
     Address, Block, Call, Digest, DownwardMessage, Header, SignedTransaction, limits,
 };

@@ -11,14 +11,15 @@
 //! - `workers()`: the registry's worker records (a listing, unproven).
 
 use crate::ledger::BlockOutbox;
-use crate::rpc::{RpcContext, invalid_params, not_found};
+use crate::rpc::{RpcContext, bad_params, not_found};
 use commonware_codec::{Copying, DecodeExt, Encode};
 use jsonrpsee::{RpcModule, types::ErrorObjectOwned, types::Params};
-use phala_chain::{mq::MessageLocation, registry, state::keys};
-use phala_client::api::{
-    HeaderJson, HeadersJson, OutboxMessageJson, ProofJson, StreamProof, Witness,
+use phala_api::{
+    params::{self, WitnessRequest},
+    rpc::{HeaderJson, HeadersJson, OutboxMessageJson, ProofJson, StreamProof, Witness},
 };
-use phala_types::{Address, Destination, WorkerRecord};
+use phala_chain::{mq::MessageLocation, registry, state::keys};
+use phala_types::WorkerRecord;
 use std::sync::Arc;
 
 /// Most headers per `headers` call.
@@ -44,9 +45,7 @@ async fn headers(
     params: Params<'static>,
     ctx: Arc<RpcContext>,
 ) -> Result<HeadersJson, ErrorObjectOwned> {
-    let (from, limit): (u64, u64) = params
-        .parse()
-        .map_err(|_| invalid_params("expected [from_height, limit]"))?;
+    let (from, limit) = params::headers(params.as_str()).map_err(bad_params)?;
     let head = ctx.ledger.head().height;
     if from == 0 || from > head {
         return Err(not_found(format!(
@@ -89,9 +88,8 @@ fn stream_messages(
     params: Params<'_>,
     ctx: &RpcContext,
 ) -> Result<Vec<OutboxMessageJson>, ErrorObjectOwned> {
-    let (destination, from, to_height): (Destination, u64, u64) = params
-        .parse()
-        .map_err(|_| invalid_params("expected [destination, from_sequence, to_height]"))?;
+    let (destination, from, to_height) =
+        params::stream_messages(params.as_str()).map_err(bad_params)?;
     let mut out = Vec::new();
     // Consecutive messages often share a block: its outbox is looked up once for all of them.
     let mut block: Option<(u64, Option<Arc<BlockOutbox>>)> = None;
@@ -143,27 +141,11 @@ async fn stream_witness(
     params: Params<'static>,
     ctx: Arc<RpcContext>,
 ) -> Result<Witness, ErrorObjectOwned> {
-    type Streams = Vec<(Destination, u64)>;
-    let (streams, origin, backfill): (Streams, Option<Address>, Streams) = params
-        .parse()
-        .or_else(|_| {
-            params
-                .parse::<(Streams, Option<Address>)>()
-                .map(|(s, o)| (s, o, Vec::new()))
-        })
-        .map_err(|_| {
-            invalid_params(
-                "expected [[[destination, sequence], ...], origin | null, [[destination, sequence], ...]?]",
-            )
-        })?;
-    if streams.len() > 16 {
-        return Err(invalid_params("at most 16 streams"));
-    }
-    if backfill.len() > MAX_MESSAGES {
-        return Err(invalid_params(format!(
-            "at most {MAX_MESSAGES} backfill messages"
-        )));
-    }
+    let WitnessRequest {
+        streams,
+        origin,
+        backfill,
+    } = params::stream_witness(params.as_str()).map_err(bad_params)?;
     let mut keys: Vec<_> = streams
         .iter()
         .chain(&backfill)

@@ -2,7 +2,7 @@
 //! Every handler answers bad input with a JSON-RPC error; none can panic or block consensus.
 
 use crate::{engine::Marshal, follower::VerifiedChain, ledger::Ledger};
-use commonware_codec::{Copying, DecodeExt, Encode};
+use commonware_codec::Encode;
 use commonware_consensus::{marshal::Identifier, types::Height};
 use jsonrpsee::{
     RpcModule,
@@ -11,9 +11,12 @@ use jsonrpsee::{
     },
     types::{ErrorObjectOwned, Params},
 };
-use phala_client::api::{
-    AccountJson, BlockJson, ChainInfo, FinalizedHead, HeaderJson, Health, OutboxMessageJson,
-    ProofJson, ProvenValueJson, StateValueJson, StateValuesJson, TxStatus,
+use phala_api::{
+    params::{self, BlockRef, ParamsError},
+    rpc::{
+        AccountJson, BlockJson, ChainInfo, FinalizedHead, HeaderJson, Health, OutboxMessageJson,
+        ProofJson, ProvenValueJson, StateValueJson, StateValuesJson, TxStatus,
+    },
 };
 use phala_types::{Address, Block, SignedTransaction, limits};
 use std::{net::SocketAddr, sync::Arc};
@@ -113,38 +116,23 @@ pub(crate) fn not_found(message: impl Into<String>) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(code::NOT_FOUND, message.into(), None::<()>)
 }
 
-pub(crate) fn parse_hex(text: &str, what: &str) -> Result<Vec<u8>, ErrorObjectOwned> {
-    hex::decode(text.trim_start_matches("0x"))
-        .map_err(|e| invalid_params(format!("{what} is not hex: {e}")))
-}
-
-fn one_string(params: &Params<'_>, what: &str) -> Result<String, ErrorObjectOwned> {
-    params
-        .one::<String>()
-        .map_err(|_| invalid_params(format!("expected one string parameter: {what}")))
+/// Refused params, answered as invalid params (`-32602`).
+pub(crate) fn bad_params(error: ParamsError) -> ErrorObjectOwned {
+    invalid_params(error.to_string())
 }
 
 async fn submit_transaction(
     params: Params<'static>,
     ctx: Arc<RpcContext>,
 ) -> Result<String, ErrorObjectOwned> {
-    let bytes = parse_hex(
-        &one_string(&params, "the hex-encoded signed transaction")?,
-        "transaction",
-    )?;
-    if bytes.len() > limits::MAX_TX_SIZE {
-        return Err(ErrorObjectOwned::owned(
+    let stx = params::transaction(params.as_str()).map_err(|error| match error {
+        ParamsError::Oversized { .. } => ErrorObjectOwned::owned(
             code::TX_REJECTED,
-            format!(
-                "transaction is {} bytes, the limit is {}",
-                bytes.len(),
-                limits::MAX_TX_SIZE
-            ),
+            error.to_string(),
             Some(serde_json::json!({ "code": "oversized" })),
-        ));
-    }
-    let stx = SignedTransaction::decode(Copying(&bytes[..]))
-        .map_err(|e| invalid_params(format!("not a signed transaction: {e}")))?;
+        ),
+        other => bad_params(other),
+    })?;
     if let Some(upstream) = &ctx.upstream {
         return forward(upstream, &stx).await;
     }
@@ -159,39 +147,13 @@ async fn submit_transaction(
     })
 }
 
-/// Most transactions in one `submit_transactions` call.
-pub const MAX_SUBMIT_BATCH: usize = 4_096;
-
 /// `submit_transactions([hex, ...])`: admits many transactions with one batched signature
 /// check; answers, in order, `{"hash": ...}` or `{"error": {"code", "message"}}` for each.
 async fn submit_transactions(
     params: Params<'static>,
     ctx: Arc<RpcContext>,
 ) -> Result<Vec<serde_json::Value>, ErrorObjectOwned> {
-    let hexes: Vec<String> = params.one().map_err(|_| {
-        invalid_params("expected one parameter: an array of hex-encoded signed transactions")
-    })?;
-    if hexes.len() > MAX_SUBMIT_BATCH {
-        return Err(invalid_params(format!(
-            "at most {MAX_SUBMIT_BATCH} transactions per call"
-        )));
-    }
-    let mut decoded = Vec::with_capacity(hexes.len());
-    for (index, text) in hexes.iter().enumerate() {
-        let bytes = parse_hex(text, "transaction")?;
-        if bytes.len() > limits::MAX_TX_SIZE {
-            return Err(invalid_params(format!(
-                "transaction {index} exceeds {} bytes",
-                limits::MAX_TX_SIZE
-            )));
-        }
-        let stx = SignedTransaction::decode(Copying(&bytes[..])).map_err(|e| {
-            invalid_params(format!(
-                "transaction {index} is not a signed transaction: {e}"
-            ))
-        })?;
-        decoded.push(stx);
-    }
+    let decoded = params::transactions(params.as_str()).map_err(bad_params)?;
     if let Some(upstream) = &ctx.upstream {
         let mut answers = Vec::with_capacity(decoded.len());
         for stx in &decoded {
@@ -248,17 +210,12 @@ async fn forward(
 }
 
 fn transaction_status(params: Params<'_>, ctx: &RpcContext) -> Result<TxStatus, ErrorObjectOwned> {
-    let hash = parse_hex(&one_string(&params, "the transaction hash")?, "hash")?;
-    let hash: [u8; 32] = hash
-        .try_into()
-        .map_err(|_| invalid_params("a hash is 32 bytes"))?;
-    Ok(ctx.ledger.tx_status(&phala_types::Digest(hash)))
+    let hash = params::tx_hash(params.as_str()).map_err(bad_params)?;
+    Ok(ctx.ledger.tx_status(&hash))
 }
 
 fn account(params: Params<'_>, ctx: &RpcContext) -> Result<AccountJson, ErrorObjectOwned> {
-    let address: Address = one_string(&params, "the account address")?
-        .parse()
-        .map_err(|e| invalid_params(format!("{e}")))?;
+    let address = params::address(params.as_str()).map_err(bad_params)?;
     let (account, proof, header) = ctx.ledger.account(&address);
     Ok(AccountJson {
         address,
@@ -271,8 +228,7 @@ fn account(params: Params<'_>, ctx: &RpcContext) -> Result<AccountJson, ErrorObj
 }
 
 fn state_value(params: Params<'_>, ctx: &RpcContext) -> Result<StateValueJson, ErrorObjectOwned> {
-    let key_hex = one_string(&params, "the hex-encoded state key")?;
-    let key = parse_hex(&key_hex, "key")?;
+    let key = params::state_key(params.as_str()).map_err(bad_params)?;
     let (value, proof, header) = ctx.ledger.state_value(&key);
     Ok(StateValueJson {
         key: hex::encode(&key),
@@ -283,31 +239,10 @@ fn state_value(params: Params<'_>, ctx: &RpcContext) -> Result<StateValueJson, E
     })
 }
 
-/// Most keys one `state_values` call proves.
-pub const MAX_STATE_VALUES: usize = 128;
-/// Longest key `state_values` takes (every key the chain writes is shorter).
-pub const MAX_STATE_KEY: usize = 256;
-
 /// `state_values([key_hex, ...])`: several values proven against one state root, so a client
 /// can check records that must agree (a worker, its contract, the policy) at one height.
 fn state_values(params: Params<'_>, ctx: &RpcContext) -> Result<StateValuesJson, ErrorObjectOwned> {
-    let (hexes,): (Vec<String>,) = params
-        .parse()
-        .map_err(|_| invalid_params("expected [[key_hex, ...]]"))?;
-    if hexes.len() > MAX_STATE_VALUES {
-        return Err(invalid_params(format!(
-            "at most {MAX_STATE_VALUES} keys per call"
-        )));
-    }
-    let keys = hexes
-        .iter()
-        .map(|text| parse_hex(text, "key"))
-        .collect::<Result<Vec<_>, _>>()?;
-    if keys.iter().any(|key| key.len() > MAX_STATE_KEY) {
-        return Err(invalid_params(format!(
-            "keys are at most {MAX_STATE_KEY} bytes"
-        )));
-    }
+    let keys = params::state_keys(params.as_str()).map_err(bad_params)?;
     let (values, header) = ctx.ledger.state_values(&keys);
     Ok(StateValuesJson {
         height: header.height,
@@ -330,26 +265,14 @@ async fn block(
     ctx: Arc<RpcContext>,
 ) -> Result<BlockJson, ErrorObjectOwned> {
     let head = ctx.ledger.head().height;
-    let args: Vec<serde_json::Value> = match params.as_str() {
-        None => Vec::new(),
-        Some(_) => params
-            .parse()
-            .map_err(|_| invalid_params("expected [height | hash | null]"))?,
-    };
-    let height = match args.into_iter().next() {
-        None | Some(serde_json::Value::Null) => head,
-        Some(serde_json::Value::Number(n)) => n
-            .as_u64()
-            .ok_or_else(|| invalid_params("height is a non-negative integer"))?,
-        Some(serde_json::Value::String(text)) => {
-            let digest = phala_client::api::parse_digest(text.trim_start_matches("0x"))
-                .map_err(|e| invalid_params(e.to_string()))?;
-            ctx.blocks
-                .height_of(&digest)
-                .await
-                .ok_or_else(|| not_found("no finalized block with this hash"))?
-        }
-        Some(_) => return Err(invalid_params("expected a height, a block hash or null")),
+    let height = match params::block_ref(params.as_str()).map_err(bad_params)? {
+        BlockRef::Head => head,
+        BlockRef::Height(height) => height,
+        BlockRef::Hash(digest) => ctx
+            .blocks
+            .height_of(&digest)
+            .await
+            .ok_or_else(|| not_found("no finalized block with this hash"))?,
     };
     if height > head {
         return Err(not_found(format!(
@@ -394,9 +317,7 @@ fn outbox(
     params: Params<'_>,
     ctx: &RpcContext,
 ) -> Result<Vec<OutboxMessageJson>, ErrorObjectOwned> {
-    let height: u64 = params
-        .one()
-        .map_err(|_| invalid_params("expected one parameter: the block height"))?;
+    let height = params::height(params.as_str()).map_err(bad_params)?;
     let Some(outbox) = ctx.ledger.outbox(height) else {
         return Ok(Vec::new());
     };

@@ -4,8 +4,8 @@
 use commonware_codec::Encode;
 use commonware_utils::TestRng;
 use jsonrpsee::{RpcModule, server::Server, types::ErrorObjectOwned};
+use phala_api::rpc::{BlockJson, HeaderJson, Health};
 use phala_chain::BlockContext;
-use phala_client::api::{BlockJson, HeaderJson, Health};
 use phala_crypto::Keypair;
 use phala_node::{
     certify::Certifier,

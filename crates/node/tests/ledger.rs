@@ -207,7 +207,7 @@ fn a_call_that_fails_in_a_block_is_included_and_pays_its_fee() {
         assert_eq!(after.nonce, before.nonce + 1);
         assert_eq!(after.free, before.free - UNIT / 10, "the fee is paid");
         match ledger.tx_status(&hash) {
-            phala_client::api::TxStatus::Finalized {
+            phala_api::rpc::TxStatus::Finalized {
                 failed: Some(failure),
                 ..
             } => assert_eq!(failure.code, "unknown_origin"),

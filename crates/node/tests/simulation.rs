@@ -21,7 +21,7 @@ use commonware_runtime::{
     Clock, Handle, Quota, Runner as _, Spawner, Supervisor as _, deterministic,
 };
 use commonware_utils::{NZU32, NZUsize, Probability, TestRng};
-use phala_client::api::TxStatus;
+use phala_api::rpc::TxStatus;
 use phala_crypto::Keypair;
 use phala_node::{
     engine::{self, Channels, Marshal, ValidatorConfig, channel},

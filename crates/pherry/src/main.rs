@@ -1,13 +1,11 @@
 //! `pherry`: relays between a chain node and a pRuntime. Untrusted: it can only delay.
 
-mod relay;
-
 use anyhow::Context;
 use clap::Parser;
 use jsonrpsee::{core::client::SubscriptionClientT, rpc_params, ws_client::WsClientBuilder};
 use phala_client::Client;
 use phala_crypto::Keypair;
-use relay::{Progress, Relay};
+use pherry::relay::{Progress, Relay};
 use std::{path::PathBuf, time::Duration};
 
 /// Relays finalized blocks and proofs to a pRuntime and its signed messages to the chain.
@@ -52,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let relay = Relay {
         node: Client::new(&args.node)?,
-        pruntime: phala_pruntime::client::PruntimeClient::new(&args.pruntime)?,
+        pruntime: phala_client::pruntime::PruntimeClient::new(&args.pruntime)?,
         operator,
         batch: args.batch.max(1),
         egress_held_until: Default::default(),

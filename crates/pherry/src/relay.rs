@@ -4,13 +4,13 @@
 //! height and stream positions) and what the chain says (the origin's next sequence, the
 //! worker record), so a restart of the node, the pRuntime or pherry resumes where things are.
 
+use crate::batch::build_batch;
 use anyhow::Context;
 use commonware_codec::{Copying, DecodeExt};
+use phala_api::pruntime::{Info, RegistrationRequest};
 use phala_chain::{registry, state::keys};
-use phala_client::Client;
+use phala_client::{Client, pruntime::PruntimeClient};
 use phala_crypto::Keypair;
-use phala_pruntime::api::{Info, RegistrationRequest};
-use phala_pruntime::client::{PruntimeClient, build_batch};
 use phala_types::{AttestationPolicy, Call, SignedRegistration, UpwardMessage, WorkerRecord};
 use std::{io::IsTerminal, time::Instant};
 
@@ -148,7 +148,7 @@ impl Relay {
                 .node
                 .wait_final(&hash, std::time::Duration::from_secs(60))
                 .await?;
-            if let phala_client::api::TxStatus::Finalized {
+            if let phala_api::rpc::TxStatus::Finalized {
                 failed: Some(failure),
                 ..
             } = status

@@ -5,8 +5,10 @@
 //! - every worker of a cluster applies the cluster stream's messages in the same order with the
 //!   same inputs (commands carry their block's height and time), so the state commitment after
 //!   call `n` is the same on every honest worker;
-//! - a call that fails (cannot be decrypted, traps, runs out of gas, is refused) changes nothing
-//!   but is still reported, so gas and failures are visible on chain;
+//! - a call that fails (cannot be decrypted, traps, runs out of gas, is refused, or would grow
+//!   the state past the contract's storage quota) changes nothing but is still reported, so gas
+//!   and failures are visible on chain; a call may always shrink the state, even one above a
+//!   lowered quota;
 //! - messages of the cluster stream wait, in order, until the worker holds the cluster key they
 //!   need (a worker that joins late reads the stream from its start).
 
@@ -16,8 +18,8 @@ use bytes::Bytes;
 use commonware_codec::{Copying, DecodeExt, Encode};
 use phala_crypto::secrets::{self, EcdhKeypair};
 use phala_types::{
-    Address, ContractCommand, ContractInstantiated, ContractReport, DownwardMessage,
-    contracts::{CodeHash, ContractId, command_info, labels, topics},
+    Address, ContractCommand, ContractInstantiated, ContractQuota, ContractReport, DownwardMessage,
+    contracts::{CodeHash, ContractId, command_info, entry_bytes, labels, topics},
     registry::decode_payload,
 };
 use phala_vm::{Call, Entry, Failure, Outcome, Vm, VmError};
@@ -65,6 +67,10 @@ pub struct Instance {
     pub next_call: u64,
     /// Commitment of `state`.
     pub commitment: [u8; 32],
+    /// The bytes of state a call may grow it to ([`entry_bytes`]), set by the chain.
+    pub quota: u64,
+    /// The bytes `state` counts against `quota`.
+    pub state_bytes: u64,
     /// Height of the block of the last applied call.
     pub height: u64,
     /// Why the contract cannot run (its code does not load or `init` failed), if so.
@@ -72,6 +78,28 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// A contract with empty state and no code (test and fuzz fixtures: it answers every call
+    /// with a refusal).
+    #[cfg(any(test, feature = "mocks"))]
+    pub(crate) fn bare(id: ContractId, key: [u8; 32], quota: u64) -> Self {
+        Instance {
+            id,
+            code_hash: [0; 32],
+            cluster: 0,
+            generation: 1,
+            deployer: Address::default(),
+            key,
+            ecdh: Arc::new(EcdhKeypair::from_seed(&key)),
+            state: Arc::new(ContractState::new()),
+            next_call: 1,
+            commitment: commitment(&id, &ContractState::new()),
+            quota,
+            state_bytes: 0,
+            height: 1,
+            broken: Some("no code (a fixture)".into()),
+        }
+    }
+
     /// The x25519 keypair commands and queries are encrypted to.
     pub fn ecdh(&self) -> &EcdhKeypair {
         &self.ecdh
@@ -93,6 +121,7 @@ pub struct SealedInstance {
     pub deployer: Address,
     pub next_call: u64,
     pub commitment: String,
+    pub quota: u64,
     pub height: u64,
     pub broken: Option<String>,
     /// Hex of the state encrypted with a key derived from the contract key.
@@ -184,6 +213,13 @@ impl Contracts {
                 Ok(command) => self.command(&command),
                 Err(_) => None,
             }
+        } else if topic == topics::QUOTA {
+            if let Ok(change) = decode_payload::<ContractQuota>(&message.payload)
+                && let Some(instance) = self.instances.get_mut(&change.contract)
+            {
+                instance.quota = change.quota;
+            }
+            None
         } else {
             None
         };
@@ -220,6 +256,8 @@ impl Contracts {
             state: Arc::new(ContractState::new()),
             next_call: 1,
             commitment: commitment(&inst.contract, &ContractState::new()),
+            quota: inst.storage_quota,
+            state_bytes: 0,
             height: inst.height,
             broken: None,
         };
@@ -342,8 +380,9 @@ fn apply_outcome(
     result: Result<Outcome, Failure>,
 ) -> ContractReport {
     instance.next_call = index + 1;
+    let result = result.and_then(|outcome| within_quota(instance, outcome));
     let (succeeded, gas_used, events, messages) = match result {
-        Ok(outcome) => {
+        Ok((outcome, state_bytes)) => {
             if !outcome.writes.is_empty() {
                 let state = Arc::make_mut(&mut instance.state);
                 for (key, value) in outcome.writes {
@@ -353,6 +392,7 @@ fn apply_outcome(
                     };
                 }
                 instance.commitment = commitment(&instance.id, &instance.state);
+                instance.state_bytes = state_bytes;
             }
             (true, outcome.gas_used, outcome.events, outcome.messages)
         }
@@ -365,12 +405,45 @@ fn apply_outcome(
         commitment: instance.commitment,
         gas_used,
         succeeded,
+        state_bytes: instance.state_bytes,
         events: events.into_iter().map(Bytes::from).collect(),
         messages: messages
             .into_iter()
             .map(|(topic, payload)| (Bytes::from(topic), Bytes::from(payload)))
             .collect(),
     }
+}
+
+/// The state's size after `outcome`'s writes, or the call's failure if that grows the state
+/// past its quota (the call's gas is still paid: it did the work).
+fn within_quota(instance: &Instance, outcome: Outcome) -> Result<(Outcome, u64), Failure> {
+    let mut size = instance.state_bytes;
+    for (key, value) in &outcome.writes {
+        if let Some(old) = instance.state.get(key) {
+            size = size.saturating_sub(entry_bytes(key, old));
+        }
+        if let Some(new) = value {
+            size = size.saturating_add(entry_bytes(key, new));
+        }
+    }
+    if size > instance.quota && size > instance.state_bytes {
+        return Err(Failure {
+            gas_used: outcome.gas_used,
+            error: VmError::Refused(format!(
+                "the call would grow the contract's state to {size} bytes, past its storage quota of {} (the deployer raises it with SetStorageQuota)",
+                instance.quota
+            )),
+        });
+    }
+    Ok((outcome, size))
+}
+
+/// The bytes a state counts against its quota.
+pub fn state_bytes(state: &ContractState) -> u64 {
+    state
+        .iter()
+        .map(|(key, value)| entry_bytes(key, value))
+        .sum()
 }
 
 /// The commitment of a contract's state: SHA-256 over its id and every entry in key order.
@@ -433,6 +506,7 @@ fn seal_instance(instance: &Instance) -> SealedInstance {
         deployer: instance.deployer,
         next_call: instance.next_call,
         commitment: hex::encode(instance.commitment),
+        quota: instance.quota,
         height: instance.height,
         broken: instance.broken.clone(),
         state: hex::encode(state),
@@ -457,6 +531,7 @@ fn unseal_instance(
         .and_then(|plain| decode_state(&plain))
         .ok_or_else(corrupt)?;
     let commitment_now = commitment(&id, &state);
+    let size = state_bytes(&state);
     if hex::encode(commitment_now) != sealed.commitment {
         return Err(corrupt());
     }
@@ -471,6 +546,8 @@ fn unseal_instance(
         state: Arc::new(state),
         next_call: sealed.next_call,
         commitment: commitment_now,
+        quota: sealed.quota,
+        state_bytes: size,
         height: sealed.height,
         broken: sealed.broken.clone(),
     })
@@ -484,4 +561,112 @@ fn hex_array(text: &str) -> Option<[u8; 32]> {
 pub fn decode_pending(text: &str) -> Option<DownwardMessage> {
     let bytes = hex::decode(text).ok()?;
     DownwardMessage::decode(Copying(&bytes)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(quota: u64) -> Instance {
+        Instance::bare([1; 32], [4; 32], quota)
+    }
+
+    /// A call that writes `writes` (a `None` value deletes) and emits one event.
+    fn call(writes: &[(&[u8], Option<usize>)]) -> Result<Outcome, Failure> {
+        Ok(Outcome {
+            output: Vec::new(),
+            writes: writes
+                .iter()
+                .map(|(key, len)| (key.to_vec(), len.map(|len| vec![7; len])))
+                .collect(),
+            events: vec![b"event".to_vec()],
+            messages: Vec::new(),
+            gas_used: 42,
+        })
+    }
+
+    /// A contract cannot grow its state past the quota its deployer paid for: the call that
+    /// would is reported failed (its gas paid, its writes and events dropped), while calls
+    /// within the quota, and calls that shrink the state, go through; the reported size is
+    /// the state's, entry overhead included.
+    #[test]
+    fn state_grows_only_within_the_storage_quota() {
+        let mut contract = instance(1_000);
+        let report = apply_outcome(&mut contract, 1, call(&[(b"a", Some(500))]));
+        assert!(report.succeeded);
+        assert_eq!(report.state_bytes, 1 + 500 + 32);
+
+        let before = contract.commitment;
+        let report = apply_outcome(&mut contract, 2, call(&[(b"b", Some(500))]));
+        assert!(
+            !report.succeeded,
+            "533 + 533 bytes exceed the quota of 1000"
+        );
+        assert_eq!((report.gas_used, report.events.len()), (42, 0));
+        assert_eq!((report.commitment, report.state_bytes), (before, 533));
+        assert_eq!(contract.next_call, 3, "the failed call still counts");
+
+        // Replacing a value by a larger one counts only the difference.
+        let report = apply_outcome(&mut contract, 3, call(&[(b"a", Some(900))]));
+        assert!(report.succeeded);
+        assert_eq!(report.state_bytes, 1 + 900 + 32);
+    }
+
+    #[test]
+    fn a_lowered_quota_still_lets_the_state_shrink() {
+        let mut contract = instance(10_000);
+        apply_outcome(
+            &mut contract,
+            1,
+            call(&[(b"a", Some(4_000)), (b"b", Some(4_000))]),
+        );
+        contract.quota = 100;
+        let report = apply_outcome(&mut contract, 2, call(&[(b"a", Some(4_001))]));
+        assert!(!report.succeeded, "growing while above the quota");
+        let report = apply_outcome(&mut contract, 3, call(&[(b"a", None), (b"b", Some(10))]));
+        assert!(report.succeeded, "shrinking is always allowed");
+        assert_eq!(report.state_bytes, 1 + 10 + 32);
+        assert_eq!(report.state_bytes, state_bytes(&contract.state));
+    }
+
+    /// A quota change from the cluster stream applies to the next calls, and sends nothing up
+    /// (it is not a call).
+    #[test]
+    fn the_cluster_stream_changes_the_quota_in_order() {
+        let vm = Arc::new(Vm::new().unwrap());
+        let mut contracts = Contracts::new(vm);
+        contracts.instances.insert([1; 32], instance(100));
+        let dir = tempfile::tempdir().unwrap();
+        let change = ContractQuota {
+            contract: [1; 32],
+            quota: 5_000,
+        };
+        let message = DownwardMessage {
+            destination: phala_types::Destination::Cluster(0),
+            topic: Bytes::from_static(topics::QUOTA),
+            payload: Bytes::from(change.encode().to_vec()),
+            sequence: 3,
+        };
+        let code = CodeStore::new(dir.path()).unwrap();
+        let sent = contracts
+            .apply(&KeyState::default(), &code, &message)
+            .unwrap();
+        assert!(sent.is_empty());
+        assert_eq!(contracts.instances[&[1; 32]].quota, 5_000);
+    }
+
+    /// The quota and the size survive the checkpoint.
+    #[test]
+    fn sealing_keeps_the_quota_and_recounts_the_size() {
+        let mut contract = instance(5_000);
+        apply_outcome(&mut contract, 1, call(&[(b"k", Some(100))]));
+        let sealed = seal_instance(&contract);
+        assert_eq!(sealed.quota, 5_000);
+        let sealer = Sealer::for_secret(&contract.key, STATE_SEAL_PURPOSE);
+        let plain = sealer
+            .decrypt(&contract.id, &hex::decode(&sealed.state).unwrap())
+            .unwrap();
+        let state = decode_state(&plain).unwrap();
+        assert_eq!(state_bytes(&state), contract.state_bytes);
+    }
 }

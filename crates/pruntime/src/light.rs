@@ -7,16 +7,16 @@
 //! proofs of where each stream's next message lives) shows that no message was left out.
 //! Invariant: messages are handed on exactly once, in chain order, with no gap.
 
-use crate::api::{StreamProof, SyncBatch};
 use commonware_codec::{Copying, DecodeExt};
+use phala_api::pruntime::{StreamProof, SyncBatch, TrustAnchor};
+use phala_api::{
+    rpc::{HeaderJson, parse_digest},
+    verify_certificate,
+};
 use phala_chain::{
     merkle::{self, MerkleProof},
     mq::MessageLocation,
     state::keys,
-};
-use phala_client::{
-    api::{HeaderJson, parse_digest},
-    verify_certificate,
 };
 use phala_types::{Address, Destination, Digest, DownwardMessage, Header};
 use serde::{Deserialize, Serialize};
@@ -25,26 +25,6 @@ use thiserror::Error;
 
 /// Most headers in one batch.
 pub const MAX_BATCH_HEADERS: usize = 20_000;
-
-/// What the enclave trusts about the chain: fixed at first start and sealed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrustAnchor {
-    pub chain_id: String,
-    /// Hash of the chain spec; the genesis block's parent and every signature's chain binding.
-    pub genesis_hash: String,
-    /// The BLS group public key (hex) that certifies finality.
-    pub identity: String,
-    /// The namespace certificates are signed under (hex).
-    pub namespace: String,
-}
-
-/// The file a pRuntime is started with: the trust anchor and the genesis block's hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AnchorFile {
-    #[serde(flatten)]
-    pub anchor: TrustAnchor,
-    pub genesis_block: String,
-}
 
 /// Where the light client stands: the last verified header and the next sequence per stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

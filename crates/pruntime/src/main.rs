@@ -2,11 +2,9 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use phala_api::pruntime::{AnchorFile, Mode};
 use phala_pruntime::{
-    Options, Pruntime,
-    api::Mode,
-    light::AnchorFile,
-    server,
+    Options, Pruntime, server,
     tee::{GramineSgx, Simulated, TdxConfigfs, Tee},
 };
 use std::{net::SocketAddr, path::PathBuf};
@@ -21,6 +19,22 @@ enum TeeBackend {
     Tdx,
 }
 
+/// Whether this pRuntime serves contracts or holds the master key.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    Worker,
+    Gatekeeper,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Worker => Mode::Worker,
+            ModeArg::Gatekeeper => Mode::Gatekeeper,
+        }
+    }
+}
+
 /// The pRuntime: light client, sealed keys, gatekeeper or worker logic.
 #[derive(Parser)]
 #[command(version)]
@@ -33,7 +47,7 @@ struct Args {
     #[arg(long)]
     anchor: PathBuf,
     #[arg(long, value_enum, default_value = "worker")]
-    mode: Mode,
+    mode: ModeArg,
     /// The TEE to run in. Required: nothing falls back to the insecure simulated TEE silently.
     #[arg(long, value_enum)]
     tee: TeeBackend,
@@ -89,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
             data_dir: args.data_dir.clone(),
             anchor: file.anchor,
             genesis_block: file.genesis_block,
-            mode: args.mode,
+            mode: args.mode.into(),
             cores: args.cores,
         },
     )?;

@@ -7,7 +7,7 @@
 //! with sync.
 
 use crate::contracts::{Contracts, Instance};
-use phala_client::contracts::{
+use phala_api::query::{
     QueryRequest, QueryResponse, SessionQuery, encode_answer, query_info, query_signing_payload,
     request_hash, response_info, session_keys, session_query_hash, session_request_aad,
 };

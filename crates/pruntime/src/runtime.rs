@@ -4,16 +4,16 @@
 //! accepted batch left off, and re-syncing the same blocks produces the same messages.
 
 use crate::{
-    api::{Info, Mode, RegistrationRequest, SyncBatch, SyncOutcome},
     contracts::{CodeStore, ContractError, Contracts, SealedInstance, decode_pending},
     keys::{KeyState, Me, Outgoing},
-    light::{LightClient, LightState, SyncError, TrustAnchor},
+    light::{LightClient, LightState, SyncError},
     query::QueryView,
     seal::{SealError, Sealer},
     tee::{Tee, TeeError},
 };
 use bytes::Bytes;
 use commonware_codec::{Copying, DecodeExt, Encode};
+use phala_api::pruntime::{Info, Mode, RegistrationRequest, SyncBatch, SyncOutcome, TrustAnchor};
 use phala_crypto::{Keypair, secrets::EcdhKeypair};
 use phala_types::{
     Address, ClusterAssignment, Destination, DownwardMessage, SignedRegistration, TeeKind,

@@ -2,7 +2,6 @@
 //! `POST /query` (encrypted contract queries, see `query`), `GET /metrics` (Prometheus text).
 
 use crate::{
-    api::{ApiError, Egress, RegistrationRequest, RegistrationResponse, SyncBatch},
     query::{QueryError, QueryView, Session},
     runtime::{Pruntime, PruntimeError},
 };
@@ -14,7 +13,10 @@ use axum::{
     routing::{get, post},
 };
 use commonware_codec::Encode;
-use phala_client::contracts::{QueryRequest, QueryResponse, SessionOpened, SessionQuery};
+use phala_api::{
+    pruntime::{ApiError, Egress, RegistrationRequest, RegistrationResponse, SyncBatch},
+    query::{QueryRequest, QueryResponse, SessionOpened, SessionQuery},
+};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, gauge::Gauge},

@@ -18,13 +18,14 @@
 //! report was disputed. A failing seed prints `PRUNTIME_SIM_SEED=…`.
 
 use commonware_codec::{Copying, DecodeExt, Encode};
+use phala_api::{
+    pruntime::{Mode, RegistrationRequest, SyncBatch, TrustAnchor},
+    query::seal_command,
+    rpc::{HeaderJson, OutboxMessageJson, ProofJson, StreamProof, Witness},
+};
 use phala_chain::{
     BlockContext, Runtime, commitment::StateDb, contracts::keys as contract_keys, merkle,
     mq::MessageLocation, registry, state::Overlay, state::keys,
-};
-use phala_client::{
-    api::{HeaderJson, OutboxMessageJson, ProofJson, StreamProof, Witness},
-    contracts::seal_command,
 };
 use phala_crypto::Keypair;
 use phala_node::{
@@ -33,9 +34,7 @@ use phala_node::{
 };
 use phala_pruntime::{
     Options, Pruntime, PruntimeError,
-    api::{Mode, RegistrationRequest, SyncBatch},
     keys::{cluster_key, master_public_key},
-    light::TrustAnchor,
     tee::Simulated,
 };
 use phala_types::{
@@ -508,6 +507,7 @@ impl Users {
                     code_hash,
                     cluster,
                     salt,
+                    storage_quota: 64 * 1024,
                     input: b"min_group 2".to_vec().into(),
                 },
             );

@@ -30,7 +30,17 @@ pub const MAX_EMIT_TOTAL: usize = 16 * 1024;
 pub const MAX_MESSAGE_TOPIC: usize = 32;
 /// Largest encoded [`ContractReport`]: its fixed fields, the two list lengths, a length
 /// prefix (at most 3 bytes each, 2 per message) per item, and the emitted bytes.
-pub const MAX_REPORT: usize = 32 + 8 + 32 + 8 + 1 + 2 * 2 + MAX_REPORT_EMITS * 5 + MAX_EMIT_TOTAL;
+pub const MAX_REPORT: usize =
+    32 + 8 + 32 + 8 + 1 + 8 + 2 * 2 + MAX_REPORT_EMITS * 5 + MAX_EMIT_TOTAL;
+/// What each entry of a contract's state counts against its storage quota besides its key and
+/// value bytes: the cost of an entry to keep, hash and seal, so that many tiny entries are
+/// not free.
+pub const STATE_ENTRY_OVERHEAD: u64 = 32;
+
+/// The bytes a state entry counts against the storage quota.
+pub fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
+    key.len() as u64 + value.len() as u64 + STATE_ENTRY_OVERHEAD
+}
 
 // What a worker must report always fits one upward message: a report can never be refused
 // for its size (and so never jam its worker's queue).
@@ -73,6 +83,9 @@ pub mod topics {
     pub const PUBLISH_KEY: &[u8] = b"gk/publish-contract-key";
     /// Up from a worker: the result of one contract call ([`crate::ContractReport`]).
     pub const REPORT: &[u8] = b"contract/report";
+    /// Down to the cluster: a contract's new storage quota ([`crate::ContractQuota`]), in
+    /// order with its commands.
+    pub const QUOTA: &[u8] = b"contract/quota";
 }
 
 /// The id of the contract `deployer` instantiates from `code_hash` on `cluster` with `salt`.
@@ -141,8 +154,19 @@ payload_struct!(
         generation: u32,
         height: u64,
         timestamp: u64,
+        /// The bytes of state (counted by [`entry_bytes`]) the deployer's deposit bought.
+        storage_quota: u64,
         /// The (public) init input.
         input: Blob<MAX_INPUT>,
+    }
+);
+
+payload_struct!(
+    /// A contract's storage quota changed: calls from here on in the cluster stream may grow
+    /// its state up to `quota` bytes.
+    ContractQuota {
+        contract: ContractId,
+        quota: u64,
     }
 );
 
@@ -182,6 +206,8 @@ pub struct ContractReport {
     pub commitment: [u8; 32],
     pub gas_used: u64,
     pub succeeded: bool,
+    /// The state's size after the call, counted by [`entry_bytes`].
+    pub state_bytes: u64,
     pub events: Vec<Bytes>,
     /// (topic, payload) pairs the chain re-publishes.
     pub messages: Vec<(Bytes, Bytes)>,
@@ -194,6 +220,7 @@ impl Write for ContractReport {
         self.commitment.write(buf);
         self.gas_used.write(buf);
         self.succeeded.write(buf);
+        self.state_bytes.write(buf);
         self.events.write(buf);
         self.messages.write(buf);
     }
@@ -201,7 +228,7 @@ impl Write for ContractReport {
 
 impl EncodeSize for ContractReport {
     fn encode_size(&self) -> usize {
-        32 + 8 + 32 + 8 + 1 + self.events.encode_size() + self.messages.encode_size()
+        32 + 8 + 32 + 8 + 1 + 8 + self.events.encode_size() + self.messages.encode_size()
     }
 }
 
@@ -217,6 +244,7 @@ impl Read for ContractReport {
             commitment: ReadExt::read(buf)?,
             gas_used: ReadExt::read(buf)?,
             succeeded: ReadExt::read(buf)?,
+            state_bytes: ReadExt::read(buf)?,
             events: Vec::<Bytes>::read_cfg(buf, &(count, emit))?,
             messages: Vec::<(Bytes, Bytes)>::read_cfg(buf, &(count, (topic, emit)))?,
         })
@@ -241,6 +269,11 @@ payload_struct!(
         public_key: Option<[u8; 32]>,
         /// Commands sent so far (the last command's index).
         commands: u64,
+        /// The bytes of state its workers may keep ([`entry_bytes`]).
+        storage_quota: u64,
+        /// What the deployer has locked in [`crate::system::STORAGE_DEPOSITS`] for the quota.
+        #[serde(with = "crate::amount::u128_string")]
+        storage_deposit: crate::Balance,
     }
 );
 
@@ -265,6 +298,8 @@ payload_struct!(
         commitment: [u8; 32],
         gas_used: u64,
         succeeded: bool,
+        /// The state's size after the call ([`entry_bytes`]).
+        state_bytes: u64,
         height: u64,
         confirmations: u32,
         dispute: Option<Dispute>,
@@ -350,6 +385,7 @@ mod tests {
             commitment: [2; 32],
             gas_used: u64::MAX,
             succeeded: true,
+            state_bytes: u64::MAX,
             events,
             messages,
         };
@@ -386,5 +422,65 @@ mod tests {
             assert!(encoded.len() <= limits::MAX_TX_SIZE);
             assert_eq!(UpwardMessage::decode(encoded).unwrap(), message);
         }
+    }
+}
+
+/// Conformance vectors: the exact bytes of the storage-quota encodings, so that a reordered or
+/// resized field fails here instead of silently changing what workers sign and the chain hashes.
+#[cfg(test)]
+mod conformance {
+    use super::*;
+    use crate::Call;
+    use commonware_codec::{DecodeExt, Encode};
+
+    fn check<T: Encode + DecodeExt<()> + PartialEq + std::fmt::Debug>(value: T, hex: &str) {
+        let bytes = value.encode();
+        assert_eq!(hex::encode(&bytes), hex, "{}", std::any::type_name::<T>());
+        assert_eq!(T::decode(bytes).unwrap(), value);
+    }
+
+    #[test]
+    fn quota_encodings_are_fixed() {
+        let ones = "01".repeat(32);
+        check(
+            ContractQuota {
+                contract: [1; 32],
+                quota: 0x0102,
+            },
+            &format!("{ones}0000000000000102"),
+        );
+        check(
+            Call::SetStorageQuota {
+                contract: [1; 32],
+                quota: 7,
+            },
+            &format!("0b{ones}0000000000000007"),
+        );
+        check(
+            Call::Instantiate {
+                code_hash: [1; 32],
+                cluster: 2,
+                salt: [3; 32],
+                storage_quota: 4,
+                input: Bytes::from_static(b"in"),
+            },
+            &format!("09{ones}00000002{}000000000000000402696e", "03".repeat(32)),
+        );
+        check(
+            ContractReport {
+                contract: [1; 32],
+                index: 5,
+                commitment: [2; 32],
+                gas_used: 6,
+                succeeded: true,
+                state_bytes: 7,
+                events: vec![Bytes::from_static(b"e")],
+                messages: vec![(Bytes::from_static(b"t"), Bytes::from_static(b"p"))],
+            },
+            &format!(
+                "{ones}0000000000000005{}00000000000000060100000000000000070101650101740170",
+                "02".repeat(32)
+            ),
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! hashes and signatures are computed over.
 
 mod address;
-mod amount;
+pub mod amount;
 mod block;
 pub mod contracts;
 pub mod merkle;
@@ -16,8 +16,8 @@ pub use amount::{AmountError, Balance, DECIMALS, TOTAL_SUPPLY, UNIT, format_pha,
 pub use block::{Block, Header};
 pub use commonware_cryptography::sha256::Digest;
 pub use contracts::{
-    ContractCommand, ContractId, ContractInstantiated, ContractPublicKey, ContractRecord,
-    ContractReport, QueryReceipt, ReportRecord,
+    ContractCommand, ContractId, ContractInstantiated, ContractPublicKey, ContractQuota,
+    ContractRecord, ContractReport, QueryReceipt, ReportRecord,
 };
 pub use mq::{Destination, DownwardMessage, UpwardMessage};
 pub use registry::{
@@ -55,9 +55,15 @@ pub mod system {
     pub const TREASURY: Address = Address(*b"phala/system/treasury/v1\0\0\0\0\0\0\0\x01");
     /// Holds a command's prepaid gas until the call is reported.
     pub const GAS_ESCROW: Address = Address(*b"phala/contracts/gas-escrow/v1\0\0\x02");
+    /// Holds the storage deposits deployers lock for their contracts' state quotas.
+    pub const STORAGE_DEPOSITS: Address = Address(*b"phala/contracts/storage-deposit\x05");
 
     /// Every system account, by name.
-    pub const ALL: [(&str, Address); 2] = [("treasury", TREASURY), ("gas escrow", GAS_ESCROW)];
+    pub const ALL: [(&str, Address); 3] = [
+        ("treasury", TREASURY),
+        ("gas escrow", GAS_ESCROW),
+        ("storage deposits", STORAGE_DEPOSITS),
+    ];
 }
 
 /// Domain-separation labels: every signature names what it signs, so that no signature can be

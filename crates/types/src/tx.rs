@@ -33,10 +33,12 @@ pub enum Call {
     /// Stores contract code on chain, by its SHA-256 hash.
     UploadCode { code: Bytes },
     /// Instantiates uploaded code on a cluster; `input` (public) goes to the contract's `init`.
+    /// The signer locks a storage deposit buying `storage_quota` bytes of contract state.
     Instantiate {
         code_hash: CodeHash,
         cluster: u32,
         salt: [u8; 32],
+        storage_quota: u64,
         input: Bytes,
     },
     /// Sends a contract a command encrypted to its public key (HPKE, with
@@ -47,6 +49,9 @@ pub enum Call {
         encapped: [u8; 32],
         ciphertext: Bytes,
     },
+    /// The deployer changes its contract's storage quota: the deposit grows with it, or the
+    /// part above the state the workers last reported comes back.
+    SetStorageQuota { contract: ContractId, quota: u64 },
 }
 
 impl Call {
@@ -101,12 +106,14 @@ impl Write for Call {
                 code_hash,
                 cluster,
                 salt,
+                storage_quota,
                 input,
             } => {
                 9u8.write(buf);
                 code_hash.write(buf);
                 cluster.write(buf);
                 salt.write(buf);
+                storage_quota.write(buf);
                 input.write(buf);
             }
             Call::Command {
@@ -120,6 +127,11 @@ impl Write for Call {
                 gas_limit.write(buf);
                 encapped.write(buf);
                 ciphertext.write(buf);
+            }
+            Call::SetStorageQuota { contract, quota } => {
+                11u8.write(buf);
+                contract.write(buf);
+                quota.write(buf);
             }
         }
     }
@@ -137,8 +149,9 @@ impl EncodeSize for Call {
             Call::RotateMasterKey => 0,
             Call::CreateCluster { .. } => 4,
             Call::UploadCode { code } => code.encode_size(),
-            Call::Instantiate { input, .. } => 32 + 4 + 32 + input.encode_size(),
+            Call::Instantiate { input, .. } => 32 + 4 + 32 + 8 + input.encode_size(),
             Call::Command { ciphertext, .. } => 32 + 8 + 32 + ciphertext.encode_size(),
+            Call::SetStorageQuota { .. } => 32 + 8,
         }
     }
 }
@@ -170,6 +183,7 @@ impl Read for Call {
                 code_hash: <[u8; 32]>::read(buf)?,
                 cluster: u32::read(buf)?,
                 salt: <[u8; 32]>::read(buf)?,
+                storage_quota: u64::read(buf)?,
                 input: Bytes::read_cfg(buf, &RangeCfg::new(..=MAX_INPUT))?,
             }),
             10 => Ok(Call::Command {
@@ -177,6 +191,10 @@ impl Read for Call {
                 gas_limit: u64::read(buf)?,
                 encapped: <[u8; 32]>::read(buf)?,
                 ciphertext: Bytes::read_cfg(buf, &RangeCfg::new(..=MAX_SEALED))?,
+            }),
+            11 => Ok(Call::SetStorageQuota {
+                contract: <[u8; 32]>::read(buf)?,
+                quota: u64::read(buf)?,
             }),
             tag => Err(CodecError::InvalidEnum(tag)),
         }

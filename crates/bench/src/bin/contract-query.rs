@@ -17,6 +17,7 @@
 use anyhow::{Context as _, bail, ensure};
 use clap::Parser;
 use futures::{StreamExt as _, stream};
+use phala_api::query::{PreparedQuery, PreparedSessionQuery, QueryResponse, prepare_query};
 use phala_cli::{
     demo::ANALYTICS_WASM,
     devnet::{Devnet, DevnetOptions, free_ports},
@@ -25,10 +26,9 @@ use phala_cli::{
 use phala_client::{
     Client,
     contract_ops::{self, open_session, send_query, send_session_query},
-    contracts::{PreparedQuery, PreparedSessionQuery, QueryResponse, prepare_query},
+    pruntime::PruntimeClient,
 };
 use phala_crypto::Keypair;
-use phala_pruntime::client::PruntimeClient;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -82,16 +82,14 @@ async fn measure(args: &Args, rpc: &str, workers: &Workers) -> anyhow::Result<()
         .context("no worker")?;
     let pid = worker.pruntime_pid().context("the worker is not running")?;
     let code = contract_ops::upload_code(&node, &alice, ANALYTICS_WASM).await?;
-    let record = contract_ops::instantiate(
-        &node,
-        &alice,
-        &code,
-        0,
-        rand::random(),
-        b"min_group 3",
-        WAIT,
-    )
-    .await?;
+    let deployment = contract_ops::Deployment {
+        code_hash: code,
+        cluster: 0,
+        salt: rand::random(),
+        storage_quota: contract_ops::DEFAULT_STORAGE_QUOTA,
+        input: b"min_group 3",
+    };
+    let record = contract_ops::instantiate(&node, &alice, deployment, WAIT).await?;
     let contract = record.id;
     let public_key = record.public_key.context("the contract has no key")?;
     let mut last = 0;

@@ -6,17 +6,13 @@
 
 use bytes::Bytes;
 use clap::Parser;
+use phala_api::pruntime::{AnchorFile, Mode};
 use phala_cli::devnet::{Devnet, DevnetOptions};
-use phala_client::Client;
+use phala_client::{Client, pruntime::anchor_from};
 use phala_crypto::Keypair;
-use phala_pruntime::{
-    Options, Pruntime,
-    api::Mode,
-    client::{anchor_from, build_batch},
-    light::AnchorFile,
-    tee::Simulated,
-};
+use phala_pruntime::{Options, Pruntime, tee::Simulated};
 use phala_types::{Call, Evidence, UpwardMessage, WorkerRegistration, registry::report_data};
+use pherry::batch::build_batch;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -49,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     devnet.wait_ready(Duration::from_secs(60)).await?;
     let node = Client::new(&devnet.rpc_url(0))?;
     let info = node.chain_info().await?;
-    let genesis = phala_client::api::parse_digest(&info.genesis_hash)?;
+    let genesis = phala_api::rpc::parse_digest(&info.genesis_hash)?;
 
     // A registered origin whose upward messages the chain relays to every worker.
     let origin = Keypair::generate();

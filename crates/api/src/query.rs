@@ -165,7 +165,7 @@ pub fn prepare_query(
 impl PreparedQuery {
     /// Decrypts the answer and checks that the receipt names this request, this answer and
     /// this contract, and is signed by the worker it names. Whether that worker and code are
-    /// the chain's is [`crate::Client`]'s part (`phala contract verify-receipt`).
+    /// the chain's is checked by [`crate::receipt`] (`phala contract verify-receipt`).
     pub fn open(&self, response: &QueryResponse) -> Result<Answer, ContractCallError> {
         let hash = request_hash(&self.request);
         open_answer(&self.reply, &hash, &self.request.contract, response)

@@ -1,6 +1,6 @@
 //! Checks that make a client independent of the node's honesty.
 
-use crate::api::{AccountJson, ChainInfo, HeaderJson, HeadersJson, StateValuesJson, parse_digest};
+use crate::rpc::{AccountJson, ChainInfo, HeaderJson, HeadersJson, StateValuesJson, parse_digest};
 use commonware_codec::{Copying, DecodeExt};
 use commonware_consensus::simplex::{
     scheme::bls12381_threshold::standard as threshold, types::Finalization,

@@ -1,9 +1,30 @@
-//! The pRuntime's HTTP API types, shared with pherry (which only relays them).
+//! The pRuntime's HTTP API types and its start-up anchor, shared with pherry (which only
+//! relays them) and the CLI.
 
-use phala_client::api::{HeaderJson, OutboxMessageJson};
-pub use phala_client::api::{StreamProof, Witness};
+use crate::rpc::{HeaderJson, OutboxMessageJson};
+pub use crate::rpc::{StreamProof, Witness};
 use phala_types::{Address, Destination, TeeKind};
 use serde::{Deserialize, Serialize};
+
+/// What the enclave trusts about the chain: fixed at first start and sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustAnchor {
+    pub chain_id: String,
+    /// Hash of the chain spec; the genesis block's parent and every signature's chain binding.
+    pub genesis_hash: String,
+    /// The BLS group public key (hex) that certifies finality.
+    pub identity: String,
+    /// The namespace certificates are signed under (hex).
+    pub namespace: String,
+}
+
+/// The file a pRuntime is started with: the trust anchor and the genesis block's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorFile {
+    #[serde(flatten)]
+    pub anchor: TrustAnchor,
+    pub genesis_block: String,
+}
 
 /// Chain data for the light client: `POST /sync`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,7 +55,7 @@ pub struct SyncOutcome {
 }
 
 /// Whether the pRuntime serves contracts or holds the master key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Worker,
