@@ -155,10 +155,16 @@ pub fn height(raw: Option<&str>) -> Result<u64, ParamsError> {
     Ok(height)
 }
 
-/// `contract([id])` and `code([hash])`.
+/// `contract([id])`.
 pub fn contract_id(raw: Option<&str>) -> Result<ContractId, ParamsError> {
     let (text,): (String,) = parse(raw, "[contract_id]")?;
     hex32(&text, "the contract id")
+}
+
+/// `code([hash])`.
+pub fn code_hash(raw: Option<&str>) -> Result<[u8; 32], ParamsError> {
+    let (text,): (String,) = parse(raw, "[code_hash]")?;
+    hex32(&text, "the code hash")
 }
 
 /// `contract_report([id, index])`.
@@ -220,6 +226,7 @@ pub fn decode_all(raw: Option<&str>) {
     let _ = block_ref(raw);
     let _ = height(raw);
     let _ = contract_id(raw);
+    let _ = code_hash(raw);
     let _ = contract_report(raw);
     let _ = headers(raw);
     let _ = stream_messages(raw);

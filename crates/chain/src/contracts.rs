@@ -15,10 +15,12 @@
 //!   The escrow's balance is always the sum of the prepaid calls not yet reported;
 //! - a contract's state is bounded by its storage quota, bought by a deposit its deployer
 //!   locks in [`STORAGE_DEPOSITS`] (`quota × deposit_per_byte`, at most `max_storage_quota`):
-//!   the deposits account's balance is always the sum of the contracts' `storage_deposit`.
+//!   the deposits account's balance is always at least the sum of the contracts'
+//!   `storage_deposit` (more only if someone transferred to it: that is locked for good).
 //!   Workers refuse a call that would grow the state past the quota; quota changes reach them
 //!   in the cluster stream, in order with the commands. Lowering the quota returns the
-//!   deposit above it, never below the state the workers reported for the last call.
+//!   deposit above it, never below the state size that at least [`SIZE_CONFIRMATIONS`]
+//!   workers reported, undisputed, for the last call.
 
 use crate::{
     BlockContext, TxError, balances,
@@ -350,7 +352,11 @@ pub fn set_storage_quota<S: StateRead + ?Sized>(
     Ok(())
 }
 
-/// The state size the workers reported for the contract's last call.
+/// How many workers must agree on the state size of a contract's last call, with no dispute,
+/// before its quota may be lowered: the size decides a refund, so one lying worker must not.
+pub const SIZE_CONFIRMATIONS: u32 = 2;
+
+/// The state size the workers agreed on for the contract's last call.
 fn reported_state_bytes<S: StateRead + ?Sized>(
     state: &Overlay<S>,
     record: &ContractRecord,
@@ -358,6 +364,7 @@ fn reported_state_bytes<S: StateRead + ?Sized>(
     state
         .get(&keys::report(&record.id, record.commands))
         .and_then(|bytes| ReportRecord::decode(Copying(&bytes)).ok())
+        .filter(|report| report.dispute.is_none() && report.confirmations >= SIZE_CONFIRMATIONS)
         .map(|report| report.state_bytes)
         .ok_or(TxError::UsageUnknown {
             contract: short(&record.id),

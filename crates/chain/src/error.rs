@@ -103,7 +103,7 @@ pub enum TxError {
     )]
     QuotaBelowUsage { contract: String, used: u64 },
     #[error(
-        "contract {contract}'s call {call} is not reported yet; lowering its quota waits until the workers say how much state it keeps"
+        "contract {contract}'s call {call} is not reported by two workers in agreement yet; lowering its quota waits until they say how much state it keeps"
     )]
     UsageUnknown { contract: String, call: u64 },
 }

@@ -56,7 +56,9 @@ pub fn weight(stx: &SignedTransaction, size: usize) -> Weight {
         Call::SetAttestationPolicy(_) | Call::CreateCluster { .. } => writes(1),
         Call::AddGatekeeper(_) | Call::AssignCluster { .. } | Call::RotateMasterKey => writes(6),
         Call::UploadCode { .. } => writes(1),
-        Call::Instantiate { .. } => writes(6),
+        // The record, two stream messages (2 writes each), the deployer's and the deposits'
+        // balances, and the deployer's nonce.
+        Call::Instantiate { .. } => writes(8),
         Call::Command { .. } => writes(6),
         Call::SetStorageQuota { .. } => writes(5),
     };

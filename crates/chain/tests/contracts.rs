@@ -674,9 +674,20 @@ fn the_deployer_alone_changes_the_quota_and_gets_back_what_it_frees() {
         refused(network.chain.apply(&deployer, set(QUOTA))),
         TxError::UsageUnknown { call: 0, .. }
     ));
+    // One worker's word is not enough: its size decides a refund.
     report(
         &mut network,
         |n| (&mut n.chain, &mut n.w1),
+        &a_report(id, 0, 1),
+    )
+    .unwrap();
+    assert!(matches!(
+        refused(network.chain.apply(&deployer, set(QUOTA))),
+        TxError::UsageUnknown { call: 0, .. }
+    ));
+    report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w2),
         &a_report(id, 0, 1),
     )
     .unwrap();
@@ -700,7 +711,8 @@ fn the_deployer_alone_changes_the_quota_and_gets_back_what_it_frees() {
 }
 
 /// A worker that reports the right state commitment with another state size is disputed:
-/// the size decides refunds, so it must be agreed like the rest.
+/// the size decides refunds, so it must be agreed like the rest, and a disputed size lowers
+/// nothing.
 #[test]
 fn a_report_of_another_state_size_is_disputed() {
     let mut network = Network::new();
@@ -720,4 +732,14 @@ fn a_report_of_another_state_size_is_disputed() {
         record.dispute.map(|d| d.worker),
         Some(network.w2.identity.address())
     );
+    // A first reporter that understated the size cannot get the deployer a refund: a
+    // disputed size is no ground for lowering the quota.
+    let lower = Call::SetStorageQuota {
+        contract: id,
+        quota: 0,
+    };
+    assert!(matches!(
+        refused(network.chain.apply(&key("op3"), lower)),
+        TxError::UsageUnknown { .. }
+    ));
 }

@@ -68,7 +68,7 @@ fn contract_report(
 }
 
 fn code(params: Params<'_>, ctx: &RpcContext) -> Result<String, ErrorObjectOwned> {
-    let hash = params::contract_id(params.as_str()).map_err(bad_params)?;
+    let hash = params::code_hash(params.as_str()).map_err(bad_params)?;
     ctx.ledger
         .value(&keys::code(&hash))
         .map(hex::encode)

@@ -278,6 +278,11 @@ impl Contracts {
             instance.broken = Some(error.to_string());
         }
         let report = apply_outcome(&mut instance, 0, result);
+        if !report.succeeded && instance.broken.is_none() {
+            // `init` ran but its state would not fit the quota: the contract never starts
+            // half-initialised.
+            instance.broken = Some("init would exceed the storage quota".into());
+        }
         self.instances.insert(inst.contract, instance);
         Ok(Some(report))
     }
@@ -332,7 +337,8 @@ impl Contracts {
     }
 
     /// Seals every instance for the checkpoint, reusing the sealed copy of each instance that
-    /// ran no call since (every call, failed or not, advances `next_call`).
+    /// ran no call and got no new quota since (every call, failed or not, advances
+    /// `next_call`).
     pub fn seal(
         &self,
         previous: &BTreeMap<String, SealedInstance>,
@@ -342,7 +348,12 @@ impl Contracts {
             .map(|instance| {
                 let id = hex::encode(instance.id);
                 let sealed = match previous.get(&id) {
-                    Some(sealed) if sealed.next_call == instance.next_call => sealed.clone(),
+                    Some(sealed)
+                        if sealed.next_call == instance.next_call
+                            && sealed.quota == instance.quota =>
+                    {
+                        sealed.clone()
+                    }
                     _ => seal_instance(instance),
                 };
                 (id, sealed)
@@ -653,6 +664,18 @@ mod tests {
             .unwrap();
         assert!(sent.is_empty());
         assert_eq!(contracts.instances[&[1; 32]].quota, 5_000);
+    }
+
+    /// A checkpoint taken after a quota change keeps the new quota, although no call ran.
+    #[test]
+    fn a_quota_change_alone_is_sealed() {
+        let vm = Arc::new(Vm::new().unwrap());
+        let mut contracts = Contracts::new(vm);
+        contracts.instances.insert([1; 32], instance(100));
+        let before = contracts.seal(&BTreeMap::new());
+        contracts.instances.get_mut(&[1; 32]).unwrap().quota = 900;
+        let after = contracts.seal(&before);
+        assert_eq!(after[&hex::encode([1; 32])].quota, 900);
     }
 
     /// The quota and the size survive the checkpoint.
