@@ -14,6 +14,18 @@ use std::time::Duration;
 /// The analytics contract, built from `contracts/analytics` (see `scripts/build-contracts.sh`).
 pub const ANALYTICS_WASM: &[u8] = include_bytes!("../../../contracts/wasm/analytics.wasm");
 
+/// A fresh analytics contract on cluster 0 (groups need at least 3 participants), as the demo
+/// and the query benchmark deploy it.
+pub fn analytics_deployment(code_hash: [u8; 32]) -> contract_ops::Deployment<'static> {
+    contract_ops::Deployment {
+        code_hash,
+        cluster: 0,
+        salt: rand::random(),
+        storage_quota: contract_ops::DEFAULT_STORAGE_QUOTA,
+        input: b"min_group 3",
+    }
+}
+
 const WAIT: Duration = Duration::from_secs(90);
 
 /// Runs the demo against a ready network: `worker` is a worker pRuntime's API.
@@ -25,14 +37,7 @@ pub async fn run(node: &Client, worker: &str) -> anyhow::Result<()> {
     done(&format!("code hash {}", hex::encode(code)));
 
     step("alice instantiates it on cluster 0 (groups need at least 3 participants)");
-    let deployment = contract_ops::Deployment {
-        code_hash: code,
-        cluster: 0,
-        salt: rand::random(),
-        storage_quota: contract_ops::DEFAULT_STORAGE_QUOTA,
-        input: b"min_group 3",
-    };
-    let record = contract_ops::instantiate(node, &alice, deployment, WAIT).await?;
+    let record = contract_ops::instantiate(node, &alice, analytics_deployment(code), WAIT).await?;
     let contract = record.id;
     done(&format!(
         "contract {}; the gatekeepers published its public key",

@@ -19,7 +19,7 @@ use clap::Parser;
 use futures::{StreamExt as _, stream};
 use phala_api::query::{PreparedQuery, PreparedSessionQuery, QueryResponse, prepare_query};
 use phala_cli::{
-    demo::ANALYTICS_WASM,
+    demo::{ANALYTICS_WASM, analytics_deployment},
     devnet::{Devnet, DevnetOptions, free_ports},
     workers::Workers,
 };
@@ -82,14 +82,7 @@ async fn measure(args: &Args, rpc: &str, workers: &Workers) -> anyhow::Result<()
         .context("no worker")?;
     let pid = worker.pruntime_pid().context("the worker is not running")?;
     let code = contract_ops::upload_code(&node, &alice, ANALYTICS_WASM).await?;
-    let deployment = contract_ops::Deployment {
-        code_hash: code,
-        cluster: 0,
-        salt: rand::random(),
-        storage_quota: contract_ops::DEFAULT_STORAGE_QUOTA,
-        input: b"min_group 3",
-    };
-    let record = contract_ops::instantiate(&node, &alice, deployment, WAIT).await?;
+    let record = contract_ops::instantiate(&node, &alice, analytics_deployment(code), WAIT).await?;
     let contract = record.id;
     let public_key = record.public_key.context("the contract has no key")?;
     let mut last = 0;
