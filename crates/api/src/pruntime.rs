@@ -94,7 +94,7 @@ pub struct RegistrationRequest {
     pub freshness: u64,
 }
 
-/// The signed registration, encoded (hex), ready for `Call::RegisterWorker`.
+/// The signed registration, encoded (hex), ready for `RegistryCall::RegisterWorker`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegistrationResponse {
     pub registration: String,

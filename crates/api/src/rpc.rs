@@ -2,8 +2,8 @@
 //! as lowercase hex; amounts as decimal strings because JSON numbers lose precision past 2^53.
 
 use phala_chain::{
+    balances::FeeSchedule,
     commitment::{ProvenLeaf, StateProof},
-    config::FeeSchedule,
     merkle::MerkleProof,
 };
 use phala_types::{Address, Destination, Digest};
@@ -105,6 +105,10 @@ pub enum TxStatus {
         block: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failed: Option<TxFailure>,
+        /// What the transaction caused, if its call applied: one object per event, named by
+        /// `module` and `event` (see docs/rpc.md).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<serde_json::Value>,
     },
     /// Dropped before inclusion, with the reason.
     Rejected { code: String, reason: String },
@@ -125,7 +129,7 @@ pub struct TxFailure {
 pub struct AccountJson {
     pub address: Address,
     pub nonce: u64,
-    #[serde(with = "phala_chain::config::u128_string")]
+    #[serde(with = "phala_types::amount::u128_string")]
     pub free: u128,
     pub height: u64,
     pub state_root: String,

@@ -9,7 +9,7 @@ use commonware_cryptography::{
     bls12381::primitives::{group::G2, variant::MinSig},
     ed25519,
 };
-use phala_chain::{balances::Account, state::keys};
+use phala_chain::balances::Account;
 use phala_types::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -138,7 +138,10 @@ pub fn verify_account(account: &AccountJson) -> Result<(), VerifyError> {
         .to_proof()
         .map_err(|e| VerifyError::Malformed(e.to_string()))?;
     let value = proof
-        .verify(&root, &keys::account(&account.address))
+        .verify(
+            &root,
+            &phala_chain::balances::keys::account(&account.address),
+        )
         .map_err(|e| VerifyError::Proof(e.to_string()))?;
     let proven = value
         .and_then(|bytes| Account::decode(&bytes))

@@ -18,6 +18,7 @@ use jsonrpsee::{
 use phala_api::rpc::FinalizedEvent;
 use phala_cli::devnet::{Devnet, DevnetOptions};
 use phala_crypto::Keypair;
+use phala_types::BalancesCall;
 use phala_types::{Address, Call, Transaction, UNIT};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -321,10 +322,10 @@ async fn bench(
             nonce: (i / keys.len()) as u64,
             fee,
             expiry: head + EXPIRY_BLOCKS,
-            call: Call::Transfer {
+            call: Call::Balances(BalancesCall::Transfer {
                 to: recipients[a],
                 amount: 1,
-            },
+            }),
         }
     };
     // The encoded size, and so the fee, does not depend on the fee's value (fixed width).

@@ -9,8 +9,9 @@
 use bytes::Bytes;
 use phala_chain::{
     BlockContext, Runtime,
+    balances::{Allocation, FeeSchedule, FeeSplit},
     commitment::StateDb,
-    config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig},
+    config::GenesisConfig,
     registry::RegistryConfig,
     weights,
 };
@@ -19,6 +20,7 @@ use phala_types::{
     AttestationPolicy, Call, Digest, Evidence, SignedTransaction, TOTAL_SUPPLY, Transaction, UNIT,
     WorkerRegistration, system,
 };
+use phala_types::{BalancesCall, RegistryCall};
 use std::time::{Duration, Instant};
 
 const GENESIS: Digest = Digest([7; 32]);
@@ -58,6 +60,7 @@ fn runtime(accounts: &[Keypair]) -> (Runtime, StateDb) {
         registry: RegistryConfig {
             admin: None,
             policy: AttestationPolicy::dev(),
+            clusters: Vec::new(),
         },
         contracts: Default::default(),
     };
@@ -97,7 +100,10 @@ fn registration(operator: &Keypair) -> SignedTransaction {
         },
     };
     let registration = worker.sign_registration(&GENESIS, registration);
-    signed(operator, Call::RegisterWorker(registration))
+    signed(
+        operator,
+        Call::Registry(RegistryCall::RegisterWorker(registration)),
+    )
 }
 
 fn measure(name: &str, runtime: &Runtime, db: &StateDb, candidates: &[SignedTransaction]) {
@@ -139,7 +145,10 @@ fn main() {
         .iter()
         .map(|key| {
             let to = Keypair::dev("bob").address();
-            signed(key, Call::Transfer { to, amount: UNIT })
+            signed(
+                key,
+                Call::Balances(BalancesCall::Transfer { to, amount: UNIT }),
+            )
         })
         .collect();
     measure("transfers", &runtime, &db, &transfers);

@@ -5,17 +5,127 @@
 
 use crate::{
     TxError,
-    config::FeeSchedule,
-    state::{Overlay, StateRead, keys},
+    config::GenesisConfig,
+    module::{Env, Module, Origin},
+    state::{Overlay, StateRead},
+    weights::{self, Weight},
 };
-use phala_types::{Address, Balance};
+use phala_types::{Address, Balance, BalancesCall};
+use serde::{Deserialize, Serialize};
+
+/// The balances module.
+pub struct Balances;
+
+impl Module for Balances {
+    const PREFIX: &'static [u8] = b"balances/";
+    type Call = BalancesCall;
+
+    fn genesis<S: StateRead + ?Sized>(state: &mut Overlay<S>, config: &GenesisConfig) {
+        for allocation in &config.allocations {
+            let account = Account {
+                nonce: 0,
+                free: allocation.balance,
+            };
+            set_account(state, &allocation.address, account);
+        }
+    }
+
+    fn weight(call: &BalancesCall) -> Weight {
+        match call {
+            BalancesCall::Transfer { .. } => weights::writes(2),
+        }
+    }
+
+    fn dispatch<S: StateRead + ?Sized>(
+        env: &mut Env<'_, '_, S>,
+        origin: &Origin,
+        call: &BalancesCall,
+    ) -> Result<(), TxError> {
+        match call {
+            BalancesCall::Transfer { to, amount } => {
+                transfer(env.state, &origin.signer, to, *amount)?;
+                env.emit(Event::Transfer {
+                    from: origin.signer,
+                    to: *to,
+                    amount: *amount,
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What happened in the balances module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    /// `amount` moved from `from` to `to` (fees are not transfers).
+    Transfer {
+        from: Address,
+        to: Address,
+        #[serde(with = "phala_types::amount::u128_string")]
+        amount: Balance,
+    },
+}
+
+/// Where the module keeps its data.
+pub mod keys {
+    use phala_types::Address;
+
+    /// Prefix of every account record: balances plus [`BURNED`] are the total supply.
+    pub const ACCOUNT_PREFIX: &[u8] = b"balances/account/";
+
+    /// An account record (nonce and free balance).
+    pub fn account(address: &Address) -> Vec<u8> {
+        [ACCOUNT_PREFIX, &address.0].concat()
+    }
+
+    /// The last transaction of `address` whose call failed ([`crate::runtime::failure_record`]).
+    pub fn last_failure(address: &Address) -> Vec<u8> {
+        [b"balances/failure/".as_slice(), &address.0].concat()
+    }
+
+    /// PHA burned by fees so far; balances plus this equal the total supply.
+    pub const BURNED: &[u8] = b"balances/burned";
+}
+
+/// How a fee is divided, in percent; the parts sum to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeeSplit {
+    pub burn: u8,
+    pub author: u8,
+    pub treasury: u8,
+}
+
+/// The minimum fee of a transaction: `base + per_byte × encoded size + per_weight × weight`
+/// (see [`crate::weights`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeeSchedule {
+    #[serde(with = "phala_types::amount::u128_string")]
+    pub base: Balance,
+    #[serde(with = "phala_types::amount::u128_string")]
+    pub per_byte: Balance,
+    /// Per unit of weight (a nanosecond of validator time), so that costly calls cost more.
+    #[serde(default, with = "phala_types::amount::u128_string")]
+    pub per_weight: Balance,
+    pub split: FeeSplit,
+    pub treasury: Address,
+}
+
+/// One account's balance at genesis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub address: Address,
+    #[serde(with = "phala_types::amount::u128_string")]
+    pub balance: Balance,
+}
 
 /// An account record.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Account {
     /// The nonce the account's next transaction must carry.
     pub nonce: u64,
-    #[serde(with = "crate::config::u128_string")]
+    #[serde(with = "phala_types::amount::u128_string")]
     pub free: Balance,
 }
 

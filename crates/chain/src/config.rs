@@ -1,32 +1,12 @@
 //! Chain parameters fixed at genesis.
 
-use crate::registry::RegistryConfig;
+use crate::{
+    balances::{Allocation, FeeSchedule},
+    registry::RegistryConfig,
+};
 use phala_types::{Address, Balance, TOTAL_SUPPLY};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-/// How a fee is divided, in percent; the parts sum to 100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FeeSplit {
-    pub burn: u8,
-    pub author: u8,
-    pub treasury: u8,
-}
-
-/// The minimum fee of a transaction: `base + per_byte × encoded size + per_weight × weight`
-/// (see [`crate::weights`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FeeSchedule {
-    #[serde(with = "crate::config::u128_string")]
-    pub base: Balance,
-    #[serde(with = "crate::config::u128_string")]
-    pub per_byte: Balance,
-    /// Per unit of weight (a nanosecond of validator time), so that costly calls cost more.
-    #[serde(default, with = "crate::config::u128_string")]
-    pub per_weight: Balance,
-    pub split: FeeSplit,
-    pub treasury: Address,
-}
 
 /// The state-machine part of a chain spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,14 +25,6 @@ pub struct GenesisConfig {
     pub registry: RegistryConfig,
     #[serde(default)]
     pub contracts: crate::contracts::ContractsConfig,
-}
-
-/// One account's balance at genesis.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Allocation {
-    pub address: Address,
-    #[serde(with = "crate::config::u128_string")]
-    pub balance: Balance,
 }
 
 /// Why a genesis configuration is unusable.
@@ -135,6 +107,3 @@ impl GenesisConfig {
         Ok(())
     }
 }
-
-/// Amounts as decimal strings in JSON (defined with the types).
-pub use phala_types::amount::u128_string;

@@ -1,4 +1,4 @@
-//! Confidential contracts, the chain's part: clusters, code by hash, instantiation, encrypted
+//! Confidential contracts, the chain's part: code by hash, instantiation, encrypted
 //! commands with prepaid gas, the gatekeepers' contract keys and the workers' reports.
 //!
 //! The chain never sees a contract's inputs or state: it orders encrypted commands into the
@@ -24,42 +24,148 @@
 
 use crate::{
     BlockContext, TxError, balances,
-    config::FeeSchedule,
+    balances::FeeSchedule,
+    config::GenesisConfig,
+    module::{Env, Module, Origin},
     mq::{self, Outbox},
     registry,
     state::{Overlay, StateRead},
+    weights::{self, Weight},
 };
 use bytes::Bytes;
 use commonware_codec::{Copying, DecodeExt, Encode};
 use phala_types::{
     Address, Balance, ContractCommand, ContractInstantiated, ContractPublicKey, ContractQuota,
-    ContractRecord, ContractReport, Destination, ReportRecord, UpwardMessage,
+    ContractRecord, ContractReport, ContractsCall, Destination, ReportRecord, UpwardMessage,
     contracts::{CodeHash, ContractId, Dispute, contract_id, topics},
     registry::decode_payload,
 };
 use serde::{Deserialize, Serialize};
 
+/// The contracts module.
+pub struct Contracts;
+
+impl Module for Contracts {
+    const PREFIX: &'static [u8] = b"contracts/";
+    type Call = ContractsCall;
+
+    fn genesis<S: StateRead + ?Sized>(_state: &mut Overlay<S>, _config: &GenesisConfig) {}
+
+    fn weight(call: &ContractsCall) -> Weight {
+        match call {
+            ContractsCall::UploadCode { .. } => weights::writes(1),
+            // The record, two stream messages (2 writes each), the deployer's and the
+            // deposits' balances, and the deployer's nonce.
+            ContractsCall::Instantiate { .. } => weights::writes(8),
+            ContractsCall::Command { .. } => weights::writes(6),
+            ContractsCall::SetStorageQuota { .. } => weights::writes(5),
+        }
+    }
+
+    fn dispatch<S: StateRead + ?Sized>(
+        env: &mut Env<'_, '_, S>,
+        origin: &Origin,
+        call: &ContractsCall,
+    ) -> Result<(), TxError> {
+        let (state, outbox, block) = (&mut *env.state, &mut *env.outbox, env.block);
+        let config = &env.config.contracts;
+        let signer = &origin.signer;
+        let event = match call {
+            ContractsCall::UploadCode { code } => Event::CodeUploaded {
+                code_hash: hex::encode(upload_code(state, code)?),
+            },
+            ContractsCall::Instantiate {
+                code_hash,
+                cluster,
+                salt,
+                storage_quota,
+                input,
+            } => {
+                let args = Instantiation {
+                    code_hash,
+                    cluster: *cluster,
+                    salt,
+                    storage_quota: *storage_quota,
+                    input,
+                };
+                let id = instantiate(state, outbox, block, config, signer, args)?;
+                Event::Instantiated {
+                    contract: hex::encode(id),
+                    cluster: *cluster,
+                }
+            }
+            ContractsCall::Command {
+                contract,
+                gas_limit,
+                encapped,
+                ciphertext,
+            } => {
+                let sealed = SealedCommand {
+                    contract,
+                    nonce: origin.nonce,
+                    gas_limit: *gas_limit,
+                    encapped,
+                    ciphertext,
+                };
+                let index = command(state, outbox, block, config, signer, sealed)?;
+                Event::CommandQueued {
+                    contract: hex::encode(contract),
+                    index,
+                }
+            }
+            ContractsCall::SetStorageQuota { contract, quota } => {
+                set_storage_quota(state, outbox, block, config, signer, contract, *quota)?;
+                Event::StorageQuotaSet {
+                    contract: hex::encode(contract),
+                    quota: *quota,
+                }
+            }
+        };
+        env.emit(event);
+        Ok(())
+    }
+
+    fn on_upward<S: StateRead + ?Sized>(
+        env: &mut Env<'_, '_, S>,
+        message: &UpwardMessage,
+    ) -> Result<bool, TxError> {
+        handle_upward(env.state, env.outbox, env.block, &env.config.fees, message)
+    }
+}
+
+/// What happened in the contracts module (contracts' own events are in the state, under
+/// [`keys::event`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    /// Code was stored (or was already) under its hash (hex).
+    CodeUploaded { code_hash: String },
+    /// A contract (hex id) was created on a cluster.
+    Instantiated { contract: String, cluster: u32 },
+    /// A command became call `index` of the contract (hex id): its report will name it.
+    CommandQueued { contract: String, index: u64 },
+    /// The deployer set the contract's storage quota (bytes).
+    StorageQuotaSet { contract: String, quota: u64 },
+}
+
 /// Gas settings, fixed at genesis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContractsConfig {
     /// PHA (in its smallest unit) per unit of gas.
-    #[serde(with = "crate::config::u128_string")]
+    #[serde(with = "phala_types::amount::u128_string")]
     pub gas_price: Balance,
     /// The most gas one command may buy.
     pub max_gas: u64,
     /// PHA (in its smallest unit) locked per byte of a contract's storage quota.
     #[serde(
         default = "default_deposit_per_byte",
-        with = "crate::config::u128_string"
+        with = "phala_types::amount::u128_string"
     )]
     pub deposit_per_byte: Balance,
     /// The largest storage quota of one contract (bytes): every worker of its cluster keeps,
     /// hashes and seals that state.
     #[serde(default = "default_max_storage_quota")]
     pub max_storage_quota: u64,
-    /// Clusters that exist from genesis (the admin creates more).
-    #[serde(default)]
-    pub clusters: Vec<u32>,
 }
 
 impl Default for ContractsConfig {
@@ -70,7 +176,6 @@ impl Default for ContractsConfig {
             max_gas: 10_000_000_000,
             deposit_per_byte: default_deposit_per_byte(),
             max_storage_quota: default_max_storage_quota(),
-            clusters: Vec::new(),
         }
     }
 }
@@ -94,10 +199,6 @@ pub use phala_types::system::STORAGE_DEPOSITS;
 pub mod keys {
     /// Prefix of contract records; the node lists contracts by it.
     pub const CONTRACT_PREFIX: &[u8] = b"contracts/contract/";
-
-    pub fn cluster(cluster: u32) -> Vec<u8> {
-        [b"contracts/cluster/".as_slice(), &cluster.to_be_bytes()].concat()
-    }
 
     pub fn code(hash: &[u8; 32]) -> Vec<u8> {
         [b"contracts/code/".as_slice(), hash].concat()
@@ -153,38 +254,8 @@ fn set_contract<S: StateRead + ?Sized>(state: &mut Overlay<S>, record: &Contract
     state.set(keys::contract(&record.id), record.encode().to_vec());
 }
 
-/// Writes the genesis clusters.
-pub fn genesis<S: StateRead + ?Sized>(state: &mut Overlay<S>, config: &ContractsConfig) {
-    for cluster in &config.clusters {
-        state.set(keys::cluster(*cluster), Vec::new());
-    }
-}
-
-/// Admin: creates a cluster.
-pub fn create_cluster<S: StateRead + ?Sized>(
-    state: &mut Overlay<S>,
-    signer: &Address,
-    cluster: u32,
-) -> Result<(), TxError> {
-    registry::require_admin(state, signer)?;
-    if cluster == u32::MAX {
-        return Err(TxError::BadPayload(format!(
-            "cluster id {cluster} is reserved"
-        )));
-    }
-    if cluster_exists(state, cluster) {
-        return Err(TxError::ClusterExists(cluster));
-    }
-    state.set(keys::cluster(cluster), Vec::new());
-    Ok(())
-}
-
-pub fn cluster_exists<S: StateRead + ?Sized>(state: &Overlay<S>, cluster: u32) -> bool {
-    state.get(&keys::cluster(cluster)).is_some()
-}
-
 /// Stores code by its hash. Uploading the same code again changes nothing.
-pub fn upload_code<S: StateRead + ?Sized>(
+fn upload_code<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     code: &Bytes,
 ) -> Result<CodeHash, TxError> {
@@ -202,16 +273,16 @@ pub fn upload_code<S: StateRead + ?Sized>(
 }
 
 /// The arguments of an instantiation.
-pub struct Instantiation<'a> {
-    pub code_hash: &'a CodeHash,
-    pub cluster: u32,
-    pub salt: &'a [u8; 32],
-    pub storage_quota: u64,
-    pub input: &'a Bytes,
+struct Instantiation<'a> {
+    code_hash: &'a CodeHash,
+    cluster: u32,
+    salt: &'a [u8; 32],
+    storage_quota: u64,
+    input: &'a Bytes,
 }
 
 /// Creates a contract and tells its cluster and the gatekeepers.
-pub fn instantiate<S: StateRead + ?Sized>(
+fn instantiate<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,
@@ -222,7 +293,7 @@ pub fn instantiate<S: StateRead + ?Sized>(
     if state.get(&keys::code(args.code_hash)).is_none() {
         return Err(TxError::UnknownCode(short(args.code_hash)));
     }
-    if !cluster_exists(state, args.cluster) {
+    if !registry::cluster_exists(state, args.cluster) {
         return Err(TxError::UnknownCluster(args.cluster));
     }
     let generation = registry::master_generation(state);
@@ -293,7 +364,7 @@ fn deposit_for(config: &ContractsConfig, quota: u64) -> Result<Balance, TxError>
 /// reported the contract's last call and never below the state they reported for it. The
 /// cluster learns the new quota in stream order, so every worker applies it between the same
 /// two calls.
-pub fn set_storage_quota<S: StateRead + ?Sized>(
+fn set_storage_quota<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,
@@ -373,23 +444,24 @@ fn reported_state_bytes<S: StateRead + ?Sized>(
 }
 
 /// An encrypted command as the transaction carries it.
-pub struct Command<'a> {
-    pub contract: &'a ContractId,
-    pub nonce: u64,
-    pub gas_limit: u64,
-    pub encapped: &'a [u8; 32],
-    pub ciphertext: &'a Bytes,
+struct SealedCommand<'a> {
+    contract: &'a ContractId,
+    nonce: u64,
+    gas_limit: u64,
+    encapped: &'a [u8; 32],
+    ciphertext: &'a Bytes,
 }
 
-/// Takes the command's gas into escrow and appends the command to its cluster's stream.
-pub fn command<S: StateRead + ?Sized>(
+/// Takes the command's gas into escrow and appends the command to its cluster's stream;
+/// returns its call index.
+fn command<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,
     config: &ContractsConfig,
     sender: &Address,
-    command: Command<'_>,
-) -> Result<(), TxError> {
+    command: SealedCommand<'_>,
+) -> Result<u64, TxError> {
     let mut record = contract(state, command.contract)
         .ok_or(TxError::UnknownContract(short(command.contract)))?;
     if record.public_key.is_none() {
@@ -431,7 +503,7 @@ pub fn command<S: StateRead + ?Sized>(
         topics::COMMAND,
         Bytes::from(message.encode().to_vec()),
     );
-    Ok(())
+    Ok(record.commands)
 }
 
 /// Gas a command paid for in advance.
@@ -489,7 +561,7 @@ fn settle_gas<S: StateRead + ?Sized>(
 }
 
 /// Handles contract topics of an accepted upward message; `false` if the topic is not one.
-pub fn on_upward<S: StateRead + ?Sized>(
+fn handle_upward<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,

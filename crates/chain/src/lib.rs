@@ -1,4 +1,4 @@
-//! The chain's state machine: modules (balances, mq) over a key-value state, executed
+//! The chain's state machine: modules of one shape ([`module`]) over a key-value state, executed
 //! deterministically block by block. It knows nothing of consensus, storage or networking;
 //! the node feeds it blocks and commits the changes it returns.
 
@@ -7,6 +7,7 @@ pub mod commitment;
 pub mod config;
 pub mod contracts;
 mod error;
+pub mod module;
 pub mod mq;
 pub mod registry;
 mod runtime;

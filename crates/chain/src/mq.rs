@@ -12,10 +12,111 @@
 
 use crate::{
     BlockContext, TxError,
-    state::{Overlay, StateRead, keys},
+    config::GenesisConfig,
+    module::{Env, Module, Origin},
+    state::{Overlay, StateRead},
+    weights::{self, Weight},
 };
 use bytes::Bytes;
-use phala_types::{Address, Destination, Digest, DownwardMessage, UpwardMessage};
+use phala_types::{Address, Destination, Digest, DownwardMessage, MqCall, UpwardMessage};
+use serde::Serialize;
+
+/// The message queue module. Its one call, [`MqCall::SubmitUpward`], spans modules: the
+/// dispatcher checks the origin with the registry, this module accepts the message (origin,
+/// sequence, signature), then the module its topic belongs to takes it ([`Module::on_upward`])
+/// or it is [`relay`]ed to every worker.
+pub struct Mq;
+
+impl Module for Mq {
+    const PREFIX: &'static [u8] = b"mq/";
+    type Call = MqCall;
+
+    fn genesis<S: StateRead + ?Sized>(state: &mut Overlay<S>, config: &GenesisConfig) {
+        for origin in &config.upward_origins {
+            register_origin(state, origin);
+        }
+    }
+
+    fn weight(call: &MqCall) -> Weight {
+        match call {
+            // A report stores up to 16 events and publishes up to 16 messages.
+            MqCall::SubmitUpward(_) => weights::SIGNATURE + weights::writes(40),
+        }
+    }
+
+    fn dispatch<S: StateRead + ?Sized>(
+        env: &mut Env<'_, '_, S>,
+        _origin: &Origin,
+        call: &MqCall,
+    ) -> Result<(), TxError> {
+        match call {
+            MqCall::SubmitUpward(message) => {
+                accept_upward(env.state, env.genesis_hash, message)?;
+                env.emit(Event::Accepted {
+                    origin: message.origin,
+                    sequence: message.sequence,
+                    topic: String::from_utf8_lossy(&message.topic).into_owned(),
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What happened in the message queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    /// An upward message was accepted (its sequence consumed).
+    Accepted {
+        origin: Address,
+        sequence: u64,
+        topic: String,
+    },
+    /// The module its topic belongs to refused it: nothing it asked for was applied (see
+    /// [`keys::refusal`]).
+    Refused {
+        origin: Address,
+        sequence: u64,
+        code: String,
+    },
+}
+
+/// Where the module keeps its data.
+pub mod keys {
+    use commonware_codec::Encode;
+    use phala_types::{Address, Destination};
+
+    /// The next expected sequence of a registered upward-message origin.
+    pub fn origin_sequence(origin: &Address) -> Vec<u8> {
+        [b"mq/origin/".as_slice(), &origin.0].concat()
+    }
+
+    /// Why upward message `sequence` of `origin` was refused (it was consumed all the same).
+    pub fn refusal(origin: &Address, sequence: u64) -> Vec<u8> {
+        [
+            b"mq/refused/".as_slice(),
+            &origin.0,
+            &sequence.to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    /// The next sequence of a downward stream.
+    pub fn stream_next(destination: &Destination) -> Vec<u8> {
+        [b"mq/stream-next/".as_slice(), &destination.encode()].concat()
+    }
+
+    /// Where message `sequence` of a downward stream is ([`crate::mq::MessageLocation`]).
+    pub fn stream_message(destination: &Destination, sequence: u64) -> Vec<u8> {
+        [
+            b"mq/stream/".as_slice(),
+            &destination.encode(),
+            &sequence.to_be_bytes(),
+        ]
+        .concat()
+    }
+}
 
 /// Topic prefix under which accepted upward messages are re-published downward.
 pub const RELAY_TOPIC_PREFIX: &[u8] = b"from/";
@@ -159,13 +260,19 @@ const MAX_REFUSAL: usize = 256;
 /// Records why an accepted upward message was refused: `"<code>: <reason>"` under
 /// [`keys::refusal`], for its sender's operator to read.
 pub fn record_refusal<S: StateRead + ?Sized>(
-    state: &mut Overlay<S>,
+    env: &mut Env<'_, '_, S>,
     message: &UpwardMessage,
     error: &TxError,
 ) {
     let mut text = format!("{}: {error}", error.code()).into_bytes();
     text.truncate(MAX_REFUSAL);
-    state.set(keys::refusal(&message.origin, message.sequence), text);
+    env.state
+        .set(keys::refusal(&message.origin, message.sequence), text);
+    env.emit(Event::Refused {
+        origin: message.origin,
+        sequence: message.sequence,
+        code: error.code().to_owned(),
+    });
 }
 
 /// Why the upward message `sequence` of `origin` was refused, if it was.

@@ -10,18 +10,131 @@
 
 use crate::{
     BlockContext, TxError,
+    config::GenesisConfig,
+    module::{Env, Module, Origin},
     mq::{self, Outbox},
     state::{Overlay, StateRead},
+    weights::{self, Weight},
 };
 use bytes::Bytes;
 use commonware_codec::{Copying, Decode, Encode, RangeCfg};
 use commonware_cryptography::{Hasher, Sha256};
 use phala_types::{
     Address, AttestationPolicy, ClusterAssignment, Destination, Digest, Evidence, GatekeeperJoined,
-    KeyDelivery, MasterPublicKey, SignedRegistration, UpwardMessage, WorkerRecord,
+    KeyDelivery, MasterPublicKey, RegistryCall, SignedRegistration, UpwardMessage, WorkerRecord,
     registry::{decode_payload, topics},
 };
 use serde::{Deserialize, Serialize};
+
+/// The registry module.
+pub struct Registry;
+
+impl Module for Registry {
+    const PREFIX: &'static [u8] = b"registry/";
+    type Call = RegistryCall;
+
+    fn genesis<S: StateRead + ?Sized>(state: &mut Overlay<S>, config: &GenesisConfig) {
+        let config = &config.registry;
+        state.set(keys::POLICY.to_vec(), config.policy.encode().to_vec());
+        if let Some(admin) = config.admin {
+            state.set(keys::ADMIN.to_vec(), admin.0.to_vec());
+        }
+        for cluster in &config.clusters {
+            state.set(keys::cluster(*cluster), Vec::new());
+        }
+    }
+
+    fn weight(call: &RegistryCall) -> Weight {
+        match call {
+            RegistryCall::RegisterWorker(signed) => {
+                let verification = match signed.registration.evidence {
+                    Evidence::Simulated { .. } => 0,
+                    Evidence::SgxDcap { .. } | Evidence::Tdx { .. } => weights::DCAP_VERIFICATION,
+                };
+                weights::SIGNATURE + verification + weights::writes(3)
+            }
+            RegistryCall::SetAttestationPolicy(_) | RegistryCall::CreateCluster { .. } => {
+                weights::writes(1)
+            }
+            RegistryCall::AddGatekeeper(_)
+            | RegistryCall::AssignCluster { .. }
+            | RegistryCall::RotateMasterKey => weights::writes(6),
+        }
+    }
+
+    fn dispatch<S: StateRead + ?Sized>(
+        env: &mut Env<'_, '_, S>,
+        origin: &Origin,
+        call: &RegistryCall,
+    ) -> Result<(), TxError> {
+        let (state, outbox, block) = (&mut *env.state, &mut *env.outbox, env.block);
+        let signer = &origin.signer;
+        let event = match call {
+            RegistryCall::RegisterWorker(signed) => {
+                let registration = RegistrationContext {
+                    genesis: env.genesis_hash,
+                    dev: env.config.dev,
+                    block,
+                };
+                register(state, &registration, signer, signed)?;
+                Event::WorkerRegistered {
+                    worker: signed.registration.identity,
+                    operator: *signer,
+                }
+            }
+            RegistryCall::SetAttestationPolicy(policy) => {
+                set_policy(state, signer, policy, env.config.dev)?;
+                Event::PolicySet
+            }
+            RegistryCall::AddGatekeeper(worker) => {
+                add_gatekeeper(state, outbox, block, signer, worker)?;
+                Event::GatekeeperAdded { worker: *worker }
+            }
+            RegistryCall::AssignCluster { worker, cluster } => {
+                assign_cluster(state, outbox, block, signer, worker, *cluster)?;
+                Event::ClusterAssigned {
+                    worker: *worker,
+                    cluster: *cluster,
+                }
+            }
+            RegistryCall::RotateMasterKey => {
+                rotate_master_key(state, outbox, block, signer)?;
+                Event::MasterKeyRotationOrdered
+            }
+            RegistryCall::CreateCluster { cluster } => {
+                create_cluster(state, signer, *cluster)?;
+                Event::ClusterCreated { cluster: *cluster }
+            }
+        };
+        env.emit(event);
+        Ok(())
+    }
+
+    fn on_upward<S: StateRead + ?Sized>(
+        env: &mut Env<'_, '_, S>,
+        message: &UpwardMessage,
+    ) -> Result<bool, TxError> {
+        handle_upward(env.state, env.outbox, env.block, message)
+    }
+}
+
+/// What happened in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    /// A worker registered or renewed its attestation.
+    WorkerRegistered { worker: Address, operator: Address },
+    /// The admin replaced the attestation policy.
+    PolicySet,
+    /// The admin admitted a gatekeeper.
+    GatekeeperAdded { worker: Address },
+    /// The admin placed a worker in a cluster.
+    ClusterAssigned { worker: Address, cluster: u32 },
+    /// The admin ordered a new master key generation.
+    MasterKeyRotationOrdered,
+    /// The admin created a cluster.
+    ClusterCreated { cluster: u32 },
+}
 
 /// The registry's genesis settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +142,9 @@ pub struct RegistryConfig {
     /// The account allowed the admin calls until governance replaces it.
     pub admin: Option<Address>,
     pub policy: AttestationPolicy,
+    /// Clusters that exist from genesis (the admin creates more).
+    #[serde(default)]
+    pub clusters: Vec<u32>,
 }
 
 impl Default for RegistryConfig {
@@ -38,6 +154,7 @@ impl Default for RegistryConfig {
         RegistryConfig {
             admin: None,
             policy,
+            clusters: Vec::new(),
         }
     }
 }
@@ -69,20 +186,16 @@ pub mod keys {
     }
 
     /// Marks a gatekeeper message as handled (the first copy won).
+    pub fn cluster(cluster: u32) -> Vec<u8> {
+        [b"registry/cluster/".as_slice(), &cluster.to_be_bytes()].concat()
+    }
+
     pub fn seen(digest: &[u8]) -> Vec<u8> {
         [b"registry/seen/".as_slice(), digest].concat()
     }
 }
 
 const MAX_GATEKEEPERS: usize = 256;
-
-/// Writes the registry's genesis state.
-pub fn genesis<S: StateRead + ?Sized>(state: &mut Overlay<S>, config: &RegistryConfig) {
-    state.set(keys::POLICY.to_vec(), config.policy.encode().to_vec());
-    if let Some(admin) = config.admin {
-        state.set(keys::ADMIN.to_vec(), admin.0.to_vec());
-    }
-}
 
 /// The policy in force.
 pub fn policy<S: StateRead + ?Sized>(state: &Overlay<S>) -> Result<AttestationPolicy, TxError> {
@@ -160,7 +273,7 @@ pub struct RegistrationContext<'a> {
 
 /// Registers a worker, or renews its attestation. The transaction's signer must be the
 /// operator the worker's identity key named.
-pub fn register<S: StateRead + ?Sized>(
+fn register<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     ctx: &RegistrationContext<'_>,
     signer: &Address,
@@ -244,7 +357,7 @@ pub fn check_registration<S: StateRead + ?Sized>(
 
 /// Admin: replaces the policy. A production (non-dev) chain never allows simulated evidence
 /// (registration refuses it there regardless).
-pub fn set_policy<S: StateRead + ?Sized>(
+fn set_policy<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     signer: &Address,
     new: &AttestationPolicy,
@@ -264,7 +377,7 @@ pub fn set_policy<S: StateRead + ?Sized>(
 
 /// Admin: admits a registered worker that asked to be a gatekeeper. The first gatekeeper of a
 /// chain without a master key is told to create it.
-pub fn add_gatekeeper<S: StateRead + ?Sized>(
+fn add_gatekeeper<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,
@@ -307,7 +420,7 @@ pub fn add_gatekeeper<S: StateRead + ?Sized>(
 }
 
 /// Admin: places a registered worker in a cluster; the gatekeepers send it the cluster key.
-pub fn assign_cluster<S: StateRead + ?Sized>(
+fn assign_cluster<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,
@@ -321,7 +434,7 @@ pub fn assign_cluster<S: StateRead + ?Sized>(
             "cluster id {cluster} is reserved"
         )));
     }
-    if !crate::contracts::cluster_exists(state, cluster) {
+    if !cluster_exists(state, cluster) {
         return Err(TxError::UnknownCluster(cluster));
     }
     let mut record = worker(state, identity).ok_or(TxError::UnknownWorker(*identity))?;
@@ -349,7 +462,7 @@ pub fn assign_cluster<S: StateRead + ?Sized>(
 }
 
 /// Admin: orders the next master key generation.
-pub fn rotate_master_key<S: StateRead + ?Sized>(
+fn rotate_master_key<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,
@@ -379,9 +492,33 @@ pub fn rotate_master_key<S: StateRead + ?Sized>(
     Ok(())
 }
 
+/// Admin: creates a cluster.
+fn create_cluster<S: StateRead + ?Sized>(
+    state: &mut Overlay<S>,
+    signer: &Address,
+    cluster: u32,
+) -> Result<(), TxError> {
+    require_admin(state, signer)?;
+    if cluster == u32::MAX {
+        return Err(TxError::BadPayload(format!(
+            "cluster id {cluster} is reserved"
+        )));
+    }
+    if cluster_exists(state, cluster) {
+        return Err(TxError::ClusterExists(cluster));
+    }
+    state.set(keys::cluster(cluster), Vec::new());
+    Ok(())
+}
+
+/// Whether `cluster` was created (at genesis or by the admin).
+pub fn cluster_exists<S: StateRead + ?Sized>(state: &Overlay<S>, cluster: u32) -> bool {
+    state.get(&keys::cluster(cluster)).is_some()
+}
+
 /// Acts on an accepted upward message with a registry topic; `Ok(false)` if the topic is not
 /// the registry's.
-pub fn on_upward<S: StateRead + ?Sized>(
+fn handle_upward<S: StateRead + ?Sized>(
     state: &mut Overlay<S>,
     outbox: &mut Outbox,
     ctx: &BlockContext,

@@ -1,18 +1,20 @@
 //! The deterministic state transition: genesis, transactions and blocks.
 
 use crate::{
-    TxError, balances,
+    TxError,
+    balances::{self, Balances, keys},
     config::GenesisConfig,
-    contracts,
-    mq::{self, Outbox},
-    registry::{self, RegistrationContext},
-    state::{Changes, Overlay, StateRead, keys},
+    contracts::Contracts,
+    module::{Env, Event, Module, Origin},
+    mq::{self, Mq, Outbox},
+    registry::{self, Registry},
+    state::{Changes, Overlay, StateRead},
     weights::{self, Weight},
 };
 use commonware_codec::EncodeSize;
 use phala_types::{
-    Address, Balance, Call, Digest, Evidence, SignedTransaction, Transaction, UpwardMessage,
-    limits,
+    Address, Balance, BalancesCall, Call, ContractsCall, Digest, Evidence, MqCall, RegistryCall,
+    SignedTransaction, Transaction, UpwardMessage, limits,
     registry::{MAX_COLLATERAL, MAX_QUOTE},
 };
 
@@ -24,14 +26,17 @@ pub struct BlockContext {
     pub proposer: Address,
 }
 
-/// The result of executing a block: its writes, its downward messages, and which of its
-/// transactions failed (included, fee and nonce paid, effects rolled back).
+/// The result of executing a block: its writes, its downward messages, which of its
+/// transactions failed (included, fee and nonce paid, effects rolled back) and the events of
+/// those that applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Executed {
     pub changes: Changes,
     pub outbox: Outbox,
     /// `(index in the block, why its call failed)`, in block order.
     pub failures: Vec<(u32, TxError)>,
+    /// `(index in the block, what happened)`, in block order.
+    pub events: Vec<(u32, Event)>,
 }
 
 /// How a transaction that may be included ended.
@@ -76,22 +81,15 @@ impl Runtime {
         &self.config
     }
 
-    /// The writes that create the genesis state.
+    /// The writes that create the genesis state, each module's in [`crate::module::LAYERS`]
+    /// order.
     pub fn genesis_changes(&self) -> Changes {
         let empty = std::collections::BTreeMap::<Vec<u8>, Vec<u8>>::new();
         let mut state = Overlay::new(&empty);
-        for allocation in &self.config.allocations {
-            let account = balances::Account {
-                nonce: 0,
-                free: allocation.balance,
-            };
-            balances::set_account(&mut state, &allocation.address, account);
-        }
-        for origin in &self.config.upward_origins {
-            mq::register_origin(&mut state, origin);
-        }
-        registry::genesis(&mut state, &self.config.registry);
-        contracts::genesis(&mut state, &self.config.contracts);
+        Balances::genesis(&mut state, &self.config);
+        Mq::genesis(&mut state, &self.config);
+        Registry::genesis(&mut state, &self.config);
+        Contracts::genesis(&mut state, &self.config);
         state.into_changes()
     }
 
@@ -112,11 +110,13 @@ impl Runtime {
 
     /// Applies one transaction whose signature was already checked. An error means the
     /// transaction is invalid here (it may not be included, and nothing changes); an
-    /// [`Outcome`] means it is included, its call applied or failed.
+    /// [`Outcome`] means it is included, its call applied (its events appended to `events`)
+    /// or failed.
     pub fn apply<S: StateRead + ?Sized>(
         &self,
         state: &mut Overlay<S>,
         outbox: &mut Outbox,
+        events: &mut Vec<Event>,
         ctx: &BlockContext,
         stx: &SignedTransaction,
     ) -> Result<Outcome, TxError> {
@@ -126,12 +126,21 @@ impl Runtime {
             return Err(error);
         }
         let paid = state.checkpoint();
-        let outbox_len = outbox.messages.len();
-        let outcome = match self.dispatch(state, outbox, ctx, &stx.tx) {
+        let (outbox_len, events_len) = (outbox.messages.len(), events.len());
+        let mut env = Env {
+            state,
+            outbox,
+            events,
+            block: ctx,
+            genesis_hash: &self.genesis_hash,
+            config: &self.config,
+        };
+        let outcome = match dispatch(&mut env, &stx.tx) {
             Ok(()) => Outcome::Applied,
             Err(error) => {
                 state.restore(paid);
                 outbox.messages.truncate(outbox_len);
+                events.truncate(events_len);
                 let tx = &stx.tx;
                 state.set(
                     keys::last_failure(&tx.signer),
@@ -185,109 +194,6 @@ impl Runtime {
         balances::charge_fee(state, &self.config.fees, &tx.signer, &ctx.proposer, tx.fee)
     }
 
-    /// Runs a call whose fee and nonce were paid.
-    fn dispatch<S: StateRead + ?Sized>(
-        &self,
-        state: &mut Overlay<S>,
-        outbox: &mut Outbox,
-        ctx: &BlockContext,
-        tx: &Transaction,
-    ) -> Result<(), TxError> {
-        let signer = &tx.signer;
-        match &tx.call {
-            Call::Transfer { to, amount } => balances::transfer(state, signer, to, *amount),
-            Call::SubmitUpward(message) => {
-                registry::require_current(state, &message.origin, ctx.height)?;
-                mq::accept_upward(state, &self.genesis_hash, message)?;
-                // The message is consumed from here on: if its topic's handler refuses it, its
-                // effects are undone and the refusal recorded, so one message the chain will
-                // never accept cannot block every later message of its sender.
-                let checkpoint = state.checkpoint();
-                let outbox_len = outbox.messages.len();
-                if let Err(error) = self.deliver_upward(state, outbox, ctx, message) {
-                    state.restore(checkpoint);
-                    outbox.messages.truncate(outbox_len);
-                    mq::record_refusal(state, message, &error);
-                }
-                Ok(())
-            }
-            Call::RegisterWorker(signed) => {
-                let registration = RegistrationContext {
-                    genesis: &self.genesis_hash,
-                    dev: self.config.dev,
-                    block: ctx,
-                };
-                registry::register(state, &registration, signer, signed)
-            }
-            Call::SetAttestationPolicy(policy) => {
-                registry::set_policy(state, signer, policy, self.config.dev)
-            }
-            Call::AddGatekeeper(worker) => {
-                registry::add_gatekeeper(state, outbox, ctx, signer, worker)
-            }
-            Call::AssignCluster { worker, cluster } => {
-                registry::assign_cluster(state, outbox, ctx, signer, worker, *cluster)
-            }
-            Call::RotateMasterKey => registry::rotate_master_key(state, outbox, ctx, signer),
-            Call::CreateCluster { cluster } => contracts::create_cluster(state, signer, *cluster),
-            Call::UploadCode { code } => contracts::upload_code(state, code).map(|_| ()),
-            Call::Instantiate {
-                code_hash,
-                cluster,
-                salt,
-                storage_quota,
-                input,
-            } => {
-                let args = contracts::Instantiation {
-                    code_hash,
-                    cluster: *cluster,
-                    salt,
-                    storage_quota: *storage_quota,
-                    input,
-                };
-                let config = &self.config.contracts;
-                contracts::instantiate(state, outbox, ctx, config, signer, args).map(|_| ())
-            }
-            Call::SetStorageQuota { contract, quota } => {
-                let config = &self.config.contracts;
-                contracts::set_storage_quota(state, outbox, ctx, config, signer, contract, *quota)
-            }
-            Call::Command {
-                contract,
-                gas_limit,
-                encapped,
-                ciphertext,
-            } => {
-                let command = contracts::Command {
-                    contract,
-                    nonce: tx.nonce,
-                    gas_limit: *gas_limit,
-                    encapped,
-                    ciphertext,
-                };
-                let config = &self.config;
-                contracts::command(state, outbox, ctx, &config.contracts, signer, command)
-            }
-        }
-    }
-
-    /// Hands an accepted upward message to the module its topic belongs to (registry,
-    /// contracts), or re-publishes it to every worker.
-    fn deliver_upward<S: StateRead + ?Sized>(
-        &self,
-        state: &mut Overlay<S>,
-        outbox: &mut Outbox,
-        ctx: &BlockContext,
-        message: &UpwardMessage,
-    ) -> Result<(), TxError> {
-        if !registry::on_upward(state, outbox, ctx, message)?
-            && !contracts::on_upward(state, outbox, ctx, &self.config.fees, message)?
-        {
-            mq::relay(state, outbox, ctx, message);
-        }
-        Ok(())
-    }
-
     /// Executes a proposed block over `base`: every transaction must be valid, signatures
     /// included (checked in one batch), or the whole block is invalid.
     pub fn execute_block<S: StateRead + ?Sized>(
@@ -322,6 +228,7 @@ impl Runtime {
         let mut state = Overlay::with_changes(base, pending);
         let mut outbox = Outbox::default();
         let mut failures = Vec::new();
+        let mut events = Vec::new();
         let mut weight: Weight = 0;
         for (index, stx) in txs.iter().enumerate() {
             self.check_form(stx)
@@ -333,17 +240,20 @@ impl Runtime {
                 };
                 return Err(InvalidBlock { index, error });
             }
+            let mut applied = Vec::new();
             let outcome = self
-                .apply(&mut state, &mut outbox, ctx, stx)
+                .apply(&mut state, &mut outbox, &mut applied, ctx, stx)
                 .map_err(|error| InvalidBlock { index, error })?;
             if let Outcome::Failed(error) = outcome {
                 failures.push((index as u32, error));
             }
+            events.extend(applied.into_iter().map(|event| (index as u32, event)));
         }
         Ok(Executed {
             changes: state.into_changes(),
             outbox,
             failures,
+            events,
         })
     }
 
@@ -362,19 +272,26 @@ impl Runtime {
         // The decoder refuses these, so only a transaction built in memory can carry them; a
         // block holding one could not be decoded by peers, so the runtime refuses it too.
         let within_limits = match &stx.tx.call {
-            Call::SubmitUpward(message) => {
+            Call::Mq(MqCall::SubmitUpward(message)) => {
                 message.topic.len() <= limits::MAX_UPWARD_TOPIC
                     && message.payload.len() <= limits::MAX_PAYLOAD
             }
-            Call::RegisterWorker(signed) => match &signed.registration.evidence {
-                Evidence::SgxDcap { quote, collateral } | Evidence::Tdx { quote, collateral } => {
-                    quote.len() <= MAX_QUOTE && collateral.len() <= MAX_COLLATERAL
+            Call::Registry(RegistryCall::RegisterWorker(signed)) => {
+                match &signed.registration.evidence {
+                    Evidence::SgxDcap { quote, collateral }
+                    | Evidence::Tdx { quote, collateral } => {
+                        quote.len() <= MAX_QUOTE && collateral.len() <= MAX_COLLATERAL
+                    }
+                    Evidence::Simulated { .. } => true,
                 }
-                Evidence::Simulated { .. } => true,
-            },
-            Call::UploadCode { code } => code.len() <= phala_types::contracts::MAX_CODE,
-            Call::Instantiate { input, .. } => input.len() <= phala_types::contracts::MAX_INPUT,
-            Call::Command { ciphertext, .. } => {
+            }
+            Call::Contracts(ContractsCall::UploadCode { code }) => {
+                code.len() <= phala_types::contracts::MAX_CODE
+            }
+            Call::Contracts(ContractsCall::Instantiate { input, .. }) => {
+                input.len() <= phala_types::contracts::MAX_INPUT
+            }
+            Call::Contracts(ContractsCall::Command { ciphertext, .. }) => {
                 ciphertext.len() <= phala_types::contracts::MAX_SEALED
             }
             _ => true,
@@ -382,7 +299,7 @@ impl Runtime {
         if !within_limits {
             return Err(oversized);
         }
-        if let Call::Transfer { amount: 0, .. } = stx.tx.call {
+        if let Call::Balances(BalancesCall::Transfer { amount: 0, .. }) = stx.tx.call {
             return Err(TxError::ZeroTransfer);
         }
         Ok(())
@@ -407,6 +324,7 @@ impl Runtime {
         let mut outbox = Outbox::default();
         let mut included = Vec::new();
         let mut failures = Vec::new();
+        let mut events = Vec::new();
         let mut dropped = Vec::new();
         let mut bytes = 0usize;
         let (mut block_weight, mut tried): (Weight, Weight) = (0, 0);
@@ -421,14 +339,17 @@ impl Runtime {
                 break;
             }
             tried += weight;
+            let mut emitted = Vec::new();
             let applied = self
                 .check_form(&stx)
-                .and_then(|()| self.apply(&mut state, &mut outbox, ctx, &stx));
+                .and_then(|()| self.apply(&mut state, &mut outbox, &mut emitted, ctx, &stx));
             match applied {
                 Ok(outcome) => {
+                    let index = included.len() as u32;
                     if let Outcome::Failed(error) = outcome {
-                        failures.push((included.len() as u32, error));
+                        failures.push((index, error));
                     }
+                    events.extend(emitted.into_iter().map(|event| (index, event)));
                     bytes += size;
                     block_weight += weight;
                     included.push(stx);
@@ -442,9 +363,69 @@ impl Runtime {
                 changes: state.into_changes(),
                 outbox,
                 failures,
+                events,
             },
             dropped,
         )
+    }
+}
+
+/// The dispatcher: runs a call whose fee and nonce were paid in the module it names.
+fn dispatch<S: StateRead + ?Sized>(
+    env: &mut Env<'_, '_, S>,
+    tx: &Transaction,
+) -> Result<(), TxError> {
+    let origin = Origin {
+        signer: tx.signer,
+        nonce: tx.nonce,
+    };
+    match &tx.call {
+        Call::Balances(call) => Balances::dispatch(env, &origin, call),
+        Call::Mq(call) => {
+            let MqCall::SubmitUpward(message) = call;
+            registry::require_current(env.state, &message.origin, env.block.height)?;
+            Mq::dispatch(env, &origin, call)?;
+            deliver_upward(env, message);
+            Ok(())
+        }
+        Call::Registry(call) => Registry::dispatch(env, &origin, call),
+        Call::Contracts(call) => Contracts::dispatch(env, &origin, call),
+    }
+}
+
+/// The weight each module declares for `call` (see [`weights::weight`]).
+pub(crate) fn call_weight(call: &Call) -> Weight {
+    match call {
+        Call::Balances(call) => Balances::weight(call),
+        Call::Mq(call) => Mq::weight(call),
+        Call::Registry(call) => Registry::weight(call),
+        Call::Contracts(call) => Contracts::weight(call),
+    }
+}
+
+/// Hands an accepted upward message to the module its topic belongs to, or re-publishes it
+/// to every worker. The message is consumed either way: if its module refuses it, what the
+/// module did is undone and the refusal recorded, so one message the chain will never accept
+/// cannot block every later message of its sender.
+fn deliver_upward<S: StateRead + ?Sized>(env: &mut Env<'_, '_, S>, message: &UpwardMessage) {
+    let checkpoint = env.state.checkpoint();
+    let (outbox_len, events_len) = (env.outbox.messages.len(), env.events.len());
+    let delivered = Registry::on_upward(env, message).and_then(|taken| {
+        if taken {
+            Ok(true)
+        } else {
+            Contracts::on_upward(env, message)
+        }
+    });
+    match delivered {
+        Ok(true) => {}
+        Ok(false) => mq::relay(env.state, env.outbox, env.block, message),
+        Err(error) => {
+            env.state.restore(checkpoint);
+            env.outbox.messages.truncate(outbox_len);
+            env.events.truncate(events_len);
+            mq::record_refusal(env, message, &error);
+        }
     }
 }
 

@@ -6,8 +6,8 @@
 //! dropped) reaches a budget, so a mempool full of expensive transactions that fail late
 //! cannot make a leader miss its slot.
 
-use crate::config::FeeSchedule;
-use phala_types::{Balance, Call, Evidence, SignedTransaction};
+use crate::balances::FeeSchedule;
+use phala_types::{Balance, SignedTransaction};
 
 /// A call's weight: nanoseconds of execution on the reference machine, at most.
 pub type Weight = u64;
@@ -39,30 +39,15 @@ const HEAVIEST: Weight = TX_BASE
 const _: () = assert!(MAX_BLOCK_WEIGHT / HEAVIEST >= 50);
 const _: () = assert!(BUILD_BUDGET >= MAX_BLOCK_WEIGHT);
 
-/// The weight of `stx`, whose encoding is `size` bytes.
+/// The weight of `stx`, whose encoding is `size` bytes: the base, its bytes, and what its
+/// module declares for its call.
 pub fn weight(stx: &SignedTransaction, size: usize) -> Weight {
-    let writes = |n: Weight| n * STATE_WRITE;
-    let call = match &stx.tx.call {
-        Call::Transfer { .. } => writes(2),
-        // A report stores up to 16 events and publishes up to 16 messages.
-        Call::SubmitUpward(_) => SIGNATURE + writes(40),
-        Call::RegisterWorker(signed) => {
-            let verification = match signed.registration.evidence {
-                Evidence::Simulated { .. } => 0,
-                Evidence::SgxDcap { .. } | Evidence::Tdx { .. } => DCAP_VERIFICATION,
-            };
-            SIGNATURE + verification + writes(3)
-        }
-        Call::SetAttestationPolicy(_) | Call::CreateCluster { .. } => writes(1),
-        Call::AddGatekeeper(_) | Call::AssignCluster { .. } | Call::RotateMasterKey => writes(6),
-        Call::UploadCode { .. } => writes(1),
-        // The record, two stream messages (2 writes each), the deployer's and the deposits'
-        // balances, and the deployer's nonce.
-        Call::Instantiate { .. } => writes(8),
-        Call::Command { .. } => writes(6),
-        Call::SetStorageQuota { .. } => writes(5),
-    };
-    TX_BASE + PER_BYTE * size as Weight + call
+    TX_BASE + PER_BYTE * size as Weight + crate::runtime::call_weight(&stx.tx.call)
+}
+
+/// The weight of `n` state writes.
+pub const fn writes(n: Weight) -> Weight {
+    n * STATE_WRITE
 }
 
 /// The least fee of a transaction of `size` bytes and `weight`: `base + per_byte × size +
@@ -84,7 +69,7 @@ mod tests {
             base: 1_000,
             per_byte: 10,
             per_weight: 3,
-            split: crate::config::FeeSplit {
+            split: crate::balances::FeeSplit {
                 burn: 100,
                 author: 0,
                 treasury: 0,

@@ -19,6 +19,7 @@ use phala_types::{
     contracts::{code_hash, topics},
     registry::{decode_payload, topics as registry_topics},
 };
+use phala_types::{BalancesCall, ContractsCall, MqCall, RegistryCall};
 
 /// The smallest byte string the chain takes as WebAssembly (workers load the real thing).
 const CODE: &[u8] = b"\0asm\x01\0\0\0 a module";
@@ -46,7 +47,10 @@ impl Network {
         let mut gatekeeper = Enclave::new("gk");
         gatekeeper.register(&mut chain, &key("op1"), true).unwrap();
         chain
-            .apply(&admin, Call::AddGatekeeper(gatekeeper.identity.address()))
+            .apply(
+                &admin,
+                Call::Registry(RegistryCall::AddGatekeeper(gatekeeper.identity.address())),
+            )
             .unwrap();
         let master = MasterPublicKey {
             generation: 1,
@@ -57,7 +61,7 @@ impl Network {
             master.encode().to_vec(),
         );
         chain
-            .apply(&key("op1"), Call::SubmitUpward(message))
+            .apply(&key("op1"), Call::Mq(MqCall::SubmitUpward(message)))
             .unwrap();
         let (w1, w2, w3) = (
             Enclave::new("w-1"),
@@ -66,10 +70,10 @@ impl Network {
         );
         for (worker, cluster) in [(&w1, 0), (&w2, 0), (&w3, 1)] {
             worker.register(&mut chain, &key("op2"), false).unwrap();
-            let call = Call::AssignCluster {
+            let call = Call::Registry(RegistryCall::AssignCluster {
                 worker: worker.identity.address(),
                 cluster,
-            };
+            });
             chain.apply(&admin, call).unwrap();
         }
         Network {
@@ -85,9 +89,9 @@ impl Network {
     fn deploy(&mut self, salt: u8) -> Result<ContractId, TxError> {
         self.chain.apply(
             &key("op3"),
-            Call::UploadCode {
+            Call::Contracts(ContractsCall::UploadCode {
                 code: Bytes::from_static(CODE),
-            },
+            }),
         )?;
         self.chain.apply(&key("op3"), instantiate(0, salt))?;
         Ok(phala_types::contracts::contract_id(
@@ -124,22 +128,22 @@ impl Network {
 }
 
 fn instantiate(cluster: u32, salt: u8) -> Call {
-    Call::Instantiate {
+    Call::Contracts(ContractsCall::Instantiate {
         code_hash: code_hash(CODE),
         cluster,
         salt: [salt; 32],
         storage_quota: QUOTA,
         input: Bytes::from_static(b"init"),
-    }
+    })
 }
 
 fn command(contract: ContractId, gas_limit: u64) -> Call {
-    Call::Command {
+    Call::Contracts(ContractsCall::Command {
         contract,
         gas_limit,
         encapped: [5; 32],
         ciphertext: Bytes::from_static(b"sealed input"),
-    }
+    })
 }
 
 /// `worker`'s report of call `index`, relayed by its operator.
@@ -175,17 +179,17 @@ fn a_report(contract: ContractId, index: u64, commitment: u8) -> ContractReport 
 fn code_is_stored_once_by_hash_and_must_look_like_webassembly() {
     let mut network = Network::new();
     let chain = &mut network.chain;
-    let not_wasm = Call::UploadCode {
+    let not_wasm = Call::Contracts(ContractsCall::UploadCode {
         code: Bytes::from_static(b"#!/bin/sh\nrm -rf /"),
-    };
+    });
     assert_eq!(
         refused(chain.apply(&key("op3"), not_wasm)),
         TxError::NotWasm
     );
     for _ in 0..2 {
-        let call = Call::UploadCode {
+        let call = Call::Contracts(ContractsCall::UploadCode {
             code: Bytes::from_static(CODE),
-        };
+        });
         chain.apply(&key("op3"), call).unwrap();
     }
     assert_eq!(
@@ -197,9 +201,9 @@ fn code_is_stored_once_by_hash_and_must_look_like_webassembly() {
 #[test]
 fn instantiation_needs_code_a_cluster_and_a_master_key() {
     let mut bare = Chain::new(true, AttestationPolicy::dev());
-    let upload = Call::UploadCode {
+    let upload = Call::Contracts(ContractsCall::UploadCode {
         code: Bytes::from_static(CODE),
-    };
+    });
     assert!(matches!(
         refused(bare.apply(&key("op3"), instantiate(0, 1))),
         TxError::UnknownCode(_)
@@ -319,10 +323,10 @@ fn a_command_waits_for_the_key_pays_for_its_gas_and_goes_to_its_cluster() {
 
     // Gas the sender cannot pay for: refused, and no call is counted.
     let rest = balance(&network) - price * 1_000_000;
-    let drain = Call::Transfer {
+    let drain = Call::Balances(BalancesCall::Transfer {
         to: key("op1").address(),
         amount: rest,
-    };
+    });
     network.chain.apply(&user, drain).unwrap();
     assert!(matches!(
         refused(network.chain.apply(&user, command(id, 1_000_000))),
@@ -389,7 +393,7 @@ fn gas_waits_in_escrow_until_the_first_report_which_refunds_the_rest() {
 /// the gas of the calls not yet reported.
 #[test]
 fn gas_escrow_and_settlement_conserve_the_supply_under_a_real_fee_split() {
-    let split = phala_chain::config::FeeSplit {
+    let split = phala_chain::balances::FeeSplit {
         burn: 20,
         author: 50,
         treasury: 30,
@@ -555,10 +559,10 @@ fn a_refused_report_never_blocks_the_workers_next_messages() {
     network.publish_key(id, 3).unwrap();
     let w1 = network.w1.identity.address();
     let admin = key("admin");
-    let move_w1 = Call::AssignCluster {
+    let move_w1 = Call::Registry(RegistryCall::AssignCluster {
         worker: w1,
         cluster: 1,
-    };
+    });
     network.chain.apply(&admin, move_w1).unwrap();
 
     // The moved worker's report of a cluster-0 call, then its next message, as its pRuntime
@@ -570,14 +574,24 @@ fn a_refused_report_never_blocks_the_workers_next_messages() {
     let sequence = stale.sequence;
     network
         .chain
-        .apply(&key("op2"), Call::SubmitUpward(stale))
+        .apply(&key("op2"), Call::Mq(MqCall::SubmitUpward(stale)))
         .unwrap();
     let refusal = mq::refusal(&Overlay::new(&network.chain.db), &w1, sequence).unwrap();
     assert!(refusal.starts_with("not_in_cluster"), "{refusal}");
+    let refused = mq::Event::Refused {
+        origin: w1,
+        sequence,
+        code: "not_in_cluster".into(),
+    };
+    assert_eq!(
+        network.chain.events.last(),
+        Some(&phala_chain::module::Event::Mq(refused)),
+        "the relayer's operator sees the refusal"
+    );
     assert!(network.report_record(&id, 0).is_none(), "nothing applied");
     let outbox = network
         .chain
-        .apply(&key("op2"), Call::SubmitUpward(next))
+        .apply(&key("op2"), Call::Mq(MqCall::SubmitUpward(next)))
         .unwrap();
     assert_eq!(outbox.messages.len(), 1, "the next message is relayed");
 
@@ -623,7 +637,7 @@ fn instantiation_locks_a_deposit_for_its_storage_quota() {
     assert_eq!(network.chain.issuance(), phala_types::TOTAL_SUPPLY);
 
     let mut too_large = instantiate(0, 2);
-    if let Call::Instantiate { storage_quota, .. } = &mut too_large {
+    if let Call::Contracts(ContractsCall::Instantiate { storage_quota, .. }) = &mut too_large {
         *storage_quota = config.max_storage_quota + 1;
     }
     assert_eq!(
@@ -645,9 +659,11 @@ fn the_deployer_alone_changes_the_quota_and_gets_back_what_it_frees() {
     let per_byte = ContractsConfig::default().deposit_per_byte;
     let id = network.deploy(1).unwrap();
     let deployer = key("op3");
-    let set = |quota| Call::SetStorageQuota {
-        contract: id,
-        quota,
+    let set = |quota| {
+        Call::Contracts(ContractsCall::SetStorageQuota {
+            contract: id,
+            quota,
+        })
     };
     assert!(matches!(
         refused(network.chain.apply(&key("op1"), set(0))),
@@ -734,12 +750,53 @@ fn a_report_of_another_state_size_is_disputed() {
     );
     // A first reporter that understated the size cannot get the deployer a refund: a
     // disputed size is no ground for lowering the quota.
-    let lower = Call::SetStorageQuota {
+    let lower = Call::Contracts(ContractsCall::SetStorageQuota {
         contract: id,
         quota: 0,
-    };
+    });
     assert!(matches!(
         refused(network.chain.apply(&key("op3"), lower)),
         TxError::UsageUnknown { .. }
     ));
+}
+
+/// Every key the modules wrote lives under its module's prefix, so the next module's keys can
+/// never collide with an earlier one's (and each module's data can be listed alone).
+#[test]
+fn every_state_key_lives_under_its_modules_prefix() {
+    use phala_chain::{
+        balances::Balances, contracts::Contracts, module::Module, mq::Mq, registry::Registry,
+    };
+    let mut network = Network::new();
+    let id = network.deploy(1).unwrap();
+    network.publish_key(id, 3).unwrap();
+    network
+        .chain
+        .apply(&key("op3"), command(id, 1_000))
+        .unwrap();
+    report(
+        &mut network,
+        |n| (&mut n.chain, &mut n.w1),
+        &a_report(id, 1, 1),
+    )
+    .unwrap();
+    let prefixes = [
+        Balances::PREFIX,
+        Mq::PREFIX,
+        Registry::PREFIX,
+        Contracts::PREFIX,
+    ];
+    let db = &network.chain.db;
+    for (key, _) in db.scan_prefix(b"") {
+        let owner = prefixes.iter().find(|prefix| key.starts_with(prefix));
+        assert!(
+            owner.is_some(),
+            "{} has no module",
+            String::from_utf8_lossy(key)
+        );
+    }
+    for prefix in prefixes {
+        let module = String::from_utf8_lossy(prefix);
+        assert!(db.scan_prefix(prefix).next().is_some(), "{module} wrote");
+    }
 }

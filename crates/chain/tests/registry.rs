@@ -9,6 +9,7 @@ use phala_types::{
     SignedRegistration,
     registry::{HexMeasurement32, SgxRule, topics},
 };
+use phala_types::{MqCall, RegistryCall};
 
 mod common;
 
@@ -53,7 +54,10 @@ fn production_chains_refuse_simulated_evidence() {
     policy.allow_simulated = true;
     config.registry.policy = policy.clone();
     assert_eq!(config.validate(), Err(GenesisError::SimulatedOnProduction));
-    let error = refused(chain.apply(&key("admin"), Call::SetAttestationPolicy(policy)));
+    let error = refused(chain.apply(
+        &key("admin"),
+        Call::Registry(RegistryCall::SetAttestationPolicy(policy)),
+    ));
     assert!(error.to_string().contains("simulated"), "{error}");
 }
 
@@ -74,12 +78,18 @@ fn registrations_must_be_signed_by_the_worker_and_sent_by_its_operator() {
     let signed = worker
         .identity
         .sign_registration(&GENESIS, worker.registration(&key("op1"), 0, false));
-    let error = refused(chain.apply(&key("op2"), Call::RegisterWorker(signed.clone())));
+    let error = refused(chain.apply(
+        &key("op2"),
+        Call::Registry(RegistryCall::RegisterWorker(signed.clone())),
+    ));
     assert!(matches!(error, TxError::NotOperator { .. }), "{error}");
     // The operator rewrites the registration to itself: the identity signature breaks.
     let mut stolen = signed.clone();
     stolen.registration.operator = key("op2").address();
-    let error = refused(chain.apply(&key("op2"), Call::RegisterWorker(stolen)));
+    let error = refused(chain.apply(
+        &key("op2"),
+        Call::Registry(RegistryCall::RegisterWorker(stolen)),
+    ));
     assert_eq!(error, TxError::BadRegistrationSignature);
     // Signed by another key than the identity it registers.
     let forged = SignedRegistration {
@@ -89,7 +99,10 @@ fn registrations_must_be_signed_by_the_worker_and_sent_by_its_operator() {
         registration: signed.registration,
     };
     assert_eq!(
-        refused(chain.apply(&key("op1"), Call::RegisterWorker(forged))),
+        refused(chain.apply(
+            &key("op1"),
+            Call::Registry(RegistryCall::RegisterWorker(forged))
+        )),
         TxError::BadRegistrationSignature
     );
 }
@@ -106,7 +119,10 @@ fn evidence_must_bind_the_registered_keys_chain_and_a_fresh_height() {
         .registration(&key("op1"), chain.height, false)
         .evidence;
     let signed = worker.identity.sign_registration(&GENESIS, registration);
-    let error = refused(chain.apply(&key("op1"), Call::RegisterWorker(signed)));
+    let error = refused(chain.apply(
+        &key("op1"),
+        Call::Registry(RegistryCall::RegisterWorker(signed)),
+    ));
     assert!(error.to_string().contains("binds other keys"), "{error}");
     // A freshness height too old for the policy window, or in the future.
     for freshness in [0, chain.height + 5] {
@@ -117,7 +133,10 @@ fn evidence_must_bind_the_registered_keys_chain_and_a_fresh_height() {
         let signed = worker
             .identity
             .sign_registration(&GENESIS, worker.registration(&key("op1"), freshness, false));
-        let error = refused(strict.apply(&key("op1"), Call::RegisterWorker(signed)));
+        let error = refused(strict.apply(
+            &key("op1"),
+            Call::Registry(RegistryCall::RegisterWorker(signed)),
+        ));
         assert!(matches!(error, TxError::StaleAttestation { .. }), "{error}");
     }
 }
@@ -150,7 +169,10 @@ fn someone_elses_real_sgx_quote_is_refused() {
     let signed = worker
         .identity
         .sign_registration(&GENESIS, registration.clone());
-    let error = refused(chain.apply(&key("op1"), Call::RegisterWorker(signed)));
+    let error = refused(chain.apply(
+        &key("op1"),
+        Call::Registry(RegistryCall::RegisterWorker(signed)),
+    ));
     assert!(error.to_string().contains("binds other keys"), "{error}");
 
     // A tampered copy fails verification itself.
@@ -162,7 +184,10 @@ fn someone_elses_real_sgx_quote_is_refused() {
         collateral: Bytes::from_static(SGX_COLLATERAL),
     };
     let signed = worker.identity.sign_registration(&GENESIS, registration);
-    let error = refused(chain.apply(&key("op1"), Call::RegisterWorker(signed)));
+    let error = refused(chain.apply(
+        &key("op1"),
+        Call::Registry(RegistryCall::RegisterWorker(signed)),
+    ));
     assert_eq!(error.code(), "attestation_refused");
     assert!(chain.worker(&worker.identity).is_none());
 
@@ -184,7 +209,7 @@ fn gatekeepers_are_admitted_by_the_admin_and_their_copies_count_once() {
     gk2.register(&mut chain, &key("op2"), true).unwrap();
     worker.register(&mut chain, &key("op3"), false).unwrap();
 
-    let add = |who: &Enclave| Call::AddGatekeeper(who.identity.address());
+    let add = |who: &Enclave| Call::Registry(RegistryCall::AddGatekeeper(who.identity.address()));
     assert!(matches!(
         refused(chain.apply(&key("op1"), add(&gk1))),
         TxError::NotAdmin(_)
@@ -194,7 +219,7 @@ fn gatekeepers_are_admitted_by_the_admin_and_their_copies_count_once() {
         TxError::NotGatekeeperCandidate(_)
     ));
     assert_eq!(
-        refused(chain.apply(&admin, Call::RotateMasterKey)),
+        refused(chain.apply(&admin, Call::Registry(RegistryCall::RotateMasterKey))),
         TxError::NoMasterKey
     );
 
@@ -219,7 +244,7 @@ fn gatekeepers_are_admitted_by_the_admin_and_their_copies_count_once() {
     };
     let message = gk1.upward(topics::PUBLISH_MASTER_KEY, public.encode().to_vec());
     let outbox = chain
-        .apply(&key("op1"), Call::SubmitUpward(message))
+        .apply(&key("op1"), Call::Mq(MqCall::SubmitUpward(message)))
         .unwrap();
     assert_eq!(
         downward(&outbox, topics::MASTER_KEY_PUBLISHED),
@@ -243,11 +268,15 @@ fn gatekeepers_are_admitted_by_the_admin_and_their_copies_count_once() {
         ciphertext: [2; 48],
     };
     let first = gk1.upward(topics::DELIVER_KEY, delivery.encode().to_vec());
-    let outbox = chain.apply(&key("op1"), Call::SubmitUpward(first)).unwrap();
+    let outbox = chain
+        .apply(&key("op1"), Call::Mq(MqCall::SubmitUpward(first)))
+        .unwrap();
     let to_worker = Destination::Worker(worker.identity.address());
     assert_eq!(downward(&outbox, topics::DELIVER_KEY), vec![(to_worker, 0)]);
     let copy = gk2.upward(topics::DELIVER_KEY, delivery.encode().to_vec());
-    let outbox = chain.apply(&key("op2"), Call::SubmitUpward(copy)).unwrap();
+    let outbox = chain
+        .apply(&key("op2"), Call::Mq(MqCall::SubmitUpward(copy)))
+        .unwrap();
     assert!(outbox.messages.is_empty(), "the second copy is absorbed");
 
     // A worker cannot speak for the gatekeepers.
@@ -259,13 +288,15 @@ fn gatekeepers_are_admitted_by_the_admin_and_their_copies_count_once() {
     assert!(error.starts_with("not_gatekeeper"), "{error}");
 
     // Rotation: ordered once until the next generation is published.
-    let outbox = chain.apply(&admin, Call::RotateMasterKey).unwrap();
+    let outbox = chain
+        .apply(&admin, Call::Registry(RegistryCall::RotateMasterKey))
+        .unwrap();
     assert_eq!(
         downward(&outbox, topics::ROTATE_MASTER_KEY),
         vec![(Destination::Gatekeepers, 2)]
     );
     assert_eq!(
-        refused(chain.apply(&admin, Call::RotateMasterKey)),
+        refused(chain.apply(&admin, Call::Registry(RegistryCall::RotateMasterKey))),
         TxError::RotationPending
     );
     let next = MasterPublicKey {
@@ -274,10 +305,12 @@ fn gatekeepers_are_admitted_by_the_admin_and_their_copies_count_once() {
     };
     let message = gk1.upward(topics::PUBLISH_MASTER_KEY, next.encode().to_vec());
     chain
-        .apply(&key("op1"), Call::SubmitUpward(message))
+        .apply(&key("op1"), Call::Mq(MqCall::SubmitUpward(message)))
         .unwrap();
     assert_eq!(registry::master_generation(&Overlay::new(&chain.db)), 2);
-    chain.apply(&admin, Call::RotateMasterKey).unwrap();
+    chain
+        .apply(&admin, Call::Registry(RegistryCall::RotateMasterKey))
+        .unwrap();
 }
 
 #[test]
@@ -285,7 +318,7 @@ fn only_the_admin_changes_the_policy_and_the_new_policy_applies() {
     let mut chain = Chain::new(true, AttestationPolicy::dev());
     let mut strict = AttestationPolicy::dev();
     strict.simulated = vec![HexMeasurement32([0xbb; 32])];
-    let call = Call::SetAttestationPolicy(strict.clone());
+    let call = Call::Registry(RegistryCall::SetAttestationPolicy(strict.clone()));
     assert!(matches!(
         refused(chain.apply(&key("op1"), call.clone())),
         TxError::NotAdmin(_)
@@ -309,10 +342,16 @@ fn only_the_ordered_generation_from_the_first_gatekeeper_is_recorded() {
     gk1.register(&mut chain, &key("op1"), true).unwrap();
     gk2.register(&mut chain, &key("op2"), true).unwrap();
     chain
-        .apply(&admin, Call::AddGatekeeper(gk1.identity.address()))
+        .apply(
+            &admin,
+            Call::Registry(RegistryCall::AddGatekeeper(gk1.identity.address())),
+        )
         .unwrap();
     chain
-        .apply(&admin, Call::AddGatekeeper(gk2.identity.address()))
+        .apply(
+            &admin,
+            Call::Registry(RegistryCall::AddGatekeeper(gk2.identity.address())),
+        )
         .unwrap();
     let publish = |generation| {
         MasterPublicKey {
@@ -334,12 +373,12 @@ fn only_the_ordered_generation_from_the_first_gatekeeper_is_recorded() {
     assert!(error.starts_with("not_gatekeeper"), "{error}");
     let message = gk1.upward(topics::PUBLISH_MASTER_KEY, publish(1));
     chain
-        .apply(&key("op1"), Call::SubmitUpward(message))
+        .apply(&key("op1"), Call::Mq(MqCall::SubmitUpward(message)))
         .unwrap();
     // A generation nobody ordered is ignored, even from the first gatekeeper.
     let message = gk1.upward(topics::PUBLISH_MASTER_KEY, publish(2));
     let outbox = chain
-        .apply(&key("op1"), Call::SubmitUpward(message))
+        .apply(&key("op1"), Call::Mq(MqCall::SubmitUpward(message)))
         .unwrap();
     assert!(outbox.messages.is_empty());
     assert_eq!(registry::master_generation(&Overlay::new(&chain.db)), 1);
@@ -354,16 +393,16 @@ fn an_expired_attestation_silences_a_worker_until_it_attests_again() {
     worker.register(&mut chain, &key("op1"), false).unwrap();
     let message = worker.upward(b"hello", b"1".to_vec());
     chain
-        .apply(&key("op1"), Call::SubmitUpward(message))
+        .apply(&key("op1"), Call::Mq(MqCall::SubmitUpward(message)))
         .unwrap();
     chain.advance(4);
     let message = worker.upward(b"hello", b"2".to_vec());
-    let error = refused(chain.apply(&key("op1"), Call::SubmitUpward(message.clone())));
+    let error = refused(chain.apply(&key("op1"), Call::Mq(MqCall::SubmitUpward(message.clone()))));
     assert_eq!(error.code(), "attestation_expired");
-    let assign = Call::AssignCluster {
+    let assign = Call::Registry(RegistryCall::AssignCluster {
         worker: worker.identity.address(),
         cluster: 1,
-    };
+    });
     assert_eq!(
         refused(chain.apply(&key("admin"), assign.clone())).code(),
         "attestation_expired"
@@ -371,21 +410,21 @@ fn an_expired_attestation_silences_a_worker_until_it_attests_again() {
     // Attesting again restores it.
     worker.register(&mut chain, &key("op1"), false).unwrap();
     chain
-        .apply(&key("op1"), Call::SubmitUpward(message))
+        .apply(&key("op1"), Call::Mq(MqCall::SubmitUpward(message)))
         .unwrap();
     chain.apply(&key("admin"), assign).unwrap();
     // The reserved cluster id and an unusable policy are refused.
-    let reserved = Call::AssignCluster {
+    let reserved = Call::Registry(RegistryCall::AssignCluster {
         worker: worker.identity.address(),
         cluster: u32::MAX,
-    };
+    });
     assert_eq!(
         refused(chain.apply(&key("admin"), reserved)).code(),
         "bad_payload"
     );
     let mut unusable = AttestationPolicy::dev();
     unusable.min_confidence = 0;
-    let call = Call::SetAttestationPolicy(unusable);
+    let call = Call::Registry(RegistryCall::SetAttestationPolicy(unusable));
     assert_eq!(
         refused(chain.apply(&key("admin"), call)).code(),
         "bad_payload"

@@ -6,10 +6,13 @@ use commonware_codec::{DecodeExt, Encode, EncodeSize, Error as CodecError};
 use phala_chain::{
     BlockContext, Executed, InvalidBlock, Runtime, TxError,
     balances::{self, Account},
+    balances::{Allocation, FeeSchedule, FeeSplit},
     commitment::StateDb,
-    config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig, GenesisError},
-    failure_record, merkle, mq,
-    state::{Changes, Overlay, keys},
+    config::{GenesisConfig, GenesisError},
+    failure_record, merkle,
+    module::Event,
+    mq,
+    state::{Changes, Overlay},
     weights,
 };
 use phala_crypto::Keypair;
@@ -17,6 +20,7 @@ use phala_types::{
     Address, Balance, Call, Destination, Digest, SignedTransaction, TOTAL_SUPPLY, Transaction,
     UNIT, UpwardMessage, limits,
 };
+use phala_types::{BalancesCall, MqCall, RegistryCall};
 use std::collections::BTreeMap;
 
 // ---------------------------------------------------------------------------------------------
@@ -123,7 +127,13 @@ fn signed(
 }
 
 fn transfer(from: &Keypair, nonce: u64, to: Address, amount: Balance) -> SignedTransaction {
-    signed(from, nonce, None, FAR, Call::Transfer { to, amount })
+    signed(
+        from,
+        nonce,
+        None,
+        FAR,
+        Call::Balances(BalancesCall::Transfer { to, amount }),
+    )
 }
 
 /// An upward message signed by `origin`.
@@ -141,7 +151,13 @@ fn upward(origin: &Keypair, sequence: u64, topic: &[u8], payload: &[u8]) -> Upwa
 
 /// `relayer` submits `message` with the minimum fee.
 fn relay(relayer: &Keypair, nonce: u64, message: UpwardMessage) -> SignedTransaction {
-    signed(relayer, nonce, None, FAR, Call::SubmitUpward(message))
+    signed(
+        relayer,
+        nonce,
+        None,
+        FAR,
+        Call::Mq(MqCall::SubmitUpward(message)),
+    )
 }
 
 /// A chain: the runtime and its committed state, advanced block by block.
@@ -209,12 +225,13 @@ impl Chain {
             executed.outbox.messages.is_empty(),
             "a failed call sends nothing"
         );
+        assert!(executed.events.is_empty(), "a failed call emits nothing");
         let fee_keys = [
-            keys::account(&stx.tx.signer),
-            keys::account(&self.proposer),
-            keys::account(&addr("treasury")),
-            keys::BURNED.to_vec(),
-            keys::last_failure(&stx.tx.signer),
+            balances::keys::account(&stx.tx.signer),
+            balances::keys::account(&self.proposer),
+            balances::keys::account(&addr("treasury")),
+            balances::keys::BURNED.to_vec(),
+            balances::keys::last_failure(&stx.tx.signer),
         ];
         for key in executed.changes.keys() {
             assert!(fee_keys.contains(key), "a failed call wrote {key:?}");
@@ -225,7 +242,7 @@ impl Chain {
         if stx.tx.signer != self.proposer {
             assert_eq!(after.free, before.free - stx.tx.fee, "the fee is paid");
         }
-        let record = Overlay::new(&self.db).get(&keys::last_failure(&stx.tx.signer));
+        let record = Overlay::new(&self.db).get(&balances::keys::last_failure(&stx.tx.signer));
         assert_eq!(record, Some(failure_record(stx.tx.nonce, &error)));
         error
     }
@@ -269,7 +286,7 @@ impl Chain {
     fn issuance(&self) -> Balance {
         let balances: Balance = self
             .db
-            .scan_prefix(keys::ACCOUNT_PREFIX)
+            .scan_prefix(balances::keys::ACCOUNT_PREFIX)
             .map(|(_, value)| Account::decode(value).expect("stored accounts decode").free)
             .sum();
         balances + self.burned()
@@ -442,15 +459,15 @@ fn transfer_moves_amount_bumps_nonce_and_splits_the_fee() {
         nonce: 0,
         fee: 0,
         expiry: FAR,
-        call: Call::Transfer {
+        call: Call::Balances(BalancesCall::Transfer {
             to: addr("bob"),
             amount,
-        },
+        }),
     };
     // A fee that is not a multiple of 100, so that rounding shows.
     let fee = min_fee(&tx) + 57;
     tx.fee = fee;
-    assert_eq!(fee, 1_177_057, "a transfer is 177 bytes");
+    assert_eq!(fee, 1_178_057, "a transfer is 178 bytes");
     let stx = alice.sign_transaction(&GENESIS, tx);
     assert_eq!(chain.runtime.check_stateless(&stx), Ok(()));
 
@@ -461,7 +478,7 @@ fn transfer_moves_amount_bumps_nonce_and_splits_the_fee() {
     let (to_burn, to_author, to_treasury) = split(fee);
     assert_eq!(
         (to_burn, to_author, to_treasury),
-        (588_529, 353_117, 235_411)
+        (589_029, 353_417, 235_611)
     );
     assert_eq!(
         chain.account(&addr("alice")),
@@ -502,6 +519,39 @@ fn transfer_moves_amount_bumps_nonce_and_splits_the_fee() {
     assert_eq!(chain.free("treasury"), to_treasury + treasury2);
     assert_eq!(chain.burned(), to_burn + burn2);
     assert_eq!(chain.nonce("alice"), 2);
+}
+
+/// Users read what a transaction did from its events: each names its module and kind, in a
+/// JSON shape the node serves as is; a failed call's events are rolled back with it.
+#[test]
+fn applied_calls_emit_their_modules_events_and_failed_calls_none() {
+    let mut chain = Chain::new();
+    let alice = key("alice");
+    let not_admin = signed(
+        &alice,
+        1,
+        None,
+        FAR,
+        Call::Registry(RegistryCall::AddGatekeeper(addr("bob"))),
+    );
+    let executed = chain.commit(&[transfer(&alice, 0, addr("bob"), 5), not_admin]);
+    assert_eq!(executed.failures.len(), 1);
+    let transfer_event = Event::Balances(balances::Event::Transfer {
+        from: alice.address(),
+        to: addr("bob"),
+        amount: 5,
+    });
+    assert_eq!(executed.events, vec![(0, transfer_event.clone())]);
+    assert_eq!(
+        serde_json::to_value(&transfer_event).unwrap(),
+        serde_json::json!({
+            "module": "balances",
+            "event": "transfer",
+            "from": alice.address().to_string(),
+            "to": addr("bob").to_string(),
+            "amount": "5",
+        })
+    );
 }
 
 #[test]
@@ -598,10 +648,10 @@ fn expired_transactions_are_rejected() {
     let mut chain = Chain::new();
     chain.height = 9; // the next block is 10
     let alice = key("alice");
-    let call = Call::Transfer {
+    let call = Call::Balances(BalancesCall::Transfer {
         to: addr("bob"),
         amount: UNIT,
-    };
+    });
     let late = signed(&alice, 0, None, 9, call.clone());
     assert_eq!(
         chain.reject(&late),
@@ -628,10 +678,10 @@ fn expired_transactions_are_rejected() {
 fn fees_below_the_minimum_are_rejected() {
     let mut chain = Chain::new();
     let alice = key("alice");
-    let call = Call::Transfer {
+    let call = Call::Balances(BalancesCall::Transfer {
         to: addr("bob"),
         amount: UNIT,
-    };
+    });
     let exact = transfer(&alice, 0, addr("bob"), UNIT);
     let minimum = exact.tx.fee;
     assert_eq!(minimum, chain.runtime.minimum_fee(&exact));
@@ -662,7 +712,7 @@ fn fees_below_the_minimum_are_rejected() {
         0,
         Some(big_min - 1),
         FAR,
-        Call::SubmitUpward(message),
+        Call::Mq(MqCall::SubmitUpward(message)),
     );
     assert_eq!(
         chain.reject(&low),
@@ -772,10 +822,10 @@ fn bad_signatures_are_rejected() {
 
     // Content changed after signing.
     let mut more = good.clone();
-    more.tx.call = Call::Transfer {
+    more.tx.call = Call::Balances(BalancesCall::Transfer {
         to: addr("bob"),
         amount: 1_000 * UNIT,
-    };
+    });
     assert_eq!(
         chain.runtime.check_stateless(&more),
         Err(TxError::BadSignature)
@@ -980,10 +1030,10 @@ fn a_block_with_an_invalid_transaction_is_rejected_at_its_index() {
                 2,
                 None,
                 0,
-                Call::Transfer {
+                Call::Balances(BalancesCall::Transfer {
                     to: addr("bob"),
                     amount: 1,
-                },
+                }),
             ),
             TxError::Expired {
                 expiry: 0,
@@ -996,10 +1046,10 @@ fn a_block_with_an_invalid_transaction_is_rejected_at_its_index() {
                 2,
                 Some(1),
                 FAR,
-                Call::Transfer {
+                Call::Balances(BalancesCall::Transfer {
                     to: addr("bob"),
                     amount: 1,
-                },
+                }),
             ),
             TxError::FeeTooLow {
                 offered: 1,
@@ -1124,10 +1174,10 @@ fn build_block_keeps_valid_drops_invalid_and_re_executes_identically() {
                 2,
                 None,
                 1,
-                Call::Transfer {
+                Call::Balances(BalancesCall::Transfer {
                     to: addr("bob"),
                     amount: 1,
-                },
+                }),
             ),
             Some(TxError::Expired {
                 expiry: 1,
@@ -1448,8 +1498,8 @@ fn state_root_with_changes_equals_root_after_applying_them() {
 
     // Removing a key (a zero genesis allocation writes a deletion) is predicted too.
     let mut deletions = Changes::new();
-    deletions.insert(keys::account(&addr("eve")), None);
-    deletions.insert(keys::account(&addr("nobody")), None);
+    deletions.insert(balances::keys::account(&addr("eve")), None);
+    deletions.insert(balances::keys::account(&addr("nobody")), None);
     let speculative = chain.db.root_with(&deletions);
     chain.db.apply(&deletions);
     assert_eq!(chain.db.root(), speculative);
@@ -1525,7 +1575,7 @@ impl Model {
         ctx: &BlockContext,
     ) -> Result<Option<TxError>, TxError> {
         let tx = &stx.tx;
-        if let Call::Transfer { amount: 0, .. } = tx.call {
+        if let Call::Balances(BalancesCall::Transfer { amount: 0, .. }) = tx.call {
             return Err(TxError::ZeroTransfer); // refused for its form, before anything else
         }
         if tx.expiry < ctx.height {
@@ -1557,15 +1607,15 @@ impl Model {
             });
         }
         let failure = match &tx.call {
-            Call::Transfer { .. } => None,
-            Call::SubmitUpward(message) if message.sequence != self.sequence => {
+            Call::Balances(BalancesCall::Transfer { .. }) => None,
+            Call::Mq(MqCall::SubmitUpward(message)) if message.sequence != self.sequence => {
                 Some(TxError::BadSequence {
                     origin: message.origin,
                     expected: self.sequence,
                     got: message.sequence,
                 })
             }
-            Call::SubmitUpward(_) => {
+            Call::Mq(MqCall::SubmitUpward(_)) => {
                 self.sequence += 1;
                 None
             }
@@ -1574,7 +1624,8 @@ impl Model {
         signer.nonce += 1;
         signer.free -= needed;
         self.accounts.insert(tx.signer, signer);
-        if let (Call::Transfer { to, amount }, None) = (&tx.call, &failure) {
+        if let (Call::Balances(BalancesCall::Transfer { to, amount }), None) = (&tx.call, &failure)
+        {
             self.accounts.entry(*to).or_default().free += amount;
         }
         let (to_burn, to_author, to_treasury) = split(tx.fee);
@@ -1641,17 +1692,19 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
                         rng.below(scratch.sequence + 3)
                     };
                     let payload: Vec<u8> = (0..rng.below(300)).map(|_| rng.next() as u8).collect();
-                    Call::SubmitUpward(upward(&worker, sequence, b"random", &payload))
+                    Call::Mq(MqCall::SubmitUpward(upward(
+                        &worker, sequence, b"random", &payload,
+                    )))
                 } else {
                     let probe = Transaction {
                         signer: from.address(),
                         nonce,
                         fee: 0,
                         expiry,
-                        call: Call::Transfer {
+                        call: Call::Balances(BalancesCall::Transfer {
                             to: Address::default(),
                             amount: 0,
-                        },
+                        }),
                     };
                     let fee = min_fee(&probe);
                     let spendable = account.free.saturating_sub(fee);
@@ -1664,10 +1717,10 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
                         5 => 1 + rng.below(1 << 50) as Balance * rng.below(1 << 20) as Balance,
                         _ => 1 + rng.next() as Balance % (spendable / 4 + 1),
                     };
-                    Call::Transfer {
+                    Call::Balances(BalancesCall::Transfer {
                         to: rng.pick(&keys).address(),
                         amount,
-                    }
+                    })
                 };
                 let mut tx = Transaction {
                     signer: from.address(),
@@ -1715,7 +1768,7 @@ fn randomized_blocks_match_the_model_and_conserve_supply() {
         total_failed += expected_failures.len();
         let upwards = included
             .iter()
-            .filter(|s| matches!(s.tx.call, Call::SubmitUpward(_)))
+            .filter(|s| matches!(s.tx.call, Call::Mq(MqCall::SubmitUpward(_))))
             .count();
         assert_eq!(
             executed.outbox.messages.len(),
@@ -1860,7 +1913,7 @@ fn decoders_accept_only_canonical_encodings() {
         topic: Bytes::from_static(b"from/x/y"),
         payload: Bytes::from_static(b"z"),
     };
-    let Call::SubmitUpward(up) = txs[1].tx.call.clone() else {
+    let Call::Mq(MqCall::SubmitUpward(up)) = txs[1].tx.call.clone() else {
         unreachable!()
     };
 

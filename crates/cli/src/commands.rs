@@ -4,6 +4,7 @@ use anyhow::{Context as _, anyhow, bail};
 use phala_api::{TrustedChain, rpc::TxStatus, verify_account, verify_finalization};
 use phala_client::Client;
 use phala_crypto::Keypair;
+use phala_types::BalancesCall;
 use phala_types::{Address, Call, format_pha, parse_pha};
 use serde_json::json;
 use std::{path::Path, time::Duration};
@@ -156,7 +157,11 @@ pub async fn transfer(
     let to = resolve_address(client, to).await?;
     let amount = parse_pha(amount)?;
     let stx = client
-        .sign_call(&signer, Call::Transfer { to, amount }, None)
+        .sign_call(
+            &signer,
+            Call::Balances(BalancesCall::Transfer { to, amount }),
+            None,
+        )
         .await?;
     let hash = client.submit(&stx).await?;
     let status = if no_wait {

@@ -51,7 +51,7 @@ pub struct Production {
     /// The registry admin.
     pub admin: Address,
     /// Genesis balances (the rest goes to the keyless treasury).
-    pub allocations: Vec<phala_chain::config::Allocation>,
+    pub allocations: Vec<phala_chain::balances::Allocation>,
 }
 
 /// A running local network.

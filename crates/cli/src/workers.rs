@@ -11,6 +11,7 @@ use phala_client::{
     pruntime::{PruntimeClient, anchor_from},
 };
 use phala_crypto::Keypair;
+use phala_types::RegistryCall;
 use phala_types::{Address, Call, WorkerRecord};
 use std::{
     path::{Path, PathBuf},
@@ -206,13 +207,16 @@ impl Workers {
         for (process, info) in self.processes.iter().zip(&infos) {
             let record = find(&records, &info.identity)?;
             if process.gatekeeper && !record.gatekeeper {
-                node.execute(admin, Call::AddGatekeeper(info.identity))
-                    .await?;
+                node.execute(
+                    admin,
+                    Call::Registry(RegistryCall::AddGatekeeper(info.identity)),
+                )
+                .await?;
             } else if !process.gatekeeper && record.cluster.is_none() {
-                let call = Call::AssignCluster {
+                let call = Call::Registry(RegistryCall::AssignCluster {
                     worker: info.identity,
                     cluster: DEV_CLUSTER,
-                };
+                });
                 node.execute(admin, call).await?;
             }
         }

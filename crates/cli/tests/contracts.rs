@@ -20,6 +20,7 @@ use phala_client::{
 };
 use phala_crypto::Keypair;
 use phala_types::{Call, ReportRecord, contracts::ContractId};
+use phala_types::{ContractsCall, RegistryCall};
 use std::time::{Duration, Instant};
 
 const VAULT: &[u8] = include_bytes!("../../../contracts/wasm/vault.wasm");
@@ -219,12 +220,12 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
     )
     .unwrap();
     ciphertext[3] ^= 0x40;
-    let tampered = Call::Command {
+    let tampered = Call::Contracts(ContractsCall::Command {
         contract: vault,
         gas_limit: GAS,
         encapped,
         ciphertext: Bytes::from(ciphertext),
-    };
+    });
     node.execute(&alice, tampered).await.unwrap();
     let index = node.contract(&vault).await.unwrap().record.commands;
     let refused = confirmed(&node, &vault, index, 2).await;
@@ -242,12 +243,12 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
         format!("transfer {bob_address} 7").as_bytes(),
     )
     .unwrap();
-    let call = Call::Command {
+    let call = Call::Contracts(ContractsCall::Command {
         contract: vault,
         gas_limit: GAS,
         encapped,
         ciphertext: Bytes::from(ciphertext),
-    };
+    });
     let stx = node
         .sign_call(&alice, call.clone(), Some(nonce))
         .await
@@ -361,10 +362,10 @@ async fn contracts_run_confidentially_identically_and_survive_a_worker() {
     let id = info.info().await.unwrap().identity;
     node.execute(
         &alice,
-        Call::AssignCluster {
+        Call::Registry(RegistryCall::AssignCluster {
             worker: id,
             cluster: DEV_CLUSTER,
-        },
+        }),
     )
     .await
     .unwrap();

@@ -11,6 +11,7 @@ use phala_api::{rpc::TxStatus, verify_account, verify_finalization};
 use phala_cli::devnet::{Devnet, DevnetOptions, free_ports};
 use phala_client::Client;
 use phala_crypto::Keypair;
+use phala_types::BalancesCall;
 use phala_types::{Call, Digest, SignedTransaction, Transaction, UNIT};
 use std::{process::Command, time::Duration};
 
@@ -50,10 +51,10 @@ async fn transfer_tx(
         nonce,
         fee: UNIT / 1000,
         expiry: head + 600,
-        call: Call::Transfer {
+        call: Call::Balances(BalancesCall::Transfer {
             to: to.address(),
             amount,
-        },
+        }),
     };
     from.sign_transaction(&genesis, tx)
 }

@@ -5,11 +5,7 @@
 use commonware_utils::TestRng;
 use jsonrpsee::{RpcModule, server::Server, types::ErrorObjectOwned};
 use phala_api::rpc::{AccountJson, HeaderJson, HeadersJson, ProofJson};
-use phala_chain::{
-    balances::Account,
-    commitment::StateDb,
-    state::{Changes, keys},
-};
+use phala_chain::{balances::Account, commitment::StateDb, state::Changes};
 use phala_crypto::Keypair;
 use phala_node::{
     certify::Certifier,
@@ -81,7 +77,7 @@ fn fabricated(who: &Keypair) -> (AccountJson, Header) {
         nonce: 0,
         free: 1_000_000_000 * UNIT,
     };
-    let key = keys::account(&who.address());
+    let key = phala_chain::balances::keys::account(&who.address());
     state.apply(&Changes::from([(key.clone(), Some(rich.encode()))]));
     let header = header_over(&state);
     let account = AccountJson {

@@ -2,10 +2,11 @@
 //! treasury has no key, dev names are refused on this chain, and the admin the genesis names
 //! can run the registry.
 
-use phala_chain::config::Allocation;
+use phala_chain::balances::Allocation;
 use phala_cli::devnet::{Devnet, DevnetOptions, Production, free_ports};
 use phala_client::Client;
 use phala_crypto::Keypair;
+use phala_types::RegistryCall;
 use phala_types::{AttestationPolicy, Call, TOTAL_SUPPLY, UNIT, system};
 use std::{process::Command, time::Duration};
 
@@ -109,18 +110,27 @@ async fn a_production_chain_has_no_dev_keys_and_its_admin_runs_the_registry() {
 
     // The admin creates a cluster and changes the policy; nobody else may.
     client
-        .execute(&admin, Call::CreateCluster { cluster: 3 })
+        .execute(
+            &admin,
+            Call::Registry(RegistryCall::CreateCluster { cluster: 3 }),
+        )
         .await
         .unwrap();
     let mut policy = devnet.spec().genesis.registry.policy.clone();
     assert!(!policy.allow_simulated);
     policy.min_confidence = 4;
     client
-        .execute(&admin, Call::SetAttestationPolicy(policy))
+        .execute(
+            &admin,
+            Call::Registry(RegistryCall::SetAttestationPolicy(policy)),
+        )
         .await
         .unwrap();
     let error = client
-        .execute(&holder, Call::CreateCluster { cluster: 4 })
+        .execute(
+            &holder,
+            Call::Registry(RegistryCall::CreateCluster { cluster: 4 }),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -129,7 +139,10 @@ async fn a_production_chain_has_no_dev_keys_and_its_admin_runs_the_registry() {
     );
     let simulated = AttestationPolicy::dev();
     let error = client
-        .execute(&admin, Call::SetAttestationPolicy(simulated))
+        .execute(
+            &admin,
+            Call::Registry(RegistryCall::SetAttestationPolicy(simulated)),
+        )
         .await
         .unwrap_err();
     assert!(error.to_string().contains("simulated"), "{error}");

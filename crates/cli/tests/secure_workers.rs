@@ -18,6 +18,7 @@ use phala_client::{
 };
 use phala_crypto::Keypair;
 use phala_types::{Block, Call, DownwardMessage, SignedRegistration};
+use phala_types::{MqCall, RegistryCall};
 use pherry::batch::build_batch;
 use std::{
     process::{Child, Command, Stdio},
@@ -103,7 +104,9 @@ async fn workers_register_receive_keys_rotate_and_survive_a_crash() {
 
     // Rotation: the gatekeepers make generation 2 and re-deliver cluster keys, the restarted
     // worker included; generation 1 stays for decrypting old data.
-    node.execute(&admin, Call::RotateMasterKey).await.unwrap();
+    node.execute(&admin, Call::Registry(RegistryCall::RotateMasterKey))
+        .await
+        .unwrap();
     workers
         .wait_for_keys(&node, Instant::now() + Duration::from_secs(60), 2)
         .await
@@ -144,7 +147,11 @@ async fn workers_register_receive_keys_rotate_and_survive_a_crash() {
     // A signed upward message the chain already accepted cannot be relayed again.
     let replayed = find_upward_message(&node).await;
     let stx = node
-        .sign_call(&Keypair::dev("bob"), Call::SubmitUpward(replayed), None)
+        .sign_call(
+            &Keypair::dev("bob"),
+            Call::Mq(MqCall::SubmitUpward(replayed)),
+            None,
+        )
         .await
         .unwrap();
     let hash = node.submit(&stx).await.unwrap();
@@ -166,7 +173,7 @@ async fn find_upward_message(node: &Client) -> phala_types::UpwardMessage {
         let block = node.block(Some(height)).await.unwrap();
         let block = Block::decode(Copying(&hex::decode(&block.raw).unwrap())).unwrap();
         for stx in block.transactions {
-            if let Call::SubmitUpward(message) = stx.tx.call {
+            if let Call::Mq(MqCall::SubmitUpward(message)) = stx.tx.call {
                 return message;
             }
         }
@@ -236,7 +243,9 @@ async fn a_relayer_cannot_replay_skip_reorder_forge_or_fake_finality() {
         .bootstrap(&node, &admin, Duration::from_secs(120))
         .await
         .unwrap();
-    node.execute(&admin, Call::RotateMasterKey).await.unwrap();
+    node.execute(&admin, Call::Registry(RegistryCall::RotateMasterKey))
+        .await
+        .unwrap();
     workers
         .wait_for_keys(&node, Instant::now() + Duration::from_secs(60), 2)
         .await
@@ -350,11 +359,17 @@ async fn a_relayer_cannot_replay_skip_reorder_forge_or_fake_finality() {
     let signed =
         SignedRegistration::decode(Copying(&hex::decode(&signed.registration).unwrap())).unwrap();
     let error = node
-        .execute(&Keypair::dev("bob"), Call::RegisterWorker(signed.clone()))
+        .execute(
+            &Keypair::dev("bob"),
+            Call::Registry(RegistryCall::RegisterWorker(signed.clone())),
+        )
         .await
         .expect_err("bob is not the operator");
     assert!(error.to_string().contains("operator"), "{error}");
-    node.execute(&Keypair::dev("operator-15"), Call::RegisterWorker(signed))
-        .await
-        .expect("its own operator registers it");
+    node.execute(
+        &Keypair::dev("operator-15"),
+        Call::Registry(RegistryCall::RegisterWorker(signed)),
+    )
+    .await
+    .expect("its own operator registers it");
 }

@@ -8,8 +8,8 @@ use phala_api::query::{
     Answer, PreparedQuery, QueryRequest, QueryResponse, QuerySession, SessionOpened, SessionQuery,
     prepare_query, seal_command,
 };
-use phala_chain::state::keys;
 use phala_crypto::Keypair;
+use phala_types::ContractsCall;
 use phala_types::{
     Address, Call, ContractCommand, ContractRecord, Destination, DownwardMessage, QueryReceipt,
     ReportRecord,
@@ -27,9 +27,9 @@ pub async fn upload_code(
     client
         .execute(
             signer,
-            Call::UploadCode {
+            Call::Contracts(ContractsCall::UploadCode {
                 code: Bytes::copy_from_slice(code),
-            },
+            }),
         )
         .await?;
     Ok(code_hash(code))
@@ -58,13 +58,13 @@ pub async fn instantiate(
     deployment: Deployment<'_>,
     timeout: Duration,
 ) -> Result<ContractRecord, Error> {
-    let call = Call::Instantiate {
+    let call = Call::Contracts(ContractsCall::Instantiate {
         code_hash: deployment.code_hash,
         cluster: deployment.cluster,
         salt: deployment.salt,
         storage_quota: deployment.storage_quota,
         input: Bytes::copy_from_slice(deployment.input),
-    };
+    });
     client.execute(signer, call).await?;
     let id = contract_id(
         &signer.address(),
@@ -83,10 +83,10 @@ pub async fn set_storage_quota(
     contract: &ContractId,
     quota: u64,
 ) -> Result<(), Error> {
-    let call = Call::SetStorageQuota {
+    let call = Call::Contracts(ContractsCall::SetStorageQuota {
         contract: *contract,
         quota,
-    };
+    });
     client.execute(signer, call).await.map(drop)
 }
 
@@ -134,7 +134,7 @@ pub async fn command(
     let nonce = client.account(&signer.address()).await?.nonce;
     let stream = Destination::Cluster(record.cluster);
     let from = client
-        .state_value(&keys::stream_next(&stream))
+        .state_value(&phala_chain::mq::keys::stream_next(&stream))
         .await?
         .value
         .and_then(|v| hex::decode(v).ok())
@@ -143,12 +143,12 @@ pub async fn command(
     let (encapped, ciphertext) =
         seal_command(&public_key, contract, &signer.address(), nonce, input)
             .map_err(|e| Error::Malformed(e.to_string()))?;
-    let call = Call::Command {
+    let call = Call::Contracts(ContractsCall::Command {
         contract: *contract,
         gas_limit,
         encapped,
         ciphertext: Bytes::from(ciphertext),
-    };
+    });
     let stx = client.sign_call(signer, call, Some(nonce)).await?;
     let transaction = client.submit(&stx).await?;
     let height = client.wait_applied(&transaction).await?;

@@ -18,7 +18,7 @@ use phala_api::rpc::{
     OutboxMessageJson, StateValueJson, StateValuesJson, TxStatus, Witness,
 };
 use phala_api::{TrustedChain, verify_headers, verify_values};
-use phala_chain::config::FeeSchedule;
+use phala_chain::balances::FeeSchedule;
 use phala_crypto::Keypair;
 use phala_types::{Address, Digest, SignedTransaction};
 use phala_types::{Call, Destination, ReportRecord, Transaction, WorkerRecord};

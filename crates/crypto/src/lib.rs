@@ -258,7 +258,7 @@ fn signature_bytes(signature: &Signature) -> [u8; 64] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use phala_types::{Call, UNIT};
+    use phala_types::{BalancesCall, Call, UNIT};
 
     fn transfer(from: &Keypair, nonce: u64) -> Transaction {
         Transaction {
@@ -266,10 +266,10 @@ mod tests {
             nonce,
             fee: 1,
             expiry: 100,
-            call: Call::Transfer {
+            call: Call::Balances(BalancesCall::Transfer {
                 to: Keypair::dev("bob").address(),
                 amount: UNIT,
-            },
+            }),
         }
     }
 

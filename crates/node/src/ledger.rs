@@ -14,10 +14,12 @@ use phala_chain::{
     BlockContext, Runtime, TxError, balances,
     commitment::{StateDb, StateProof},
     merkle,
+    module::Event,
     mq::Outbox,
     registry::{self, RegistrationContext},
-    state::{Changes, Overlay, keys},
+    state::{Changes, Overlay},
 };
+use phala_types::RegistryCall;
 use phala_types::{
     Address, Block, Call, Digest, DownwardMessage, Header, SignedTransaction, limits,
 };
@@ -33,15 +35,17 @@ struct Speculative {
     changes: Changes,
     outbox: Arc<BlockOutbox>,
     failures: Vec<(u32, TxError)>,
+    events: Vec<(u32, Event)>,
 }
 
-/// Where a finalized transaction is, and why its call failed if it did.
+/// Where a finalized transaction is, why its call failed if it did, and what it caused.
 #[derive(Clone)]
 struct TxLocation {
     height: u64,
     index: u32,
     block: Digest,
     failure: Option<TxError>,
+    events: Vec<Event>,
 }
 
 struct Inner {
@@ -252,6 +256,7 @@ impl Ledger {
                 changes: executed.changes,
                 outbox,
                 failures: executed.failures,
+                events: executed.events,
             },
         );
         Some(block)
@@ -323,6 +328,7 @@ impl Ledger {
                 changes: executed.changes,
                 outbox,
                 failures: executed.failures,
+                events: executed.events,
             },
         );
         Ok(())
@@ -380,8 +386,8 @@ impl Ledger {
         if !block.body_matches_header() {
             return Err(fatal("its transactions do not match its tx_root"));
         }
-        let (changes, outbox, failures) = match speculative {
-            Some(s) => (s.changes, s.outbox, s.failures),
+        let (changes, outbox, failures, events) = match speculative {
+            Some(s) => (s.changes, s.outbox, s.failures, s.events),
             None => {
                 let ctx = BlockContext {
                     height: header.height,
@@ -400,6 +406,7 @@ impl Ledger {
                     executed.changes,
                     Arc::new(BlockOutbox::new(executed.outbox)),
                     executed.failures,
+                    executed.events,
                 )
             }
         };
@@ -422,6 +429,7 @@ impl Ledger {
             .retain(|_, s| s.header.height > header.height);
         inner.headers.push(header.clone());
         let mut failures = failures.into_iter().peekable();
+        let mut events = events.into_iter().peekable();
         for (index, &hash) in block.tx_hashes().iter().enumerate() {
             inner.mempool.remove(&hash, None);
             let index = index as u32;
@@ -431,6 +439,9 @@ impl Ledger {
                 index,
                 block: digest,
                 failure,
+                events: std::iter::from_fn(|| events.next_if(|(i, _)| *i == index))
+                    .map(|(_, event)| event)
+                    .collect(),
             };
             if inner.tx_index.insert(hash, location).is_some()
                 && let Some(audit) = inner.audit.as_mut()
@@ -538,7 +549,7 @@ impl Ledger {
     /// Runs, once at admission, the checks that cost a leader most if they fail in a block:
     /// a registration's evidence is verified against the committed state and the head's time.
     fn check_expensive(&self, stx: &SignedTransaction) -> Result<(), TxError> {
-        let Call::RegisterWorker(signed) = &stx.tx.call else {
+        let Call::Registry(RegistryCall::RegisterWorker(signed)) = &stx.tx.call else {
             return Ok(());
         };
         let head = self.head();
@@ -607,6 +618,11 @@ impl Ledger {
                     code: error.code().into(),
                     reason: error.to_string(),
                 }),
+                events: location
+                    .events
+                    .iter()
+                    .filter_map(|event| serde_json::to_value(event).ok())
+                    .collect(),
             };
         }
         if inner.mempool.contains(hash) {
@@ -624,7 +640,7 @@ impl Ledger {
     /// A committed account, with its proof and the header it is proven against.
     pub fn account(&self, address: &Address) -> (balances::Account, StateProof, Header) {
         let (state, head) = self.committed();
-        let proof = state.prove(&keys::account(address));
+        let proof = state.prove(&phala_chain::balances::keys::account(address));
         (account_in(&state, address), proof, head)
     }
 
@@ -689,7 +705,7 @@ impl Ledger {
         let state = self.state();
         let overlay = Overlay::new(&*state);
         let burned = balances::burned(&overlay);
-        let prefix = keys::account(&Address([0; 32]));
+        let prefix = phala_chain::balances::keys::account(&Address([0; 32]));
         let prefix = &prefix[..prefix.len() - 32];
         state
             .scan_prefix(prefix)

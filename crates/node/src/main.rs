@@ -49,7 +49,7 @@ enum Command {
         /// A genesis balance, `ADDRESS=PHA` (repeatable); the rest of the supply goes to the
         /// keyless treasury.
         #[arg(long = "allocation", value_parser = parse_allocation)]
-        allocations: Vec<phala_chain::config::Allocation>,
+        allocations: Vec<phala_chain::balances::Allocation>,
     },
     /// Runs a validator until stopped; restarting with the same data directory resumes.
     Run {
@@ -88,11 +88,11 @@ enum Command {
 }
 
 /// Parses `ADDRESS=PHA` (an amount in PHA, decimals allowed).
-fn parse_allocation(text: &str) -> Result<phala_chain::config::Allocation, String> {
+fn parse_allocation(text: &str) -> Result<phala_chain::balances::Allocation, String> {
     let (address, amount) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}` is not ADDRESS=PHA"))?;
-    Ok(phala_chain::config::Allocation {
+    Ok(phala_chain::balances::Allocation {
         address: address.parse().map_err(|e| format!("{e}"))?,
         balance: phala_types::parse_pha(amount).map_err(|e| format!("{e}"))?,
     })

@@ -18,7 +18,7 @@ use phala_api::{
     params::{self, WitnessRequest},
     rpc::{HeaderJson, HeadersJson, OutboxMessageJson, ProofJson, StreamProof, Witness},
 };
-use phala_chain::{mq::MessageLocation, registry, state::keys};
+use phala_chain::{mq::MessageLocation, registry};
 use phala_types::WorkerRecord;
 use std::sync::Arc;
 
@@ -97,7 +97,7 @@ fn stream_messages(
         if out.len() >= MAX_MESSAGES {
             break;
         }
-        let key = keys::stream_message(&destination, sequence);
+        let key = phala_chain::mq::keys::stream_message(&destination, sequence);
         let Some(location) = ctx
             .ledger
             .value(&key)
@@ -149,9 +149,9 @@ async fn stream_witness(
     let mut keys: Vec<_> = streams
         .iter()
         .chain(&backfill)
-        .map(|(d, s)| keys::stream_message(d, *s))
+        .map(|(d, s)| phala_chain::mq::keys::stream_message(d, *s))
         .collect();
-    keys.extend(origin.map(|o| keys::origin_sequence(&o)));
+    keys.extend(origin.map(|o| phala_chain::mq::keys::origin_sequence(&o)));
     let (mut values, header) = ctx.ledger.state_values(&keys);
     let origin = origin
         .and_then(|_| values.pop())

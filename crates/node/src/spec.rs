@@ -21,8 +21,9 @@ use commonware_cryptography::{
 };
 use commonware_utils::{N3f1, NZU32, TryCollect as _, ordered::Set};
 use phala_chain::{
+    balances::{Allocation, FeeSchedule, FeeSplit},
     commitment::StateDb,
-    config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig},
+    config::GenesisConfig,
     contracts::ContractsConfig,
     merkle,
     registry::RegistryConfig,
@@ -326,11 +327,7 @@ pub fn generate_with(
         upward_origins: Vec::new(),
         dev: options.dev,
         registry: registry_config(options.dev, options.admin),
-        contracts: ContractsConfig {
-            // Dev chains start with the cluster `phala dev` assigns its workers to.
-            clusters: if options.dev { vec![0] } else { Vec::new() },
-            ..ContractsConfig::default()
-        },
+        contracts: ContractsConfig::default(),
     };
     let spec = ChainSpec {
         chain_id: options.chain_id.clone(),
@@ -362,6 +359,8 @@ fn registry_config(dev: bool, admin: Option<Address>) -> RegistryConfig {
         RegistryConfig {
             admin: admin.or(Some(Keypair::dev("alice").address())),
             policy: AttestationPolicy::dev(),
+            // Dev chains start with the cluster `phala dev` assigns its workers to.
+            clusters: vec![0],
         }
     } else {
         RegistryConfig {

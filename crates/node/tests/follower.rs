@@ -13,6 +13,7 @@ use phala_node::{
     ledger::Ledger,
     spec::{ChainSpec, GenesisOptions, generate_with},
 };
+use phala_types::BalancesCall;
 use phala_types::{Block, Call, SignedTransaction, Transaction, UNIT};
 
 fn chain() -> (ChainSpec, Certifier) {
@@ -32,10 +33,10 @@ fn transfer(spec: &ChainSpec, from: &str, nonce: u64) -> SignedTransaction {
         nonce,
         fee: UNIT / 100,
         expiry: 1_000,
-        call: Call::Transfer {
+        call: Call::Balances(BalancesCall::Transfer {
             to: Keypair::dev("bob").address(),
             amount: UNIT,
-        },
+        }),
     };
     key.sign_transaction(&spec.hash(), tx)
 }

@@ -7,6 +7,7 @@ use phala_node::{
     ledger::{BlockRejection, Ledger},
     spec::{ChainSpec, GenesisOptions, generate_with},
 };
+use phala_types::{BalancesCall, MqCall, RegistryCall};
 use phala_types::{Block, Call, Transaction, UNIT};
 
 fn setup() -> (ChainSpec, Ledger, Ledger) {
@@ -27,10 +28,10 @@ fn transfer(spec: &ChainSpec, nonce: u64) -> phala_types::SignedTransaction {
         nonce,
         fee: UNIT / 100,
         expiry: 1_000,
-        call: Call::Transfer {
+        call: Call::Balances(BalancesCall::Transfer {
             to: Keypair::dev("bob").address(),
             amount: UNIT,
-        },
+        }),
     };
     alice.sign_transaction(&spec.hash(), tx)
 }
@@ -58,6 +59,35 @@ fn valid_block_is_accepted_whether_or_not_its_transactions_were_seen() {
     verifier.finalize(&block).unwrap();
     proposer.finalize(&block).unwrap();
     assert_eq!(verifier.head(), proposer.head());
+}
+
+/// A finalized transaction's status carries its events, whether the node built the block,
+/// verified it, or only replayed it at finalization (a follower, a restart).
+#[test]
+fn a_finalized_transaction_reports_its_events() {
+    let (spec, proposer, verifier) = setup();
+    let replayer = Ledger::at_genesis(&spec).0;
+    let hash = proposer.submit(transfer(&spec, 0)).unwrap();
+    let block = propose(&proposer, &spec);
+    verifier
+        .execute(&block, &spec.validators[0].address)
+        .unwrap();
+    for ledger in [&proposer, &verifier, &replayer] {
+        ledger.finalize(&block).unwrap();
+        let phala_api::rpc::TxStatus::Finalized { events, .. } = ledger.tx_status(&hash) else {
+            panic!("finalized");
+        };
+        assert_eq!(
+            events,
+            vec![serde_json::json!({
+                "module": "balances",
+                "event": "transfer",
+                "from": Keypair::dev("alice").address().to_string(),
+                "to": Keypair::dev("bob").address().to_string(),
+                "amount": UNIT.to_string(),
+            })]
+        );
+    }
 }
 
 #[test]
@@ -159,7 +189,7 @@ fn a_registration_that_does_not_attest_never_enters_the_mempool() {
         nonce: 0,
         fee: UNIT / 10,
         expiry: 1_000,
-        call: Call::RegisterWorker(signed),
+        call: Call::Registry(RegistryCall::RegisterWorker(signed)),
     };
     let error = ledger
         .submit(alice.sign_transaction(&spec.hash(), tx))
@@ -189,7 +219,7 @@ fn a_call_that_fails_in_a_block_is_included_and_pays_its_fee() {
         nonce: 0,
         fee: UNIT / 10,
         expiry: 1_000,
-        call: Call::SubmitUpward(message),
+        call: Call::Mq(MqCall::SubmitUpward(message)),
     };
     let stx = alice.sign_transaction(&spec.hash(), tx);
     let hash = proposer.submit(stx).unwrap();

@@ -28,6 +28,7 @@ use phala_node::{
     ledger::{Ledger, Misbehaviour},
     spec::{ChainSpec, GenesisOptions, Scheme, ValidatorKey, generate_with},
 };
+use phala_types::BalancesCall;
 use phala_types::{Call, Digest, SignedTransaction, Transaction, UNIT};
 use std::{
     sync::{Arc, Mutex},
@@ -114,10 +115,10 @@ fn bait() -> SignedTransaction {
         nonce: 0,
         fee: UNIT / 100,
         expiry: u64::MAX,
-        call: Call::Transfer {
+        call: Call::Balances(BalancesCall::Transfer {
             to: Keypair::dev("bob").address(),
             amount: UNIT,
-        },
+        }),
     };
     from.sign_transaction(&spec(4).0.hash(), tx)
 }
@@ -285,10 +286,10 @@ impl Load {
                 nonce: self.nonces[from],
                 fee: UNIT / 100,
                 expiry: height + 10_000,
-                call: Call::Transfer {
+                call: Call::Balances(BalancesCall::Transfer {
                     to: self.accounts[to].address(),
                     amount: amount as u128,
-                },
+                }),
             };
             let stx = self.accounts[from].sign_transaction(&spec.hash(), tx);
             if let Ok(hash) = ledgers[target].submit(stx) {

@@ -8,10 +8,11 @@ use crate::batch::build_batch;
 use anyhow::Context;
 use commonware_codec::{Copying, DecodeExt};
 use phala_api::pruntime::{Info, RegistrationRequest};
-use phala_chain::{registry, state::keys};
+use phala_chain::registry;
 use phala_client::{Client, pruntime::PruntimeClient};
 use phala_crypto::Keypair;
 use phala_types::{AttestationPolicy, Call, SignedRegistration, UpwardMessage, WorkerRecord};
+use phala_types::{MqCall, RegistryCall};
 use std::{io::IsTerminal, time::Instant};
 
 /// How pherry relays.
@@ -62,7 +63,10 @@ impl Relay {
         let signed = SignedRegistration::decode(Copying(&bytes))
             .map_err(|e| anyhow::anyhow!("malformed registration from the pRuntime: {e}"))?;
         self.node
-            .execute(&self.operator, Call::RegisterWorker(signed))
+            .execute(
+                &self.operator,
+                Call::Registry(RegistryCall::RegisterWorker(signed)),
+            )
             .await
             .context("registration refused")?;
         tracing::info!(identity = %info.identity, attested = record.is_some(), "worker registered");
@@ -115,7 +119,7 @@ impl Relay {
         if held.is_some_and(|until| Instant::now() < until) {
             return Ok(0);
         }
-        let key = keys::origin_sequence(&info.identity);
+        let key = phala_chain::mq::keys::origin_sequence(&info.identity);
         let Some(value) = self.node.state_value(&key).await?.value else {
             return Ok(0); // Not registered yet: the chain would refuse them.
         };
@@ -136,7 +140,7 @@ impl Relay {
                 .node
                 .sign_call(
                     &self.operator,
-                    Call::SubmitUpward(message),
+                    Call::Mq(MqCall::SubmitUpward(message)),
                     Some(nonce + offset as u64),
                 )
                 .await?;

@@ -16,7 +16,6 @@ use phala_api::{
 use phala_chain::{
     merkle::{self, MerkleProof},
     mq::MessageLocation,
-    state::keys,
 };
 use phala_types::{Address, Destination, Digest, DownwardMessage, Header};
 use serde::{Deserialize, Serialize};
@@ -229,7 +228,7 @@ impl LightClient {
         let witness = &batch.witness;
         for (destination, next) in streams {
             let proof = find_proof(&witness.streams, destination)?;
-            let key = keys::stream_message(destination, *next);
+            let key = phala_chain::mq::keys::stream_message(destination, *next);
             let value = proof
                 .proof
                 .to_proof()
@@ -254,8 +253,11 @@ impl LightClient {
             .to_proof()
             .ok()
             .and_then(|p| {
-                p.verify(&header.state_root, &keys::origin_sequence(me))
-                    .ok()
+                p.verify(
+                    &header.state_root,
+                    &phala_chain::mq::keys::origin_sequence(me),
+                )
+                .ok()
             })
             .ok_or(SyncError::BadOriginProof)?;
         match value {
@@ -305,7 +307,7 @@ fn verify_backfill(
         if (proof.destination, proof.sequence) != (destination, message.sequence) {
             return Err(refused());
         }
-        let key = keys::stream_message(&destination, message.sequence);
+        let key = phala_chain::mq::keys::stream_message(&destination, message.sequence);
         let location = proof
             .proof
             .to_proof()

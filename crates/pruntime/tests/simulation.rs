@@ -25,7 +25,7 @@ use phala_api::{
 };
 use phala_chain::{
     BlockContext, Runtime, commitment::StateDb, contracts::keys as contract_keys, merkle,
-    mq::MessageLocation, registry, state::Overlay, state::keys,
+    mq::MessageLocation, registry, state::Overlay,
 };
 use phala_crypto::Keypair;
 use phala_node::{
@@ -43,6 +43,7 @@ use phala_types::{
     contracts::{contract_id, topics as contract_topics},
     registry::decode_payload,
 };
+use phala_types::{ContractsCall, MqCall, RegistryCall};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::PathBuf;
 
@@ -180,7 +181,10 @@ impl Chain {
         for (destination, next) in streams {
             let mut sequence = *next;
             while let Some(location) = self
-                .value(&keys::stream_message(destination, sequence))
+                .value(&phala_chain::mq::keys::stream_message(
+                    destination,
+                    sequence,
+                ))
                 .and_then(|v| MessageLocation::decode(&v))
                 .filter(|l| l.height <= last)
             {
@@ -216,7 +220,8 @@ impl Chain {
                 codes.push(hex::encode(code));
             }
             if message.height <= height {
-                let key = keys::stream_message(&decoded.destination, decoded.sequence);
+                let key =
+                    phala_chain::mq::keys::stream_message(&decoded.destination, decoded.sequence);
                 backfill_proofs.push(StreamProof {
                     destination: decoded.destination,
                     sequence: decoded.sequence,
@@ -235,13 +240,15 @@ impl Chain {
                 .map(|(destination, sequence)| StreamProof {
                     destination: *destination,
                     sequence: *sequence,
-                    proof: ProofJson::from_proof(
-                        &self.db.prove(&keys::stream_message(destination, *sequence)),
-                    ),
+                    proof: ProofJson::from_proof(&self.db.prove(
+                        &phala_chain::mq::keys::stream_message(destination, *sequence),
+                    )),
                 })
                 .collect(),
             origin: Some(ProofJson::from_proof(
-                &self.db.prove(&keys::origin_sequence(origin)),
+                &self
+                    .db
+                    .prove(&phala_chain::mq::keys::origin_sequence(origin)),
             )),
             backfill: backfill_proofs,
         };
@@ -310,7 +317,10 @@ impl Node {
             };
             let signed = self.pruntime().registration(&request).unwrap();
             let operator = self.operator.clone();
-            chain.submit(&operator, Call::RegisterWorker(signed));
+            chain.submit(
+                &operator,
+                Call::Registry(RegistryCall::RegisterWorker(signed)),
+            );
             self.registered = true;
         }
         let info = self.pruntime().info();
@@ -336,7 +346,7 @@ impl Node {
         }
         let identity = self.pruntime().identity();
         let Some(next) = chain
-            .value(&keys::origin_sequence(&identity))
+            .value(&phala_chain::mq::keys::origin_sequence(&identity))
             .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
         else {
             return;
@@ -350,7 +360,7 @@ impl Node {
         }
         let operator = self.operator.clone();
         for message in self.pruntime().egress(next).unwrap() {
-            chain.submit(&operator, Call::SubmitUpward(message));
+            chain.submit(&operator, Call::Mq(MqCall::SubmitUpward(message)));
         }
     }
 }
@@ -480,12 +490,12 @@ impl Users {
         } else {
             10_000_000
         };
-        let call = Call::Command {
+        let call = Call::Contracts(ContractsCall::Command {
             contract: id,
             gas_limit,
             encapped,
             ciphertext: ciphertext.into(),
-        };
+        });
         chain.submit(&sender, call);
         self.sent += 1;
     }
@@ -495,21 +505,21 @@ impl Users {
         let code_hash = phala_types::contracts::code_hash(ANALYTICS_WASM);
         chain.submit(
             &deployer,
-            Call::UploadCode {
+            Call::Contracts(ContractsCall::UploadCode {
                 code: ANALYTICS_WASM.to_vec().into(),
-            },
+            }),
         );
         for cluster in [0, 1] {
             let salt = [cluster as u8; 32];
             chain.submit(
                 &deployer,
-                Call::Instantiate {
+                Call::Contracts(ContractsCall::Instantiate {
                     code_hash,
                     cluster,
                     salt,
                     storage_quota: 64 * 1024,
                     input: b"min_group 2".to_vec().into(),
-                },
+                }),
             );
             let id = contract_id(&deployer.address(), &code_hash, cluster, &salt);
             self.contracts.push(id);
@@ -615,32 +625,35 @@ fn advance(
         Phase::Registering if records.iter().all(Option::is_some) => {
             for node in &mut nodes[..gatekeepers] {
                 let id = node.pruntime().identity();
-                chain.submit(admin, Call::AddGatekeeper(id));
+                chain.submit(admin, Call::Registry(RegistryCall::AddGatekeeper(id)));
             }
             Phase::Admitting
         }
         Phase::Admitting if registry::master_generation(&state) >= 1 => {
             // The dev genesis has cluster 0; the admin creates cluster 1.
-            chain.submit(admin, Call::CreateCluster { cluster: 1 });
+            chain.submit(
+                admin,
+                Call::Registry(RegistryCall::CreateCluster { cluster: 1 }),
+            );
             for (i, node) in nodes[gatekeepers..].iter_mut().enumerate() {
                 let worker = node.pruntime().identity();
                 chain.submit(
                     admin,
-                    Call::AssignCluster {
+                    Call::Registry(RegistryCall::AssignCluster {
                         worker,
                         cluster: (i % 2) as u32,
-                    },
+                    }),
                 );
             }
             Phase::Assigning
         }
         Phase::Assigning if holds(nodes, gatekeepers, 1) => {
-            chain.submit(admin, Call::RotateMasterKey);
+            chain.submit(admin, Call::Registry(RegistryCall::RotateMasterKey));
             Phase::Generation(2)
         }
         Phase::Generation(g) if holds(nodes, gatekeepers, g) => {
             if g < 3 {
-                chain.submit(admin, Call::RotateMasterKey);
+                chain.submit(admin, Call::Registry(RegistryCall::RotateMasterKey));
                 Phase::Generation(g + 1)
             } else {
                 Phase::Settling
@@ -718,7 +731,7 @@ fn check(chain: &Chain, nodes: &mut [Node]) {
         }
         for (destination, next) in pruntime.info().streams {
             let count = chain
-                .value(&keys::stream_next(&destination))
+                .value(&phala_chain::mq::keys::stream_next(&destination))
                 .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
             assert_eq!(next, count, "{destination:?} of {identity}");
         }
@@ -902,10 +915,13 @@ fn a_rolled_back_or_swapped_checkpoint_is_refused() {
     }
     let checkpoint = node.dir.join("checkpoint.sealed");
     let before_publishing = std::fs::read(&checkpoint).unwrap();
-    chain.submit(&Keypair::dev("alice"), Call::AddGatekeeper(identity));
+    chain.submit(
+        &Keypair::dev("alice"),
+        Call::Registry(RegistryCall::AddGatekeeper(identity)),
+    );
     let accepted = |chain: &Chain| {
         chain
-            .value(&keys::origin_sequence(&identity))
+            .value(&phala_chain::mq::keys::origin_sequence(&identity))
             .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()))
     };
     for _ in 0..500 {

@@ -430,7 +430,6 @@ mod tests {
 #[cfg(test)]
 mod conformance {
     use super::*;
-    use crate::Call;
     use commonware_codec::{DecodeExt, Encode};
 
     fn check<T: Encode + DecodeExt<()> + PartialEq + std::fmt::Debug>(value: T, hex: &str) {
@@ -448,23 +447,6 @@ mod conformance {
                 quota: 0x0102,
             },
             &format!("{ones}0000000000000102"),
-        );
-        check(
-            Call::SetStorageQuota {
-                contract: [1; 32],
-                quota: 7,
-            },
-            &format!("0b{ones}0000000000000007"),
-        );
-        check(
-            Call::Instantiate {
-                code_hash: [1; 32],
-                cluster: 2,
-                salt: [3; 32],
-                storage_quota: 4,
-                input: Bytes::from_static(b"in"),
-            },
-            &format!("09{ones}00000002{}000000000000000402696e", "03".repeat(32)),
         );
         check(
             ContractReport {

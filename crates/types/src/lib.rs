@@ -5,6 +5,7 @@
 mod address;
 pub mod amount;
 mod block;
+mod call;
 pub mod contracts;
 pub mod merkle;
 mod mq;
@@ -14,6 +15,7 @@ mod tx;
 pub use address::{ADDRESS_HRP, Address, AddressError};
 pub use amount::{AmountError, Balance, DECIMALS, TOTAL_SUPPLY, UNIT, format_pha, parse_pha};
 pub use block::{Block, Header};
+pub use call::{BalancesCall, Call, ContractsCall, MqCall, RegistryCall};
 pub use commonware_cryptography::sha256::Digest;
 pub use contracts::{
     ContractCommand, ContractId, ContractInstantiated, ContractPublicKey, ContractQuota,
@@ -24,7 +26,7 @@ pub use registry::{
     AttestationPolicy, ClusterAssignment, Evidence, GatekeeperJoined, KeyDelivery, MasterPublicKey,
     SignedRegistration, TeeKind, WorkerRecord, WorkerRegistration,
 };
-pub use tx::{Call, SignedTransaction, Transaction};
+pub use tx::{SignedTransaction, Transaction};
 
 /// Size limits enforced by every decoder, so that no peer or user can make us allocate freely.
 pub mod limits {

@@ -12,6 +12,7 @@ use phala_client::{Client, pruntime::anchor_from};
 use phala_crypto::Keypair;
 use phala_pruntime::{Options, Pruntime, tee::Simulated};
 use phala_types::{Call, Evidence, UpwardMessage, WorkerRegistration, registry::report_data};
+use phala_types::{MqCall, RegistryCall};
 use pherry::batch::build_batch;
 use std::time::{Duration, Instant};
 
@@ -66,8 +67,11 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     let signed = origin.sign_registration(&genesis, registration);
-    node.execute(&operator, Call::RegisterWorker(signed))
-        .await?;
+    node.execute(
+        &operator,
+        Call::Registry(RegistryCall::RegisterWorker(signed)),
+    )
+    .await?;
 
     eprintln!(
         "growing the chain to {} blocks with {} messages/s ...",
@@ -91,7 +95,11 @@ async fn main() -> anyhow::Result<()> {
             };
             origin.sign_upward(&genesis, &mut message);
             let stx = node
-                .sign_call(&operator, Call::SubmitUpward(message), Some(nonce))
+                .sign_call(
+                    &operator,
+                    Call::Mq(MqCall::SubmitUpward(message)),
+                    Some(nonce),
+                )
                 .await?;
             node.submit(&stx).await?;
             sequence += 1;

@@ -5,19 +5,22 @@
 use bytes::Bytes;
 use phala_chain::{
     BlockContext, Outcome, Runtime, TxError,
+    balances::{Allocation, FeeSchedule, FeeSplit},
     commitment::StateDb,
-    config::{Allocation, FeeSchedule, FeeSplit, GenesisConfig},
+    config::GenesisConfig,
     contracts::ContractsConfig,
     failure_record,
+    module::Event,
     mq::{self, Outbox},
     registry::{self, RegistryConfig},
-    state::{Overlay, keys},
+    state::Overlay,
 };
 use phala_crypto::Keypair;
 use phala_types::{
     AttestationPolicy, Call, Destination, Digest, Evidence, TOTAL_SUPPLY, Transaction, UNIT,
     UpwardMessage, WorkerRegistration, registry::report_data,
 };
+use phala_types::{BalancesCall, MqCall, RegistryCall};
 
 pub const GENESIS: Digest = Digest([42; 32]);
 /// Inside the validity window of the SGX sample collateral (see phala-attestation's tests).
@@ -37,6 +40,8 @@ pub struct Chain {
     pub height: u64,
     pub timestamp: u64,
     pub outboxes: Vec<Outbox>,
+    /// Every event of every applied call, in order.
+    pub events: Vec<Event>,
 }
 
 impl Chain {
@@ -78,11 +83,9 @@ impl Chain {
             registry: RegistryConfig {
                 admin: Some(key("admin").address()),
                 policy,
-            },
-            contracts: ContractsConfig {
                 clusters: vec![0, 1],
-                ..ContractsConfig::default()
             },
+            contracts: ContractsConfig::default(),
         };
         let runtime = Runtime::new(GENESIS, config);
         let mut db = StateDb::default();
@@ -93,6 +96,7 @@ impl Chain {
             height: 0,
             timestamp: 1_700_000_000_000,
             outboxes: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -119,15 +123,22 @@ impl Chain {
         };
         let mut state = Overlay::new(&self.db);
         let mut outbox = Outbox::default();
-        let outcome = self.runtime.apply(&mut state, &mut outbox, &ctx, &stx)?;
+        let mut events = Vec::new();
+        let outcome = self
+            .runtime
+            .apply(&mut state, &mut outbox, &mut events, &ctx, &stx)?;
         let changes = state.into_changes();
         self.db.apply(&changes);
         self.outboxes.push(outbox.clone());
+        self.events.extend(events.iter().cloned());
         match outcome {
             Outcome::Applied => Ok(outbox),
             Outcome::Failed(error) => {
                 assert!(outbox.messages.is_empty(), "a failed call sends nothing");
-                let recorded = Overlay::new(&self.db).get(&keys::last_failure(&signer.address()));
+                assert!(events.is_empty(), "a failed call emits nothing");
+                let recorded = Overlay::new(&self.db).get(
+                    &phala_chain::balances::keys::last_failure(&signer.address()),
+                );
                 assert_eq!(recorded, Some(failure_record(nonce, &error)));
                 Err(error)
             }
@@ -137,10 +148,10 @@ impl Chain {
     /// Moves the chain forward by `blocks` blocks of one transfer each.
     pub fn advance(&mut self, blocks: u64) {
         for _ in 0..blocks {
-            let call = Call::Transfer {
+            let call = Call::Balances(BalancesCall::Transfer {
                 to: key("op2").address(),
                 amount: 1,
-            };
+            });
             self.apply(&key("op3"), call).unwrap();
         }
     }
@@ -149,7 +160,7 @@ impl Chain {
     pub fn issuance(&self) -> phala_types::Balance {
         let accounts: phala_types::Balance = self
             .db
-            .scan_prefix(keys::ACCOUNT_PREFIX)
+            .scan_prefix(phala_chain::balances::keys::ACCOUNT_PREFIX)
             .map(|(_, value)| {
                 phala_chain::balances::Account::decode(value)
                     .expect("stored accounts decode")
@@ -216,7 +227,10 @@ impl Enclave {
             &GENESIS,
             self.registration(operator, chain.height, gatekeeper),
         );
-        chain.apply(operator, Call::RegisterWorker(signed))
+        chain.apply(
+            operator,
+            Call::Registry(RegistryCall::RegisterWorker(signed)),
+        )
     }
 
     pub fn upward(&mut self, topic: &[u8], payload: Vec<u8>) -> UpwardMessage {
@@ -247,7 +261,7 @@ impl Enclave {
     ) -> Result<Outbox, String> {
         let message = self.upward(topic, payload);
         let (origin, sequence) = (message.origin, message.sequence);
-        match chain.apply(operator, Call::SubmitUpward(message)) {
+        match chain.apply(operator, Call::Mq(MqCall::SubmitUpward(message))) {
             Err(error) => {
                 self.sequence -= 1;
                 Err(format!("{}: {error}", error.code()))
