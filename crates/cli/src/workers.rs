@@ -274,6 +274,22 @@ impl Workers {
         Ok(())
     }
 
+    /// Stops a pherry: its pRuntime falls behind the chain until [`Workers::restart_pherry`].
+    pub fn kill_pherry(&mut self, index: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.processes[index].pherry.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped pherry again.
+    pub fn restart_pherry(&mut self, index: usize) -> anyhow::Result<()> {
+        let child = self.spawn_pherry(&self.processes[index])?;
+        self.processes[index].pherry = Some(child);
+        Ok(())
+    }
+
     pub fn stop(&mut self) {
         for process in &mut self.processes {
             for child in [process.pherry.take(), process.pruntime.take()]

@@ -46,6 +46,17 @@ struct ChainData {
     finalizations: BTreeMap<u64, Vec<u8>>,
 }
 
+impl ChainData {
+    fn push(&mut self, block: Block, finalization: Option<Vec<u8>>) {
+        let height = block.header.height;
+        self.by_digest.insert(block.header.hash(), height);
+        if let Some(finalization) = finalization {
+            self.finalizations.insert(height, finalization);
+        }
+        self.blocks.push(Arc::new(block));
+    }
+}
+
 impl VerifiedChain {
     pub fn new(genesis: Block) -> Self {
         let chain = VerifiedChain::default();
@@ -58,13 +69,32 @@ impl VerifiedChain {
     }
 
     fn push(&self, block: Block, finalization: Option<Vec<u8>>) {
-        let mut data = self.data();
+        self.data().push(block, finalization);
+    }
+
+    /// Keeps `block`, finalized by the caller, if `finalization` certifies it under the chain's
+    /// group key and it extends the last block kept: for blocks that reach a follower by other
+    /// means than an upstream (an import, a benchmark's certified chain).
+    pub fn push_certified(
+        &self,
+        spec: &ChainSpec,
+        block: Block,
+        finalization: Vec<u8>,
+    ) -> Result<(), FollowError> {
         let height = block.header.height;
-        data.by_digest.insert(block.header.hash(), height);
-        if let Some(finalization) = finalization {
-            data.finalizations.insert(height, finalization);
+        if !certifies(spec, &block, &finalization) {
+            return Err(FollowError::BadCertificate { height });
         }
-        data.blocks.push(Arc::new(block));
+        let mut data = self.data();
+        let extends = data
+            .blocks
+            .last()
+            .is_some_and(|last| last.header.hash() == block.header.parent);
+        if !extends {
+            return Err(FollowError::BrokenChain { height });
+        }
+        data.push(block, Some(finalization));
+        Ok(())
     }
 
     pub fn block(&self, height: u64) -> Option<Arc<Block>> {

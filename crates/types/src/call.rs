@@ -431,7 +431,7 @@ mod conformance {
                 input: Bytes::from_static(b"in"),
             }),
             &format!(
-                "0302{ones}00000002{}000000000000000402696e",
+                "0301{ones}00000002{}000000000000000402696e",
                 "03".repeat(32)
             ),
         );

@@ -208,9 +208,9 @@ struct Runtime {
 }
 
 impl Runtime {
-    fn new(bound: Bound) -> Result<Self, VmError> {
+    fn new(bound: Bound, cpu: Cpu) -> Result<Self, VmError> {
         let engine =
-            Engine::new(&config(bound)).map_err(|e| VmError::InvalidModule(e.to_string()))?;
+            Engine::new(&config(bound, cpu)).map_err(|e| VmError::InvalidModule(e.to_string()))?;
         if bound == Bound::Time {
             start_ticker(&engine);
         }
@@ -252,12 +252,52 @@ pub struct Vm {
     queries: AtomicUsize,
 }
 
+/// The instructions Cranelift may compile contracts to. Results and gas are the same either
+/// way (fuel counts wasm operators, not machine instructions); only speed differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cpu {
+    /// Every extension this machine has: the fastest code, what workers run.
+    Host,
+    /// Baseline x86-64 (SSE2, what `rustc` targets by default): for measuring the VM against
+    /// native code built for the same instructions (`benches/kernel.rs`).
+    Baseline,
+}
+
+/// Cranelift's x86-64 extension flags, all off for [`Cpu::Baseline`].
+const X86_64_EXTENSIONS: [&str; 19] = [
+    "has_sse3",
+    "has_ssse3",
+    "has_cmpxchg16b",
+    "has_sse41",
+    "has_sse42",
+    "has_avx",
+    "has_avx2",
+    "has_fma",
+    "has_avx_vnni",
+    "has_avx512bitalg",
+    "has_avx512dq",
+    "has_avx512vl",
+    "has_avx512vbmi",
+    "has_avx512f",
+    "has_avx512vnni",
+    "has_popcnt",
+    "has_bmi1",
+    "has_bmi2",
+    "has_lzcnt",
+];
+
 impl Vm {
-    /// A VM with the deterministic configuration and a running epoch ticker.
+    /// A VM with the deterministic configuration and a running epoch ticker, compiling for
+    /// this machine's CPU.
     pub fn new() -> Result<Self, VmError> {
+        Self::for_cpu(Cpu::Host)
+    }
+
+    /// A VM compiling for `cpu`.
+    pub fn for_cpu(cpu: Cpu) -> Result<Self, VmError> {
         Ok(Vm {
-            metered: Runtime::new(Bound::Fuel)?,
-            timed: Runtime::new(Bound::Time)?,
+            metered: Runtime::new(Bound::Fuel, cpu)?,
+            timed: Runtime::new(Bound::Time, cpu)?,
             modules: Mutex::new(HashMap::new()),
             queries: AtomicUsize::new(0),
         })
@@ -428,8 +468,17 @@ fn classify(error: wasmtime::Error, fuel: u64) -> VmError {
 
 /// Threads are compiled out (wasmtime's `threads` feature is off); everything else that could
 /// differ between machines is switched off here.
-fn config(bound: Bound) -> Config {
+fn config(bound: Bound, cpu: Cpu) -> Config {
     let mut config = Config::new();
+    if cpu == Cpu::Baseline && cfg!(target_arch = "x86_64") {
+        for flag in X86_64_EXTENSIONS {
+            // SAFETY: turning an extension off only keeps Cranelift from emitting its
+            // instructions; the code runs on any x86-64.
+            unsafe {
+                config.cranelift_flag_set(flag, "false");
+            }
+        }
+    }
     config
         .consume_fuel(bound == Bound::Fuel)
         .epoch_interruption(bound == Bound::Time)

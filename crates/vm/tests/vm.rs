@@ -429,3 +429,24 @@ fn a_module_cannot_reach_the_depth_counter() {
     let error = run(&module("(call $reset)", extra), Entry::Command, 1_000_000).unwrap_err();
     assert!(matches!(error, VmError::InvalidModule(_)), "{error}");
 }
+
+/// Compiling for baseline x86-64 changes the machine code, never the outcome: the same
+/// output, writes and gas as on this CPU's every extension (what the kernel benchmark relies
+/// on to compare the VM with baseline native code).
+#[test]
+fn baseline_cpu_code_gives_the_same_outcome_and_gas() {
+    let kernel = include_bytes!("../../../contracts/wasm/kernel.wasm");
+    let state: Arc<BTreeMap<Vec<u8>, Vec<u8>>> = Arc::new(BTreeMap::new());
+    let outcome = |cpu| {
+        let vm = Vm::for_cpu(cpu).expect("vm");
+        let hash = vm.load(kernel).expect("loads");
+        let mut call = call(Entry::Command, 10_000_000_000);
+        call.input = b"mix 4096 4".to_vec();
+        let outcome = vm.call(&hash, state.clone(), call).expect("runs");
+        (outcome.output, outcome.writes, outcome.gas_used)
+    };
+    assert_eq!(
+        outcome(phala_vm::Cpu::Baseline),
+        outcome(phala_vm::Cpu::Host)
+    );
+}

@@ -1,0 +1,350 @@
+//! The worst call of each RPC method a stranger may make, at the largest inputs the chain and
+//! the params decoders allow: what one request costs the node that serves it. Requests go
+//! through the node's real `RpcModule` in process (params decoding, the handler, the JSON
+//! answer), without HTTP and without the per-connection budget that limits how often they come.
+//!
+//! The chain it serves: a dev chain with 100,000 funded accounts (state proofs are as deep as
+//! a large state makes them), 2,000 registered workers, six blocks of relayed upward messages
+//! filled to the block weight limit (the most downward messages a block can carry), a block
+//! of contract code filled to the size a leader builds (4 MiB), and 20,000 empty blocks (the
+//! longest `headers` range), every block certified.
+//!
+//! `cargo bench -p phala-node --bench rpc_worst_case` (prints p50 and max of 10 calls, the
+//! request and answer sizes, and their ratio: what a byte of request makes the node send).
+
+use anyhow::{Context, anyhow};
+use bytes::Bytes;
+use commonware_codec::{Encode, EncodeSize};
+use commonware_cryptography::{Hasher, Sha256};
+use commonware_utils::TestRng;
+use phala_api::params::{MAX_BACKFILL, MAX_STATE_KEY, MAX_STATE_VALUES, MAX_SUBMIT_BATCH};
+use phala_chain::BlockContext;
+use phala_crypto::Keypair;
+use phala_node::{
+    certify::Certifier,
+    follower::VerifiedChain,
+    ledger::Ledger,
+    rpc::{self, BlockSource, RpcContext},
+    spec::{ChainSpec, GenesisOptions, generate_with},
+};
+use phala_types::{
+    Address, BalancesCall, Call, ContractsCall, Evidence, MqCall, RegistryCall, SignedTransaction,
+    Transaction, UNIT, UpwardMessage, WorkerRegistration, registry::report_data,
+};
+use serde_json::{Value, json};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+const ACCOUNTS: usize = 100_000;
+const WORKERS: usize = 2_000;
+const MESSAGE_BLOCKS: usize = 6;
+const EMPTY_BLOCKS: u64 = 20_000;
+const CODE_SIZE: usize = phala_types::contracts::MAX_CODE;
+const RUNS: usize = 10;
+
+/// A certified chain served by one in-process RPC module.
+struct Fixture {
+    spec: ChainSpec,
+    ledger: Arc<Ledger>,
+    chain: Arc<VerifiedChain>,
+    certifier: Certifier,
+    /// Fee payers: enough of them that no sender's nonces run past the mempool's gap.
+    payers: Vec<Keypair>,
+    nonces: Vec<u64>,
+}
+
+impl Fixture {
+    fn new(origin: &Keypair) -> anyhow::Result<Self> {
+        let keys = vec![Keypair::dev("rpc-bench-validator")];
+        let payers: Vec<Keypair> = (0..MAX_SUBMIT_BATCH as u64)
+            .map(|i| Keypair::from_secret(Sha256::hash(&[&i.to_be_bytes()]).0))
+            .collect();
+        let mut options = GenesisOptions::local_dev("rpc-bench", 1);
+        options.extra_accounts = payers.iter().map(Keypair::address).collect();
+        options.extra_accounts.extend(
+            (0..ACCOUNTS as u64).map(|i| Address(Sha256::hash(&[b"a", &i.to_be_bytes()]).0)),
+        );
+        options.extra_balance = 1_000 * UNIT;
+        let (mut spec, validator_keys) = generate_with(&options, &keys, TestRng::new(9))?;
+        spec.genesis.upward_origins.push(origin.address());
+        let (ledger, genesis) = Ledger::at_genesis(&spec);
+        let certifier = Certifier::new(&spec, &validator_keys)?;
+        let nonces = vec![0; payers.len()];
+        Ok(Fixture {
+            spec,
+            ledger: Arc::new(ledger),
+            chain: Arc::new(VerifiedChain::new(genesis)),
+            certifier,
+            payers,
+            nonces,
+        })
+    }
+
+    /// Signs `call` by payer `who` with its next nonce.
+    fn sign(&mut self, who: usize, call: Call) -> SignedTransaction {
+        let payer = &self.payers[who];
+        let tx = Transaction {
+            signer: payer.address(),
+            nonce: self.nonces[who],
+            // Above every call's minimum here (a 192 KiB upload's is about 0.017 PHA).
+            fee: UNIT / 20,
+            expiry: u64::MAX,
+            call,
+        };
+        self.nonces[who] += 1;
+        payer.sign_transaction(&self.spec.hash(), tx)
+    }
+
+    fn submit(&self, txs: Vec<SignedTransaction>) -> anyhow::Result<()> {
+        for result in self.ledger.submit_batch(txs) {
+            result.map_err(|e| anyhow!("admission: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Builds, finalizes and certifies the next block from the mempool; its height and size.
+    fn next_block(&self) -> anyhow::Result<(u64, usize)> {
+        let parent = self.ledger.head();
+        let ctx = BlockContext {
+            height: parent.height + 1,
+            timestamp: parent.timestamp + 1,
+            proposer: self.spec.validators[0].address,
+        };
+        let block = self.ledger.build(&parent, ctx).context("build")?;
+        self.ledger.finalize(&block)?;
+        let certificate = self.certifier.certify(ctx.height, block.header.hash())?;
+        let size = block.encode_size();
+        self.chain.push_certified(&self.spec, block, certificate)?;
+        Ok((ctx.height, size))
+    }
+
+    fn module(&self) -> anyhow::Result<jsonrpsee::RpcModule<RpcContext>> {
+        rpc::module(RpcContext {
+            ledger: self.ledger.clone(),
+            blocks: BlockSource::Verified(self.chain.clone()),
+            upstream: None,
+            info: rpc::chain_info(&self.spec),
+            validator: None,
+        })
+    }
+}
+
+/// Registers [`WORKERS`] workers with simulated evidence (a dev chain).
+fn register_workers(fixture: &mut Fixture) -> anyhow::Result<()> {
+    let genesis = fixture.spec.hash();
+    let txs: Vec<SignedTransaction> = (0..WORKERS)
+        .map(|i| {
+            let identity = Keypair::from_secret(Sha256::hash(&[b"w", &i.to_be_bytes()]).0);
+            let operator = fixture.payers[i].address();
+            let registration = WorkerRegistration {
+                identity: identity.address(),
+                ecdh: [7; 32],
+                operator,
+                cores: 4,
+                benchmark: 1_000,
+                freshness: 0,
+                gatekeeper: false,
+                evidence: Evidence::Simulated {
+                    measurement: [0xaa; 32],
+                    report_data: report_data(&identity.address(), &[7; 32], genesis.as_ref(), 0),
+                },
+            };
+            let signed = identity.sign_registration(&genesis, registration);
+            fixture.sign(i, Call::Registry(RegistryCall::RegisterWorker(signed)))
+        })
+        .collect();
+    fixture.submit(txs)?;
+    while fixture.ledger.mempool_len() > 0 {
+        fixture.next_block()?;
+    }
+    Ok(())
+}
+
+/// Fills [`MESSAGE_BLOCKS`] blocks with relayed upward messages (one downward message each);
+/// the height of the first and how many messages it holds.
+fn fill_message_blocks(fixture: &mut Fixture, origin: &Keypair) -> anyhow::Result<(u64, usize)> {
+    let genesis = fixture.spec.hash();
+    let mut sequence = 0u64;
+    let mut first = None;
+    for _ in 0..MESSAGE_BLOCKS {
+        // More than a block holds, from one payer so their order is the origin's.
+        let txs: Vec<SignedTransaction> = (0..2_000)
+            .map(|_| {
+                let mut message = UpwardMessage {
+                    origin: origin.address(),
+                    topic: Bytes::from_static(b"bench"),
+                    payload: Bytes::from_static(b"payload"),
+                    sequence,
+                    signature: [0; 64],
+                };
+                sequence += 1;
+                origin.sign_upward(&genesis, &mut message);
+                fixture.sign(0, Call::Mq(MqCall::SubmitUpward(message)))
+            })
+            .collect();
+        fixture.submit(txs)?;
+        let (height, _) = fixture.next_block()?;
+        let messages = fixture
+            .ledger
+            .outbox(height)
+            .map_or(0, |o| o.messages.len());
+        first.get_or_insert((height, messages));
+    }
+    while fixture.ledger.mempool_len() > 0 {
+        fixture.next_block()?;
+    }
+    first.context("no message block")
+}
+
+/// One block of contract code, as large as a leader builds; its height, size and one hash.
+fn fill_code_block(fixture: &mut Fixture) -> anyhow::Result<(u64, usize, [u8; 32])> {
+    let codes: Vec<Bytes> = (0..40u8)
+        .map(|i| {
+            let mut code = b"\0asm\x01\0\0\0".to_vec();
+            code.resize(CODE_SIZE, i);
+            Bytes::from(code)
+        })
+        .collect();
+    let hash = phala_types::contracts::code_hash(&codes[0]);
+    let txs = codes
+        .into_iter()
+        .enumerate()
+        .map(|(i, code)| fixture.sign(i + 1, Call::Contracts(ContractsCall::UploadCode { code })))
+        .collect();
+    fixture.submit(txs)?;
+    let (height, size) = fixture.next_block()?;
+    while fixture.ledger.mempool_len() > 0 {
+        fixture.next_block()?;
+    }
+    Ok((height, size, hash))
+}
+
+/// A request's answer size and the p50 and max of [`RUNS`] calls.
+struct Measured {
+    request: usize,
+    answer: usize,
+    p50: Duration,
+    max: Duration,
+}
+
+/// Calls `method` [`RUNS`] times, with `params(run)`.
+async fn measure(
+    module: &jsonrpsee::RpcModule<RpcContext>,
+    method: &str,
+    params: impl Fn(usize) -> Value,
+) -> anyhow::Result<Measured> {
+    let mut times = Vec::with_capacity(RUNS);
+    let (mut request_size, mut answer) = (0, 0);
+    for run in 0..RUNS {
+        let request =
+            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params(run)}).to_string();
+        request_size = request.len();
+        let start = Instant::now();
+        let (response, _) = module.raw_json_request(&request, 1).await?;
+        times.push(start.elapsed());
+        let parsed: Value = serde_json::from_str(response.get())?;
+        if let Some(error) = parsed.get("error") {
+            return Err(anyhow!("{method} failed: {error}"));
+        }
+        answer = response.get().len();
+    }
+    times.sort();
+    Ok(Measured {
+        request: request_size,
+        answer,
+        p50: times[RUNS / 2],
+        max: times[RUNS - 1],
+    })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let origin = Keypair::dev("rpc-bench-origin");
+    let setup = Instant::now();
+    let mut fixture = Fixture::new(&origin)?;
+    register_workers(&mut fixture)?;
+    let (message_block, messages) = fill_message_blocks(&mut fixture, &origin)?;
+    let (code_block, code_block_size, code_hash) = fill_code_block(&mut fixture)?;
+    for _ in 0..EMPTY_BLOCKS {
+        fixture.next_block()?;
+    }
+    let head = fixture.ledger.head().height;
+    println!(
+        "setup {:.1} s: {ACCOUNTS} accounts, {WORKERS} workers, {messages} messages in block \
+         {message_block}, a {code_block_size}-byte block {code_block}, head {head}",
+        setup.elapsed().as_secs_f64()
+    );
+
+    let module = fixture.module()?;
+    let long_key = |i: usize| hex::encode(vec![i as u8; MAX_STATE_KEY]);
+    let streams: Vec<Value> = (0..16u64).map(|i| json!([{"kind": "all"}, i])).collect();
+    let backfill: Vec<Value> = (0..MAX_BACKFILL as u64)
+        .map(|i| json!([{"kind": "all"}, i]))
+        .collect();
+    // Transfers admitted by the mempool: a fresh batch for every run.
+    let batches: Vec<Value> = (0..RUNS)
+        .map(|_| {
+            let to = fixture.payers[0].address();
+            let batch: Vec<String> = (0..MAX_SUBMIT_BATCH)
+                .map(|i| {
+                    let call = Call::Balances(BalancesCall::Transfer { to, amount: 1 });
+                    hex::encode(fixture.sign(i, call).encode())
+                })
+                .collect();
+            json!([batch])
+        })
+        .collect();
+    let fixed = |params: Value| move |_: usize| params.clone();
+    type Params = Box<dyn Fn(usize) -> Value>;
+    let cases: Vec<(&str, Params)> = vec![
+        (
+            "account",
+            Box::new(fixed(json!([fixture.payers[1].address()]))),
+        ),
+        ("state_value", Box::new(fixed(json!([long_key(1)])))),
+        (
+            "state_values",
+            Box::new(fixed(json!([(0..MAX_STATE_VALUES)
+                .map(long_key)
+                .collect::<Vec<_>>()]))),
+        ),
+        (
+            "outbox",
+            Box::new(fixed(json!([message_block, messages - 1]))),
+        ),
+        (
+            "stream_messages",
+            Box::new(fixed(json!([{"kind": "all"}, 0, head]))),
+        ),
+        (
+            "stream_witness",
+            Box::new(fixed(json!([streams, origin.address(), backfill]))),
+        ),
+        ("headers", Box::new(fixed(json!([1, EMPTY_BLOCKS])))),
+        ("block", Box::new(fixed(json!([code_block])))),
+        ("code", Box::new(fixed(json!([hex::encode(code_hash)])))),
+        ("workers", Box::new(fixed(json!([])))),
+        (
+            "submit_transactions",
+            Box::new(move |run: usize| batches[run].clone()),
+        ),
+    ];
+    println!(
+        "{:<20} {:>10} {:>10} {:>12} {:>12} {:>8}",
+        "method", "p50", "max", "request B", "answer B", "ratio"
+    );
+    for (method, params) in cases {
+        let m = measure(&module, method, params).await?;
+        println!(
+            "{method:<20} {:>8.2}ms {:>8.2}ms {:>12} {:>12} {:>8.1}",
+            m.p50.as_secs_f64() * 1e3,
+            m.max.as_secs_f64() * 1e3,
+            m.request,
+            m.answer,
+            m.answer as f64 / m.request as f64
+        );
+    }
+    Ok(())
+}
