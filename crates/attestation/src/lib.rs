@@ -654,15 +654,48 @@ pub fn check_binding(verdict: &Verdict, expected: &[u8; 64]) -> Result<(), Attes
     Ok(())
 }
 
-/// Everything the chain checks before it registers a worker: [`verify_evidence`] as of
-/// `now_secs`, then [`appraise`] by `policy`, then [`check_binding`] to
-/// `expected_report_data`. Deterministic in its inputs, and never panics.
+/// The report data the evidence claims, read without verifying anything (a parse): cheap, so
+/// evidence made for other keys (a replayed quote) is refused before the costly verification.
+pub fn claimed_report_data(evidence: &Evidence) -> Result<[u8; 64], AttestationError> {
+    let quote = match evidence {
+        Evidence::Simulated { report_data, .. } => return Ok(*report_data),
+        Evidence::SgxDcap { quote, .. } | Evidence::Tdx { quote, .. } => quote,
+    };
+    if quote.len() > MAX_QUOTE {
+        return Err(AttestationError::MalformedQuote(format!(
+            "{} bytes, more than the {MAX_QUOTE} allowed",
+            quote.len()
+        )));
+    }
+    let parsed =
+        Quote::parse(quote).map_err(|e| AttestationError::MalformedQuote(format!("{e:#}")))?;
+    match &parsed.report {
+        Report::SgxEnclave(report) => Ok(report.report_data),
+        report => report.as_td10().map(|td| td.report_data).ok_or_else(|| {
+            AttestationError::Invalid(
+                "the quote carries neither an enclave nor a TD report".to_string(),
+            )
+        }),
+    }
+}
+
+/// Everything the chain checks before it registers a worker: the claimed report data against
+/// `expected_report_data` (cheap, first), [`verify_evidence`] as of `now_secs`, [`appraise`]
+/// by `policy`, then [`check_binding`] of the verified report data. Deterministic in its
+/// inputs, and never panics.
 pub fn attest(
     evidence: &Evidence,
     policy: &AttestationPolicy,
     expected_report_data: &[u8; 64],
     now_secs: u64,
 ) -> Result<Verdict, AttestationError> {
+    let claimed = claimed_report_data(evidence)?;
+    if claimed != *expected_report_data {
+        return Err(AttestationError::ReportDataMismatch {
+            found: Box::new(claimed),
+            expected: Box::new(*expected_report_data),
+        });
+    }
     let verdict = verify_evidence(evidence, now_secs)?;
     appraise(&verdict, policy)?;
     check_binding(&verdict, expected_report_data)?;

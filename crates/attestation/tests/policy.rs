@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use phala_attestation::{
-    AttestationError, Verdict, appraise, attest, check_binding, verify_evidence,
+    AttestationError, Verdict, appraise, attest, check_binding, claimed_report_data,
+    verify_evidence,
 };
 use phala_types::{
     Address,
@@ -327,16 +328,40 @@ fn binding_mismatch_is_refused() {
     ));
 }
 
+/// `attest` compares the claimed report data first (a parse), so a genuine quote replayed for
+/// other keys costs no DCAP verification; then it verifies, then appraises, then checks the
+/// verified binding.
 #[test]
-fn attest_verifies_then_appraises_then_binds() {
+fn attest_binds_then_verifies_then_appraises() {
     let worker = Worker::new();
     let wrong_binding = [0u8; 64];
-    // Policy before binding.
-    assert_eq!(
+    let mut hello = [0u8; 64];
+    hello[..13].copy_from_slice(b"Hello, world!");
+    // Binding first: collateral that would fail verification is never looked at.
+    assert!(matches!(
+        attest(
+            &sgx(SGX_QUOTE, b"not collateral"),
+            &policy(),
+            &wrong_binding,
+            AT
+        ),
+        Err(AttestationError::ReportDataMismatch { .. })
+    ));
+    assert!(matches!(
         attest(
             &simulated([5; 32], worker.report_data()),
             &policy(),
             &wrong_binding,
+            0
+        ),
+        Err(AttestationError::ReportDataMismatch { .. })
+    ));
+    // Policy after binding.
+    assert_eq!(
+        attest(
+            &simulated([5; 32], worker.report_data()),
+            &policy(),
+            &worker.report_data(),
             0
         ),
         Err(AttestationError::SimulatedNotAllowed)
@@ -344,19 +369,17 @@ fn attest_verifies_then_appraises_then_binds() {
     // Verification before policy.
     let tampered = sgx(&flipped(SGX_QUOTE, SGX_SIGNATURE_AT), SGX_COLLATERAL);
     assert!(matches!(
-        attest(&tampered, &policy(), &wrong_binding, AT),
+        attest(&tampered, &policy(), &hello, AT),
         Err(AttestationError::Invalid(_))
     ));
-    // A real quote through all three steps.
-    let mut hello = [0u8; 64];
-    hello[..13].copy_from_slice(b"Hello, world!");
+    // A real quote through every step.
     let policy = with_sgx(vec![SgxRule::MrEnclave {
         mr_enclave: hex32(SGX_MR_ENCLAVE),
     }]);
     let verdict = attest(&sgx(SGX_QUOTE, SGX_COLLATERAL), &policy, &hello, AT).unwrap();
     assert_eq!(verdict, sgx_verdict());
-    assert!(matches!(
-        attest(&sgx(SGX_QUOTE, SGX_COLLATERAL), &policy, &wrong_binding, AT),
-        Err(AttestationError::ReportDataMismatch { .. })
-    ));
+    assert_eq!(
+        claimed_report_data(&sgx(SGX_QUOTE, SGX_COLLATERAL)),
+        Ok(hello)
+    );
 }

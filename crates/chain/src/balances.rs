@@ -91,6 +91,7 @@ pub mod keys {
 
 /// How a fee is divided, in percent; the parts sum to 100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FeeSplit {
     pub burn: u8,
     pub author: u8,
@@ -100,6 +101,7 @@ pub struct FeeSplit {
 /// The minimum fee of a transaction: `base + per_byte × encoded size + per_weight × weight`
 /// (see [`crate::weights`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FeeSchedule {
     #[serde(with = "phala_types::amount::u128_string")]
     pub base: Balance,
@@ -114,6 +116,7 @@ pub struct FeeSchedule {
 
 /// One account's balance at genesis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Allocation {
     pub address: Address,
     #[serde(with = "phala_types::amount::u128_string")]

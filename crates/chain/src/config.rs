@@ -10,6 +10,7 @@ use thiserror::Error;
 
 /// The state-machine part of a chain spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GenesisConfig {
     /// Milliseconds since the Unix epoch; the genesis block's timestamp.
     pub timestamp: u64,

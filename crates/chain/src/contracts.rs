@@ -150,6 +150,7 @@ pub enum Event {
 
 /// Gas settings, fixed at genesis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ContractsConfig {
     /// PHA (in its smallest unit) per unit of gas.
     #[serde(with = "phala_types::amount::u128_string")]

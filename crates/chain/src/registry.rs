@@ -138,6 +138,7 @@ pub enum Event {
 
 /// The registry's genesis settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// The account allowed the admin calls until governance replaces it.
     pub admin: Option<Address>,
@@ -185,11 +186,12 @@ pub mod keys {
         .concat()
     }
 
-    /// Marks a gatekeeper message as handled (the first copy won).
+    /// Marks a cluster as created (an empty value).
     pub fn cluster(cluster: u32) -> Vec<u8> {
         [b"registry/cluster/".as_slice(), &cluster.to_be_bytes()].concat()
     }
 
+    /// Marks a gatekeeper message as handled (the first copy won).
     pub fn seen(digest: &[u8]) -> Vec<u8> {
         [b"registry/seen/".as_slice(), digest].concat()
     }

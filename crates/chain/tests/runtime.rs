@@ -378,6 +378,28 @@ fn genesis_validation_rejects_bad_configs() {
     );
 }
 
+/// A chain spec is read strictly: a misspelt or moved setting (clusters once sat under
+/// `contracts`) is an error, never silently dropped from a genesis.
+#[test]
+fn a_genesis_with_an_unknown_setting_does_not_load() {
+    let config = Chain::new().runtime.config().clone();
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(
+        serde_json::from_value::<GenesisConfig>(json.clone()).unwrap(),
+        config
+    );
+    for (section, field) in [
+        ("contracts", "clusters"),
+        ("registry", "admn"),
+        ("fees", "bse"),
+    ] {
+        let mut wrong = json.clone();
+        wrong[section][field] = serde_json::json!([0]);
+        let error = serde_json::from_value::<GenesisConfig>(wrong).unwrap_err();
+        assert!(error.to_string().contains("unknown field"), "{error}");
+    }
+}
+
 #[test]
 fn a_production_genesis_refuses_every_dev_key() {
     let production = |change: &dyn Fn(&mut GenesisConfig)| {

@@ -283,8 +283,9 @@ impl Workers {
         Ok(())
     }
 
-    /// Starts a stopped pherry again.
+    /// Starts a stopped pherry again (stopping it first if it runs).
     pub fn restart_pherry(&mut self, index: usize) -> anyhow::Result<()> {
+        self.kill_pherry(index)?;
         let child = self.spawn_pherry(&self.processes[index])?;
         self.processes[index].pherry = Some(child);
         Ok(())

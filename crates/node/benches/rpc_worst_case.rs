@@ -4,13 +4,21 @@
 //! answer), without HTTP and without the per-connection budget that limits how often they come.
 //!
 //! The chain it serves: a dev chain with 100,000 funded accounts (state proofs are as deep as
-//! a large state makes them), 2,000 registered workers, six blocks of relayed upward messages
-//! filled to the block weight limit (the most downward messages a block can carry), a block
-//! of contract code filled to the size a leader builds (4 MiB), and 20,000 empty blocks (the
-//! longest `headers` range), every block certified.
+//! a large state makes them), 2,000 registered workers, six blocks of small relayed upward
+//! messages filled to the block weight limit (about 1,700 downward messages each: the count
+//! limits of `stream_messages` bind), four blocks of 32 KiB messages (its byte budget binds),
+//! a block of contract code filled to the size a leader builds (4 MiB), and 20,000 empty
+//! blocks (the longest `headers` range), every block certified. Not measured: `contract` and
+//! `contract_report` (state lookups like `state_value`, which need a cluster with keys), and
+//! the calls that answer from memory (`health`, `chain_info`, `transaction_status`,
+//! `finalized_head`). A block of commands would carry about 3.6 times more downward messages
+//! than a block of relayed ones; `outbox` costs in proportion to them.
 //!
 //! `cargo bench -p phala-node --bench rpc_worst_case` (prints p50 and max of 10 calls, the
-//! request and answer sizes, and their ratio: what a byte of request makes the node send).
+//! request and answer sizes, their ratio: what a byte of request makes the node send, the
+//! call's budget units (`rpc_budget::cost`), and the CPU cores the node would spend if the
+//! whole server budget (`SERVER_BUDGET_PER_SECOND`) went to this worst call: the budgets are
+//! right when that stays below one core).
 
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
@@ -25,11 +33,12 @@ use phala_node::{
     follower::VerifiedChain,
     ledger::Ledger,
     rpc::{self, BlockSource, RpcContext},
+    rpc_budget,
     spec::{ChainSpec, GenesisOptions, generate_with},
 };
 use phala_types::{
     Address, BalancesCall, Call, ContractsCall, Evidence, MqCall, RegistryCall, SignedTransaction,
-    Transaction, UNIT, UpwardMessage, WorkerRegistration, registry::report_data,
+    Transaction, UNIT, UpwardMessage, WorkerRegistration, limits, registry::report_data,
 };
 use serde_json::{Value, json};
 use std::{
@@ -40,6 +49,7 @@ use std::{
 const ACCOUNTS: usize = 100_000;
 const WORKERS: usize = 2_000;
 const MESSAGE_BLOCKS: usize = 6;
+const LARGE_MESSAGE_BLOCKS: usize = 4;
 const EMPTY_BLOCKS: u64 = 20_000;
 const CODE_SIZE: usize = phala_types::contracts::MAX_CODE;
 const RUNS: usize = 10;
@@ -162,24 +172,32 @@ fn register_workers(fixture: &mut Fixture) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fills [`MESSAGE_BLOCKS`] blocks with relayed upward messages (one downward message each);
-/// the height of the first and how many messages it holds.
-fn fill_message_blocks(fixture: &mut Fixture, origin: &Keypair) -> anyhow::Result<(u64, usize)> {
+/// Fills `blocks` blocks with relayed upward messages of `payload` bytes (one downward
+/// message each, on the `All` stream), continuing the origin's `sequence`; the height of the
+/// first block, how many messages it holds, and the stream sequence of its first message.
+fn fill_message_blocks(
+    fixture: &mut Fixture,
+    origin: &Keypair,
+    sequence: &mut u64,
+    blocks: usize,
+    payload: usize,
+) -> anyhow::Result<(u64, usize, u64)> {
     let genesis = fixture.spec.hash();
-    let mut sequence = 0u64;
+    let first_sequence = *sequence;
     let mut first = None;
-    for _ in 0..MESSAGE_BLOCKS {
+    for _ in 0..blocks {
         // More than a block holds, from one payer so their order is the origin's.
-        let txs: Vec<SignedTransaction> = (0..2_000)
+        let per_block = if payload > 1_000 { 200 } else { 2_000 };
+        let txs: Vec<SignedTransaction> = (0..per_block)
             .map(|_| {
                 let mut message = UpwardMessage {
                     origin: origin.address(),
                     topic: Bytes::from_static(b"bench"),
-                    payload: Bytes::from_static(b"payload"),
-                    sequence,
+                    payload: Bytes::from(vec![0x5a; payload]),
+                    sequence: *sequence,
                     signature: [0; 64],
                 };
-                sequence += 1;
+                *sequence += 1;
                 origin.sign_upward(&genesis, &mut message);
                 fixture.sign(0, Call::Mq(MqCall::SubmitUpward(message)))
             })
@@ -195,7 +213,8 @@ fn fill_message_blocks(fixture: &mut Fixture, origin: &Keypair) -> anyhow::Resul
     while fixture.ledger.mempool_len() > 0 {
         fixture.next_block()?;
     }
-    first.context("no message block")
+    let (height, messages) = first.context("no message block")?;
+    Ok((height, messages, first_sequence))
 }
 
 /// One block of contract code, as large as a leader builds; its height, size and one hash.
@@ -265,7 +284,17 @@ async fn main() -> anyhow::Result<()> {
     let setup = Instant::now();
     let mut fixture = Fixture::new(&origin)?;
     register_workers(&mut fixture)?;
-    let (message_block, messages) = fill_message_blocks(&mut fixture, &origin)?;
+    let mut sequence = 0;
+    let (message_block, messages, _) =
+        fill_message_blocks(&mut fixture, &origin, &mut sequence, MESSAGE_BLOCKS, 7)?;
+    // Messages as large as a relayed payload may be: the byte budget, not the count, binds.
+    let (_, large_messages, large_from) = fill_message_blocks(
+        &mut fixture,
+        &origin,
+        &mut sequence,
+        LARGE_MESSAGE_BLOCKS,
+        limits::MAX_PAYLOAD,
+    )?;
     let (code_block, code_block_size, code_hash) = fill_code_block(&mut fixture)?;
     for _ in 0..EMPTY_BLOCKS {
         fixture.next_block()?;
@@ -273,7 +302,8 @@ async fn main() -> anyhow::Result<()> {
     let head = fixture.ledger.head().height;
     println!(
         "setup {:.1} s: {ACCOUNTS} accounts, {WORKERS} workers, {messages} messages in block \
-         {message_block}, a {code_block_size}-byte block {code_block}, head {head}",
+         {message_block} ({large_messages} of 32 KiB in the first large one), a \
+         {code_block_size}-byte block {code_block}, head {head}",
         setup.elapsed().as_secs_f64()
     );
 
@@ -283,67 +313,103 @@ async fn main() -> anyhow::Result<()> {
     let backfill: Vec<Value> = (0..MAX_BACKFILL as u64)
         .map(|i| json!([{"kind": "all"}, i]))
         .collect();
-    // Transfers admitted by the mempool: a fresh batch for every run.
-    let batches: Vec<Value> = (0..RUNS)
-        .map(|_| {
-            let to = fixture.payers[0].address();
-            let batch: Vec<String> = (0..MAX_SUBMIT_BATCH)
-                .map(|i| {
-                    let call = Call::Balances(BalancesCall::Transfer { to, amount: 1 });
-                    hex::encode(fixture.sign(i, call).encode())
-                })
-                .collect();
-            json!([batch])
-        })
-        .collect();
+    // Transfers admitted by the mempool: a fresh batch for every run; in the second set one
+    // signature is bad, so the batched check fails and each is checked alone.
+    let mut batches = |bad: bool| -> Vec<Value> {
+        (0..RUNS)
+            .map(|_| {
+                let to = fixture.payers[0].address();
+                let batch: Vec<String> = (0..MAX_SUBMIT_BATCH)
+                    .map(|i| {
+                        let call = Call::Balances(BalancesCall::Transfer { to, amount: 1 });
+                        let mut stx = fixture.sign(i, call);
+                        if bad && i == MAX_SUBMIT_BATCH - 1 {
+                            stx.signature[0] ^= 1;
+                        }
+                        hex::encode(stx.encode())
+                    })
+                    .collect();
+                json!([batch])
+            })
+            .collect()
+    };
+    let (good_batches, bad_batches) = (batches(false), batches(true));
     let fixed = |params: Value| move |_: usize| params.clone();
     type Params = Box<dyn Fn(usize) -> Value>;
-    let cases: Vec<(&str, Params)> = vec![
+    // (what is measured, the method, its params by run)
+    let cases: Vec<(&str, &str, Params)> = vec![
         (
+            "account",
             "account",
             Box::new(fixed(json!([fixture.payers[1].address()]))),
         ),
-        ("state_value", Box::new(fixed(json!([long_key(1)])))),
         (
+            "state_value",
+            "state_value",
+            Box::new(fixed(json!([long_key(1)]))),
+        ),
+        (
+            "state_values",
             "state_values",
             Box::new(fixed(json!([(0..MAX_STATE_VALUES)
                 .map(long_key)
                 .collect::<Vec<_>>()]))),
         ),
+        ("outbox", "outbox", Box::new(fixed(json!([message_block])))),
         (
-            "outbox",
-            Box::new(fixed(json!([message_block, messages - 1]))),
-        ),
-        (
+            "stream_messages (count)",
             "stream_messages",
             Box::new(fixed(json!([{"kind": "all"}, 0, head]))),
         ),
         (
+            "stream_messages (bytes)",
+            "stream_messages",
+            Box::new(fixed(json!([{"kind": "all"}, large_from, head]))),
+        ),
+        (
+            "stream_witness",
             "stream_witness",
             Box::new(fixed(json!([streams, origin.address(), backfill]))),
         ),
-        ("headers", Box::new(fixed(json!([1, EMPTY_BLOCKS])))),
-        ("block", Box::new(fixed(json!([code_block])))),
-        ("code", Box::new(fixed(json!([hex::encode(code_hash)])))),
-        ("workers", Box::new(fixed(json!([])))),
+        (
+            "headers",
+            "headers",
+            Box::new(fixed(json!([1, EMPTY_BLOCKS]))),
+        ),
+        ("block", "block", Box::new(fixed(json!([code_block])))),
+        (
+            "code",
+            "code",
+            Box::new(fixed(json!([hex::encode(code_hash)]))),
+        ),
+        ("workers", "workers", Box::new(fixed(json!([])))),
         (
             "submit_transactions",
-            Box::new(move |run: usize| batches[run].clone()),
+            "submit_transactions",
+            Box::new(move |run: usize| good_batches[run].clone()),
+        ),
+        (
+            "submit (1 bad sig)",
+            "submit_transactions",
+            Box::new(move |run: usize| bad_batches[run].clone()),
         ),
     ];
     println!(
-        "{:<20} {:>10} {:>10} {:>12} {:>12} {:>8}",
-        "method", "p50", "max", "request B", "answer B", "ratio"
+        "{:<24} {:>10} {:>10} {:>12} {:>12} {:>8} {:>6} {:>10}",
+        "method", "p50", "max", "request B", "answer B", "ratio", "units", "cores"
     );
-    for (method, params) in cases {
+    for (label, method, params) in cases {
         let m = measure(&module, method, params).await?;
+        let units = rpc_budget::cost(method);
+        let calls_per_second = rpc_budget::SERVER_BUDGET_PER_SECOND as f64 / units as f64;
         println!(
-            "{method:<20} {:>8.2}ms {:>8.2}ms {:>12} {:>12} {:>8.1}",
+            "{label:<24} {:>8.2}ms {:>8.2}ms {:>12} {:>12} {:>8.1} {units:>6} {:>10.2}",
             m.p50.as_secs_f64() * 1e3,
             m.max.as_secs_f64() * 1e3,
             m.request,
             m.answer,
-            m.answer as f64 / m.request as f64
+            m.answer as f64 / m.request as f64,
+            calls_per_second * m.p50.as_secs_f64()
         );
     }
     Ok(())

@@ -82,14 +82,19 @@ impl VerifiedChain {
         finalization: Vec<u8>,
     ) -> Result<(), FollowError> {
         let height = block.header.height;
+        if !block.body_matches_header() {
+            return Err(FollowError::Malformed {
+                height,
+                reason: "its transactions do not match its tx_root".into(),
+            });
+        }
         if !certifies(spec, &block, &finalization) {
             return Err(FollowError::BadCertificate { height });
         }
         let mut data = self.data();
-        let extends = data
-            .blocks
-            .last()
-            .is_some_and(|last| last.header.hash() == block.header.parent);
+        let extends = data.blocks.last().is_some_and(|last| {
+            last.header.hash() == block.header.parent && last.header.height + 1 == height
+        });
         if !extends {
             return Err(FollowError::BrokenChain { height });
         }
@@ -252,5 +257,71 @@ mod tests {
             links(&head, &[(other_first, None), (second, None)]),
             Err(FollowError::BrokenChain { height: 2 })
         ));
+    }
+
+    /// A block reaches a follower's store only with its own body, a certificate of it, and
+    /// as the next block of the chain it keeps.
+    #[test]
+    fn push_certified_keeps_only_certified_linked_blocks_with_their_own_bodies() {
+        use crate::{
+            certify::Certifier,
+            spec::{GenesisOptions, generate_with},
+        };
+        let keys = vec![phala_crypto::Keypair::dev("push-certified")];
+        let options = GenesisOptions::local_dev("push-certified", 1);
+        let (spec, validator_keys) =
+            generate_with(&options, &keys, commonware_utils::TestRng::new(5)).unwrap();
+        let (ledger, genesis) = Ledger::at_genesis(&spec);
+        let chain = VerifiedChain::new(genesis);
+        let certifier = Certifier::new(&spec, &validator_keys).unwrap();
+        let parent = ledger.head();
+        let ctx = phala_chain::BlockContext {
+            height: 1,
+            timestamp: parent.timestamp + 1,
+            proposer: spec.validators[0].address,
+        };
+        let good = ledger.build(&parent, ctx).unwrap();
+        let certificate = certifier.certify(1, good.header.hash()).unwrap();
+
+        let other = certifier.certify(1, Digest([9; 32])).unwrap();
+        assert!(matches!(
+            chain.push_certified(&spec, good.clone(), other),
+            Err(FollowError::BadCertificate { height: 1 })
+        ));
+        let alice = phala_crypto::Keypair::dev("alice");
+        let tx = phala_types::Transaction {
+            signer: alice.address(),
+            nonce: 0,
+            fee: 1,
+            expiry: 9,
+            call: phala_types::Call::Balances(phala_types::BalancesCall::Transfer {
+                to: alice.address(),
+                amount: 1,
+            }),
+        };
+        let swapped = Block::new(
+            good.header.clone(),
+            vec![alice.sign_transaction(&spec.hash(), tx)],
+        );
+        assert!(matches!(
+            chain.push_certified(&spec, swapped, certificate.clone()),
+            Err(FollowError::Malformed { height: 1, .. })
+        ));
+        let mut skipping = good.clone();
+        skipping.header.height = 2;
+        let skipping = Block::new(skipping.header, vec![]);
+        let skipping_certificate = certifier.certify(2, skipping.header.hash()).unwrap();
+        assert!(matches!(
+            chain.push_certified(&spec, skipping, skipping_certificate),
+            Err(FollowError::BrokenChain { height: 2 })
+        ));
+        assert_eq!(chain.height(), 0, "nothing was kept");
+        chain
+            .push_certified(&spec, good.clone(), certificate)
+            .unwrap();
+        assert_eq!(
+            chain.block(1).map(|b| b.header.hash()),
+            Some(good.header.hash())
+        );
     }
 }

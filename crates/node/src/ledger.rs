@@ -45,7 +45,7 @@ struct TxLocation {
     index: u32,
     block: Digest,
     failure: Option<TxError>,
-    events: Vec<Event>,
+    events: Box<[Event]>,
 }
 
 struct Inner {
@@ -548,10 +548,13 @@ impl Ledger {
 
     /// Runs, once at admission, the checks that cost a leader most if they fail in a block:
     /// a registration's evidence is verified against the committed state and the head's time.
+    /// The cheap checks come first (the signer can pay, its nonce is not used, the evidence
+    /// claims this worker's keys), so a stranger cannot make the node verify quotes for free.
     fn check_expensive(&self, stx: &SignedTransaction) -> Result<(), TxError> {
         let Call::Registry(RegistryCall::RegisterWorker(signed)) = &stx.tx.call else {
             return Ok(());
         };
+        self.check_payable(stx)?;
         let head = self.head();
         let block = BlockContext {
             height: head.height + 1,
@@ -566,6 +569,32 @@ impl Ledger {
         let state = self.state();
         let overlay = Overlay::new(&*state);
         registry::check_registration(&overlay, &ctx, &stx.tx.signer, signed).map(drop)
+    }
+
+    /// Whether the signer could pay for `stx` now: a nonce not yet used and funds for its fee.
+    fn check_payable(&self, stx: &SignedTransaction) -> Result<(), TxError> {
+        let tx = &stx.tx;
+        let account = account_in(&self.state(), &tx.signer);
+        if tx.nonce < account.nonce {
+            return Err(TxError::BadNonce {
+                expected: account.nonce,
+                got: tx.nonce,
+            });
+        }
+        let minimum = self.runtime.minimum_fee(stx);
+        if tx.fee < minimum {
+            return Err(TxError::FeeTooLow {
+                offered: tx.fee,
+                minimum,
+            });
+        }
+        if account.free < tx.fee {
+            return Err(TxError::InsufficientFunds {
+                needed: tx.fee,
+                available: account.free,
+            });
+        }
+        Ok(())
     }
 
     /// Takes up to `limit` transactions waiting to be gossiped.

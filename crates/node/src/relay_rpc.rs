@@ -26,6 +26,11 @@ use std::sync::Arc;
 const MAX_HEADERS: u64 = 20_000;
 /// Most messages per `stream_messages` call.
 const MAX_MESSAGES: usize = 10_000;
+/// Encoded message bytes after which `stream_messages` stops at the next block boundary: the
+/// byte budget never splits a block, so a relayer asking for one block gets all its messages
+/// (at most about a block's bytes, within the response limit once hex-encoded) unless they
+/// are more than [`MAX_MESSAGES`].
+const MESSAGE_BYTES: usize = phala_types::limits::MAX_BLOCK_SIZE;
 /// How far past the asked range `headers` looks for a certified block to end on.
 const CERTIFICATE_SEARCH: u64 = 64;
 
@@ -90,7 +95,8 @@ fn stream_messages(
 ) -> Result<Vec<OutboxMessageJson>, ErrorObjectOwned> {
     let (destination, from, to_height) =
         params::stream_messages(params.as_str()).map_err(bad_params)?;
-    let mut out = Vec::new();
+    let mut out: Vec<OutboxMessageJson> = Vec::new();
+    let mut bytes = 0;
     // Consecutive messages often share a block: its outbox is looked up once for all of them.
     let mut block: Option<(u64, Option<Arc<BlockOutbox>>)> = None;
     for sequence in from..=u64::MAX {
@@ -107,6 +113,10 @@ fn stream_messages(
             break;
         };
         if location.height > to_height {
+            break;
+        }
+        let new_block = out.last().is_some_and(|m| m.height != location.height);
+        if bytes >= MESSAGE_BYTES && new_block {
             break;
         }
         if block
@@ -126,10 +136,12 @@ fn stream_messages(
                 location.height
             )));
         };
+        let encoded = message.encode();
+        bytes += encoded.len();
         out.push(OutboxMessageJson {
             height: location.height,
             index: location.index,
-            message: hex::encode(message.encode()),
+            message: hex::encode(encoded),
             leaf_count: proof.leaf_count,
             siblings: proof.siblings.iter().map(hex::encode).collect(),
         });

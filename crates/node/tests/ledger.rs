@@ -189,13 +189,34 @@ fn a_registration_that_does_not_attest_never_enters_the_mempool() {
         nonce: 0,
         fee: UNIT / 10,
         expiry: 1_000,
-        call: Call::Registry(RegistryCall::RegisterWorker(signed)),
+        call: Call::Registry(RegistryCall::RegisterWorker(signed.clone())),
     };
     let error = ledger
         .submit(alice.sign_transaction(&spec.hash(), tx))
         .unwrap_err();
     assert_eq!(error.code(), "attestation_refused", "{error}");
     assert_eq!(ledger.mempool_len(), 0);
+
+    // Evidence is looked at only for a signer that can pay: an unfunded account (or a used
+    // nonce) is refused first, so replaying public quotes costs the node no verification.
+    let stranger = Keypair::generate();
+    let registration = phala_types::WorkerRegistration {
+        operator: stranger.address(),
+        ..signed.registration.clone()
+    };
+    let tx = Transaction {
+        signer: stranger.address(),
+        nonce: 0,
+        fee: UNIT / 10,
+        expiry: 1_000,
+        call: Call::Registry(RegistryCall::RegisterWorker(
+            worker.sign_registration(&spec.hash(), registration),
+        )),
+    };
+    let error = ledger
+        .submit(stranger.sign_transaction(&spec.hash(), tx))
+        .unwrap_err();
+    assert_eq!(error.code(), "insufficient_funds", "{error}");
 }
 
 /// A transaction whose call fails once in a block (here an upward message from an origin that

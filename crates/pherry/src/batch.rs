@@ -3,7 +3,11 @@
 
 use anyhow::Context;
 use commonware_codec::{Copying, DecodeExt};
-use phala_api::pruntime::{Info, SyncBatch};
+use phala_api::{
+    pruntime::{Info, SyncBatch},
+    rpc::StreamProof,
+};
+use phala_chain::mq::{MessageLocation, keys::stream_message};
 use phala_client::Client;
 use phala_types::{
     ContractInstantiated, Destination, DownwardMessage, contracts::topics, registry::decode_payload,
@@ -12,8 +16,22 @@ use phala_types::{
 /// Builds the next sync batch for a pRuntime from a node: up to `limit` headers after the
 /// pRuntime's head (ending at a certified one), every message of its streams in them with
 /// proofs, the older messages of streams it joined late (backfill), the code of contracts
-/// instantiated in its cluster, and a witness that nothing was left out.
+/// instantiated in its cluster, and a witness that nothing was left out. A node answers
+/// `stream_messages` in bounded pieces (a count and a byte budget): when the blocks asked for
+/// hold more, the batch is built again over half as many blocks, down to one.
 pub async fn build_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<SyncBatch> {
+    let mut limit = limit.max(1);
+    loop {
+        let (batch, complete) = try_batch(node, info, limit).await?;
+        if complete || limit == 1 {
+            return Ok(batch);
+        }
+        limit /= 2;
+    }
+}
+
+/// One attempt of [`build_batch`]; false if the node left messages of the batch out.
+async fn try_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<(SyncBatch, bool)> {
     let headers = node.headers(info.height + 1, limit).await?;
     let last = headers
         .headers
@@ -48,13 +66,32 @@ pub async fn build_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Resu
     let witness = node
         .stream_witness(&after, Some(info.identity), &backfill_keys)
         .await?;
-    Ok(SyncBatch {
+    let complete = !left_out(&witness.streams, last);
+    let batch = SyncBatch {
         headers: headers.headers,
         certificate: headers.certificate,
         messages: messages_new,
         witness,
         backfill,
         codes,
+    };
+    Ok((batch, complete))
+}
+
+/// Whether the witness shows a stream message at or below `last` past those fetched: the
+/// node's answer was cut short. Read without verifying (the pRuntime verifies); a lying node
+/// only makes pherry try a smaller batch.
+fn left_out(streams: &[StreamProof], last: u64) -> bool {
+    streams.iter().any(|stream| {
+        let key = hex::encode(stream_message(&stream.destination, stream.sequence));
+        stream
+            .proof
+            .leaves
+            .iter()
+            .filter(|leaf| leaf.key == key)
+            .filter_map(|leaf| hex::decode(&leaf.value).ok())
+            .filter_map(|value| MessageLocation::decode(&value))
+            .any(|location| location.height <= last)
     })
 }
 
@@ -73,4 +110,62 @@ fn instantiated_code(message: &DownwardMessage) -> Option<[u8; 32]> {
     decode_payload::<ContractInstantiated>(&message.payload)
         .ok()
         .map(|i| i.code_hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phala_api::rpc::{ProofJson, ProvenLeafJson};
+
+    fn proof_of(destination: Destination, sequence: u64, height: Option<u64>) -> StreamProof {
+        let key = hex::encode(stream_message(&destination, sequence));
+        let leaves = height
+            .map(|height| ProvenLeafJson {
+                position: 0,
+                key,
+                value: hex::encode(
+                    MessageLocation {
+                        height,
+                        index: 0,
+                        leaf: phala_types::Digest::from([0; 32]),
+                    }
+                    .encode(),
+                ),
+                siblings: Vec::new(),
+            })
+            .into_iter()
+            .collect();
+        StreamProof {
+            destination,
+            sequence,
+            proof: ProofJson {
+                leaf_count: 1,
+                leaves,
+            },
+        }
+    }
+
+    /// A batch whose witness shows the next message of a stream inside the batch was cut
+    /// short by the node: pherry must ask for fewer blocks, or the pRuntime refuses it forever.
+    #[test]
+    fn a_message_inside_the_batch_past_those_fetched_means_the_answer_was_cut() {
+        let all = Destination::All;
+        assert!(left_out(&[proof_of(all, 7, Some(10))], 12));
+        assert!(left_out(&[proof_of(all, 7, Some(12))], 12));
+        assert!(
+            !left_out(&[proof_of(all, 7, Some(13))], 12),
+            "after the batch"
+        );
+        assert!(
+            !left_out(&[proof_of(all, 7, None)], 12),
+            "no such message yet"
+        );
+        let other = proof_of(Destination::Gatekeepers, 7, Some(10));
+        let mut mislabelled = proof_of(all, 7, None);
+        mislabelled.proof.leaves = other.proof.leaves;
+        assert!(
+            !left_out(&[mislabelled], 12),
+            "a neighbour's leaf is not the message"
+        );
+    }
 }

@@ -389,6 +389,35 @@ mod conformance {
     #[test]
     fn registry_calls_are_fixed() {
         let ones = "01".repeat(32);
+        let registration = crate::WorkerRegistration {
+            identity: Address([1; 32]),
+            ecdh: [2; 32],
+            operator: Address([3; 32]),
+            cores: 4,
+            benchmark: 5,
+            freshness: 6,
+            gatekeeper: true,
+            evidence: crate::Evidence::Simulated {
+                measurement: [7; 32],
+                report_data: [8; 64],
+            },
+        };
+        check(
+            Call::Registry(RegistryCall::RegisterWorker(SignedRegistration {
+                registration,
+                signature: [9; 64],
+            })),
+            &format!(
+                "0200{ones}{}{}00000004{}{}0100{}{}{}",
+                "02".repeat(32),
+                "03".repeat(32),
+                "0000000000000005",
+                "0000000000000006",
+                "07".repeat(32),
+                "08".repeat(64),
+                "09".repeat(64)
+            ),
+        );
         check(
             Call::Registry(RegistryCall::AddGatekeeper(Address([1; 32]))),
             &format!("0202{ones}"),
