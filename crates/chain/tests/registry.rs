@@ -175,7 +175,7 @@ fn someone_elses_real_sgx_quote_is_refused() {
     ));
     assert!(error.to_string().contains("binds other keys"), "{error}");
 
-    // A tampered copy fails verification itself.
+    // A tampered copy: its claimed binding is checked first (a parse) and refuses it.
     let mut tampered = SGX_QUOTE.to_vec();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
@@ -191,8 +191,8 @@ fn someone_elses_real_sgx_quote_is_refused() {
     assert_eq!(error.code(), "attestation_refused");
     assert!(chain.worker(&worker.identity).is_none());
 
-    // Both failed after a full DCAP verification, so both were included and paid for: a
-    // spammer resubmitting such quotes pays for every verification it causes.
+    // Both failed after their fee was taken, so both were included and paid for: a spammer
+    // resubmitting quotes pays for every check it causes.
     let operator = phala_chain::balances::account(&Overlay::new(&chain.db), &key("op1").address());
     assert_eq!(operator.nonce, 2);
     assert_eq!(operator.free, 1_000 * phala_types::UNIT - 2);

@@ -67,6 +67,7 @@ impl Client {
     pub fn new(url: &str) -> Result<Self, Error> {
         let http = HttpClientBuilder::default()
             .request_timeout(Duration::from_secs(30))
+            .max_response_size(phala_api::rpc::MAX_RESPONSE_BYTES)
             .build(url)
             .map_err(|source| Error::Unreachable {
                 url: url.into(),

@@ -4,15 +4,17 @@
 //! answer), without HTTP and without the per-connection budget that limits how often they come.
 //!
 //! The chain it serves: a dev chain with 100,000 funded accounts (state proofs are as deep as
-//! a large state makes them), 2,000 registered workers, six blocks of small relayed upward
-//! messages filled to the block weight limit (about 1,700 downward messages each: the count
-//! limits of `stream_messages` bind), four blocks of 32 KiB messages (its byte budget binds),
+//! a large state makes them), 2,000 registered workers, 12,000 small relayed upward messages
+//! in blocks filled to the weight limit (about 1,780 downward messages each: the count limit
+//! of `stream_messages` binds), 800 messages of 32 KiB (about 127 a block: its byte budget binds),
 //! a block of contract code filled to the size a leader builds (4 MiB), and 20,000 empty
 //! blocks (the longest `headers` range), every block certified. Not measured: `contract` and
 //! `contract_report` (state lookups like `state_value`, which need a cluster with keys), and
 //! the calls that answer from memory (`health`, `chain_info`, `transaction_status`,
 //! `finalized_head`). A block of commands would carry about 3.6 times more downward messages
-//! than a block of relayed ones; `outbox` costs in proportion to them.
+//! than a block of relayed ones, and a block of contract reports (16 messages each) about 16
+//! times more; `outbox` costs in proportion to them. `submit_transactions` is measured with
+//! transfers: registrations verify at most `ledger::QUOTES_PER_SECOND` quotes a second.
 //!
 //! `cargo bench -p phala-node --bench rpc_worst_case` (prints p50 and max of 10 calls, the
 //! request and answer sizes, their ratio: what a byte of request makes the node send, the
@@ -267,6 +269,12 @@ async fn measure(
         if let Some(error) = parsed.get("error") {
             return Err(anyhow!("{method} failed: {error}"));
         }
+        // In process nothing caps the answer; a served one must fit what clients read.
+        anyhow::ensure!(
+            response.get().len() <= rpc::MAX_RESPONSE_BYTES as usize,
+            "{method} answered {} bytes, more than the server sends",
+            response.get().len()
+        );
         answer = response.get().len();
     }
     times.sort();

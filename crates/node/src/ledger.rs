@@ -116,7 +116,14 @@ pub struct Ledger {
     state: RwLock<StateDb>,
     inner: Mutex<Inner>,
     events: broadcast::Sender<FinalizedEvent>,
+    /// Quote verifications at admission: at most [`QUOTES_PER_SECOND`] however many clients
+    /// and peers send registrations.
+    quotes: Mutex<crate::rpc_budget::Bucket>,
 }
+
+/// Registrations whose evidence the node verifies per second at admission (a DCAP quote takes
+/// about a millisecond); more wait, refused as `busy` with the time to retry.
+pub const QUOTES_PER_SECOND: u32 = 50;
 
 impl Ledger {
     /// A ledger at genesis.
@@ -140,6 +147,10 @@ impl Ledger {
                 misbehaviour: None,
             }),
             events,
+            quotes: Mutex::new(crate::rpc_budget::Bucket::new(
+                QUOTES_PER_SECOND,
+                2 * QUOTES_PER_SECOND,
+            )),
         }
     }
 
@@ -524,12 +535,20 @@ impl Ledger {
         } else {
             self.runtime.check_stateless(&stx)
         };
-        let checked = checked.and_then(|()| self.check_expensive(&stx));
+        let checked = checked
+            .map_err(AdmissionError::from)
+            .and_then(|()| self.check_expensive(&stx, &hash));
         if let Err(error) = checked {
-            let error = AdmissionError::from(error);
-            self.inner()
-                .mempool
-                .remember_rejection(hash, error.code().into(), error.to_string());
+            if !matches!(
+                error,
+                AdmissionError::Duplicate | AdmissionError::Busy { .. }
+            ) {
+                self.inner().mempool.remember_rejection(
+                    hash,
+                    error.code().into(),
+                    error.to_string(),
+                );
+            }
             return Err(error);
         }
         let mut inner = self.inner();
@@ -548,13 +567,40 @@ impl Ledger {
 
     /// Runs, once at admission, the checks that cost a leader most if they fail in a block:
     /// a registration's evidence is verified against the committed state and the head's time.
-    /// The cheap checks come first (the signer can pay, its nonce is not used, the evidence
-    /// claims this worker's keys), so a stranger cannot make the node verify quotes for free.
-    fn check_expensive(&self, stx: &SignedTransaction) -> Result<(), TxError> {
+    /// Only after everything cheap: the pool's own checks (the signer can pay, its nonce is
+    /// free and within reach, not a duplicate), a refusal remembered for the same bytes, the
+    /// node's verification throttle, and inside `attest` the quote's claimed binding, so a
+    /// stranger cannot make the node verify quotes for free.
+    fn check_expensive(
+        &self,
+        stx: &SignedTransaction,
+        hash: &Digest,
+    ) -> Result<(), AdmissionError> {
         let Call::Registry(RegistryCall::RegisterWorker(signed)) = &stx.tx.call else {
             return Ok(());
         };
-        self.check_payable(stx)?;
+        {
+            let inner = self.inner();
+            let account = account_in(&self.state(), &stx.tx.signer);
+            inner
+                .mempool
+                .precheck(&self.runtime, account, inner.head.height + 1, stx)?;
+            if let Some((code, reason)) = inner.mempool.rejection(hash)
+                && code == "attestation_refused"
+            {
+                let reason = reason
+                    .strip_prefix("attestation refused: ")
+                    .unwrap_or(reason);
+                return Err(TxError::Attestation(reason.into()).into());
+            }
+        }
+        self.quotes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(1)
+            .map_err(|wait| AdmissionError::Busy {
+                retry_after_ms: wait.as_millis() as u64 + 1,
+            })?;
         let head = self.head();
         let block = BlockContext {
             height: head.height + 1,
@@ -568,33 +614,9 @@ impl Ledger {
         };
         let state = self.state();
         let overlay = Overlay::new(&*state);
-        registry::check_registration(&overlay, &ctx, &stx.tx.signer, signed).map(drop)
-    }
-
-    /// Whether the signer could pay for `stx` now: a nonce not yet used and funds for its fee.
-    fn check_payable(&self, stx: &SignedTransaction) -> Result<(), TxError> {
-        let tx = &stx.tx;
-        let account = account_in(&self.state(), &tx.signer);
-        if tx.nonce < account.nonce {
-            return Err(TxError::BadNonce {
-                expected: account.nonce,
-                got: tx.nonce,
-            });
-        }
-        let minimum = self.runtime.minimum_fee(stx);
-        if tx.fee < minimum {
-            return Err(TxError::FeeTooLow {
-                offered: tx.fee,
-                minimum,
-            });
-        }
-        if account.free < tx.fee {
-            return Err(TxError::InsufficientFunds {
-                needed: tx.fee,
-                available: account.free,
-            });
-        }
-        Ok(())
+        registry::check_registration(&overlay, &ctx, &stx.tx.signer, signed)
+            .map(drop)
+            .map_err(AdmissionError::from)
     }
 
     /// Takes up to `limit` transactions waiting to be gossiped.

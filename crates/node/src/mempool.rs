@@ -25,6 +25,8 @@ pub enum AdmissionError {
     Duplicate,
     #[error("mempool is full")]
     Full,
+    #[error("the node is verifying as many quotes as it will; retry in {retry_after_ms} ms")]
+    Busy { retry_after_ms: u64 },
 }
 
 impl AdmissionError {
@@ -36,6 +38,7 @@ impl AdmissionError {
             AdmissionError::NonceTaken(_) => "nonce_taken",
             AdmissionError::Duplicate => "duplicate",
             AdmissionError::Full => "mempool_full",
+            AdmissionError::Busy { .. } => "busy",
         }
     }
 }
@@ -69,16 +72,17 @@ impl Mempool {
         self.by_hash.contains_key(hash)
     }
 
-    /// Admits a transaction whose size and signature the caller already checked
-    /// ([`Runtime::check_stateless`], kept outside the pool's lock because it is the costly part),
-    /// judged against the signer's committed `account` at `height` (the next block's height).
-    pub fn admit(
-        &mut self,
+    /// Every check of [`Mempool::admit`], inserting nothing: the node runs it before a
+    /// transaction's expensive checks (a registration's quote), so a transaction the pool would
+    /// refuse anyway (a duplicate, expired, a nonce out of reach or taken, funds already
+    /// promised, a full pool) costs no verification.
+    pub fn precheck(
+        &self,
         runtime: &Runtime,
         account: Account,
         height: u64,
-        stx: SignedTransaction,
-    ) -> Result<Digest, AdmissionError> {
+        stx: &SignedTransaction,
+    ) -> Result<(), AdmissionError> {
         let hash = stx.hash();
         if self.by_hash.contains_key(&hash) {
             return Err(AdmissionError::Duplicate);
@@ -94,7 +98,7 @@ impl Mempool {
             }
             .into());
         }
-        let minimum = runtime.minimum_fee(&stx);
+        let minimum = runtime.minimum_fee(stx);
         if tx.fee < minimum {
             return Err(TxError::FeeTooLow {
                 offered: tx.fee,
@@ -115,12 +119,14 @@ impl Mempool {
                 got: tx.nonce,
             });
         }
-        let queued_spend: u128 = self
-            .by_sender
-            .get(&tx.signer)
+        let queue = self.by_sender.get(&tx.signer);
+        if queue.is_some_and(|q| q.contains_key(&tx.nonce)) {
+            return Err(AdmissionError::NonceTaken(tx.nonce));
+        }
+        let queued_spend: u128 = queue
             .map(|q| q.values().map(|e| spend(&e.tx)).sum())
             .unwrap_or(0);
-        let needed = queued_spend.saturating_add(spend(&stx));
+        let needed = queued_spend.saturating_add(spend(stx));
         if account.free < needed {
             return Err(TxError::InsufficientFunds {
                 needed,
@@ -128,10 +134,23 @@ impl Mempool {
             }
             .into());
         }
+        Ok(())
+    }
+
+    /// Admits a transaction whose size and signature the caller already checked
+    /// ([`Runtime::check_stateless`], kept outside the pool's lock because it is the costly part),
+    /// judged against the signer's committed `account` at `height` (the next block's height).
+    pub fn admit(
+        &mut self,
+        runtime: &Runtime,
+        account: Account,
+        height: u64,
+        stx: SignedTransaction,
+    ) -> Result<Digest, AdmissionError> {
+        self.precheck(runtime, account, height, &stx)?;
+        let hash = stx.hash();
+        let tx = &stx.tx;
         let queue = self.by_sender.entry(tx.signer).or_default();
-        if queue.contains_key(&tx.nonce) {
-            return Err(AdmissionError::NonceTaken(tx.nonce));
-        }
         self.arrivals += 1;
         self.by_hash.insert(hash, (tx.signer, tx.nonce));
         queue.insert(

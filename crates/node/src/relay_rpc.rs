@@ -28,9 +28,9 @@ const MAX_HEADERS: u64 = 20_000;
 const MAX_MESSAGES: usize = 10_000;
 /// Encoded message bytes after which `stream_messages` stops at the next block boundary: the
 /// byte budget never splits a block, so a relayer asking for one block gets all its messages
-/// (at most about a block's bytes, within the response limit once hex-encoded) unless they
-/// are more than [`MAX_MESSAGES`].
-const MESSAGE_BYTES: usize = phala_types::limits::MAX_BLOCK_SIZE;
+/// (unless they are more than [`MAX_MESSAGES`]). Two MiB, plus at most one block's messages
+/// (8 MiB), hex-encoded, stay within `MAX_RESPONSE_BYTES`.
+const MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 /// How far past the asked range `headers` looks for a certified block to end on.
 const CERTIFICATE_SEARCH: u64 = 64;
 

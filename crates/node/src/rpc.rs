@@ -18,7 +18,7 @@ use phala_api::{
         ProofJson, ProvenValueJson, StateValueJson, StateValuesJson, TxStatus,
     },
 };
-use phala_types::{Address, Block, SignedTransaction, limits};
+use phala_types::{Address, Block, SignedTransaction};
 use std::{net::SocketAddr, sync::Arc};
 
 /// Application error codes, outside the range JSON-RPC and jsonrpsee reserve for themselves.
@@ -395,8 +395,8 @@ pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
 
 /// Largest request body (a batch of transactions).
 pub const MAX_REQUEST_BYTES: u32 = 16 * 1024 * 1024;
-/// Largest response body (a full block, hex-encoded, with room to spare).
-pub const MAX_RESPONSE_BYTES: u32 = 3 * limits::MAX_BLOCK_SIZE as u32;
+/// Largest response body (clients accept as much).
+pub use phala_api::rpc::MAX_RESPONSE_BYTES;
 
 /// Most connections served at once; each has its own request budget (`rpc_budget`).
 pub const MAX_CONNECTIONS: u32 = 256;

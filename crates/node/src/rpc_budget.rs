@@ -46,9 +46,9 @@ pub fn cost(method: &str) -> u32 {
     }
 }
 
-/// A bucket of units, refilled continuously.
+/// A bucket of units, refilled continuously (also the node's quote-verification throttle).
 #[derive(Debug)]
-struct Bucket {
+pub(crate) struct Bucket {
     units: f64,
     per_second: f64,
     burst: f64,
@@ -56,7 +56,7 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(per_second: u32, burst: u32) -> Self {
+    pub(crate) fn new(per_second: u32, burst: u32) -> Self {
         Bucket {
             units: burst as f64,
             per_second: per_second as f64,
@@ -66,7 +66,7 @@ impl Bucket {
     }
 
     /// Takes `cost` units, or says how long until the bucket could pay them.
-    fn take(&mut self, cost: u32) -> Result<(), Duration> {
+    pub(crate) fn take(&mut self, cost: u32) -> Result<(), Duration> {
         let now = Instant::now();
         let elapsed = now.duration_since(self.updated).as_secs_f64();
         self.units = (self.units + elapsed * self.per_second).min(self.burst);

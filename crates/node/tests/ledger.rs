@@ -219,6 +219,57 @@ fn a_registration_that_does_not_attest_never_enters_the_mempool() {
     assert_eq!(error.code(), "insufficient_funds", "{error}");
 }
 
+/// However many registrations arrive, the node verifies at most `QUOTES_PER_SECOND` (after a
+/// burst of twice that); the rest are refused as `busy`, to retry, not remembered as bad.
+#[test]
+fn quote_verification_at_admission_is_throttled() {
+    let (spec, ledger, _) = setup();
+    let alice = Keypair::dev("alice");
+    let attempts = 3 * phala_node::ledger::QUOTES_PER_SECOND as u64;
+    let codes: Vec<&str> = (0..attempts)
+        .map(|nonce| {
+            let worker = Keypair::generate();
+            let registration = phala_types::WorkerRegistration {
+                identity: worker.address(),
+                ecdh: [1; 32],
+                operator: alice.address(),
+                cores: 1,
+                benchmark: 1,
+                freshness: 0,
+                gatekeeper: false,
+                evidence: phala_types::Evidence::Simulated {
+                    measurement: [0xaa; 32],
+                    report_data: [0; 64],
+                },
+            };
+            let tx = Transaction {
+                signer: alice.address(),
+                nonce,
+                fee: UNIT / 10,
+                expiry: 1_000,
+                call: Call::Registry(RegistryCall::RegisterWorker(
+                    worker.sign_registration(&spec.hash(), registration),
+                )),
+            };
+            let error = ledger
+                .submit(alice.sign_transaction(&spec.hash(), tx))
+                .unwrap_err();
+            error.code()
+        })
+        .collect();
+    let busy = codes.iter().filter(|code| **code == "busy").count();
+    let verified = codes
+        .iter()
+        .filter(|code| **code == "attestation_refused")
+        .count();
+    assert_eq!(busy + verified, codes.len(), "{codes:?}");
+    assert!(busy > 0, "never throttled");
+    assert!(
+        verified >= 2 * phala_node::ledger::QUOTES_PER_SECOND as usize,
+        "{verified}"
+    );
+}
+
 /// A transaction whose call fails once in a block (here an upward message from an origin that
 /// is not registered: its signature check is the expensive part) is included, pays its fee and
 /// reports why it failed; before, it was dropped for free and could be resubmitted forever.

@@ -18,15 +18,21 @@ use phala_types::{
 /// proofs, the older messages of streams it joined late (backfill), the code of contracts
 /// instantiated in its cluster, and a witness that nothing was left out. A node answers
 /// `stream_messages` in bounded pieces (a count and a byte budget): when the blocks asked for
-/// hold more, the batch is built again over half as many blocks, down to one.
+/// hold more, or any answer fails, the batch is built again over half as many blocks, down
+/// to one.
 pub async fn build_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<SyncBatch> {
     let mut limit = limit.max(1);
     loop {
-        let (batch, complete) = try_batch(node, info, limit).await?;
-        if complete || limit == 1 {
-            return Ok(batch);
+        // An answer too large to send is an error from the node: also a reason to ask less.
+        match try_batch(node, info, limit).await {
+            Ok((batch, true)) => return Ok(batch),
+            Ok(_) if limit == 1 => anyhow::bail!(
+                "the node cut the messages of block {} short: more than one answer holds",
+                info.height + 1
+            ),
+            Err(error) if limit == 1 => return Err(error),
+            Ok(_) | Err(_) => limit /= 2,
         }
-        limit /= 2;
     }
 }
 
