@@ -9,7 +9,7 @@
 use crate::rpc::code;
 use jsonrpsee::{
     ConnectionId, MethodResponse,
-    server::middleware::rpc::{Batch, Notification, RpcServiceT},
+    server::middleware::rpc::{Batch, BatchEntry, Notification, RpcServiceT},
     types::{ErrorObject, Request},
 };
 use std::{
@@ -31,9 +31,16 @@ pub const SERVER_BURST: u32 = 80_000;
 /// Connections whose buckets are remembered before idle ones are forgotten.
 const MAX_TRACKED: usize = 4 * crate::rpc::MAX_CONNECTIONS as usize;
 
-/// What a call costs, in units (about the work of answering a lookup with one state proof).
-pub fn cost(method: &str) -> u32 {
+/// Bytes of a `submit_transactions` request that cost one more unit: signature checks and
+/// admission grow with the transactions, so a batch pays by its size (a batch of 4,096
+/// transfers about 180 units, one of ten transfers 2).
+pub const SUBMIT_BYTES_PER_UNIT: usize = 8 * 1024;
+
+/// What a call of `method` whose params are `params_bytes` long costs, in units (about the
+/// work of answering a lookup with one state proof).
+pub fn cost(method: &str, params_bytes: usize) -> u32 {
     match method {
+        "submit_transactions" => 2 + (params_bytes / SUBMIT_BYTES_PER_UNIT).min(1 << 20) as u32,
         "health" | "chain_info" | "transaction_status" | "finalized_head" => 1,
         "subscribe_finalized" | "unsubscribe_finalized" => 1,
         "submit_transaction" | "account" | "state_value" | "contract_report" | "code" => 2,
@@ -41,7 +48,7 @@ pub fn cost(method: &str) -> u32 {
         // Up to 128 proofs, a whole block, thousands of headers or messages with proofs.
         "state_values" | "block" | "headers" | "stream_messages" | "stream_witness" => 64,
         // Up to 4,096 signature checks, or a scan of every worker.
-        "submit_transactions" | "workers" => 256,
+        "workers" => 256,
         _ => 1,
     }
 }
@@ -129,6 +136,14 @@ impl<S> Budget<S> {
     }
 }
 
+fn cost_of(request: &Request<'_>) -> u32 {
+    let params_bytes = request
+        .params
+        .as_ref()
+        .map_or(0, |params| params.get().len());
+    cost(request.method_name(), params_bytes)
+}
+
 fn over_budget(wait: Duration) -> ErrorObject<'static> {
     ErrorObject::owned(
         code::OVER_BUDGET,
@@ -157,7 +172,7 @@ where
 
     fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let connection = request.extensions().get::<ConnectionId>().copied();
-        let paid = self.buckets.take(connection, cost(request.method_name()));
+        let paid = self.buckets.take(connection, cost_of(&request));
         let service = self.service.clone();
         async move {
             match paid {
@@ -172,7 +187,10 @@ where
         let total = batch
             .iter()
             .filter_map(|entry| entry.as_ref().ok())
-            .map(|entry| cost(entry.method_name()))
+            .map(|entry| match entry {
+                BatchEntry::Call(request) => cost_of(request),
+                BatchEntry::Notification(notification) => cost(notification.method_name(), 0),
+            })
             .fold(0u32, u32::saturating_add);
         let connection = batch
             .iter()
@@ -203,7 +221,7 @@ mod tests {
     #[test]
     fn a_bucket_pays_up_to_its_burst_then_names_the_wait() {
         let mut bucket = Bucket::new(BUDGET_PER_SECOND, BURST);
-        let heavy = cost("submit_transactions");
+        let heavy = cost("workers", 0);
         for _ in 0..BURST / heavy {
             bucket.take(heavy).expect("within the burst");
         }
@@ -216,8 +234,21 @@ mod tests {
 
     #[test]
     fn every_method_has_a_cost_and_proofs_cost_more_than_lookups() {
-        assert!(cost("state_values") > cost("state_value"));
-        assert!(cost("submit_transactions") > cost("submit_transaction"));
-        assert!(cost("block") <= BURST);
+        assert!(cost("state_values", 0) > cost("state_value", 0));
+        assert!(cost("block", 0) <= BURST);
+    }
+
+    /// A batch of transactions pays by its size: ten transfers cost as much as one, and the
+    /// largest request (16 MiB) still fits a connection's burst, so it can always be paid.
+    #[test]
+    fn a_transaction_batch_pays_by_its_size() {
+        let transfer_hex = 356;
+        assert_eq!(
+            cost("submit_transactions", 10 * transfer_hex),
+            cost("submit_transaction", transfer_hex)
+        );
+        let largest = cost("submit_transactions", 4_096 * transfer_hex);
+        assert!((150..=200).contains(&largest), "{largest}");
+        assert!(cost("submit_transactions", 16 << 20) <= BURST);
     }
 }
