@@ -336,12 +336,7 @@ fn verify_dcap(
     collateral: &[u8],
     now_secs: u64,
 ) -> Result<Verdict, AttestationError> {
-    if quote.len() > MAX_QUOTE {
-        return Err(AttestationError::MalformedQuote(format!(
-            "{} bytes, more than the {MAX_QUOTE} allowed",
-            quote.len()
-        )));
-    }
+    check_quote_size(quote)?;
     if collateral.len() > MAX_COLLATERAL {
         return Err(AttestationError::MalformedCollateral(format!(
             "{} bytes, more than the {MAX_COLLATERAL} allowed",
@@ -654,6 +649,17 @@ pub fn check_binding(verdict: &Verdict, expected: &[u8; 64]) -> Result<(), Attes
     Ok(())
 }
 
+/// Refuses a quote longer than any real one, before parsing it.
+fn check_quote_size(quote: &[u8]) -> Result<(), AttestationError> {
+    if quote.len() > MAX_QUOTE {
+        return Err(AttestationError::MalformedQuote(format!(
+            "{} bytes, more than the {MAX_QUOTE} allowed",
+            quote.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The report data the evidence claims, read without verifying anything (a parse): cheap, so
 /// evidence made for other keys (a replayed quote) is refused before the costly verification.
 pub fn claimed_report_data(evidence: &Evidence) -> Result<[u8; 64], AttestationError> {
@@ -661,12 +667,7 @@ pub fn claimed_report_data(evidence: &Evidence) -> Result<[u8; 64], AttestationE
         Evidence::Simulated { report_data, .. } => return Ok(*report_data),
         Evidence::SgxDcap { quote, .. } | Evidence::Tdx { quote, .. } => quote,
     };
-    if quote.len() > MAX_QUOTE {
-        return Err(AttestationError::MalformedQuote(format!(
-            "{} bytes, more than the {MAX_QUOTE} allowed",
-            quote.len()
-        )));
-    }
+    check_quote_size(quote)?;
     let parsed =
         Quote::parse(quote).map_err(|e| AttestationError::MalformedQuote(format!("{e:#}")))?;
     match &parsed.report {

@@ -15,7 +15,7 @@ use crate::{
     contracts, mq,
     mq::Outbox,
     registry,
-    state::{Overlay, StateRead},
+    state::{Checkpoint, Overlay, StateRead},
     weights::Weight,
 };
 use phala_types::{Address, Digest, UpwardMessage};
@@ -36,10 +36,33 @@ pub struct Env<'a, 'b, S: StateRead + ?Sized> {
     pub config: &'a GenesisConfig,
 }
 
+/// A point to undo a call's effects back to: its writes, downward messages and events.
+pub struct Mark {
+    state: Checkpoint,
+    messages: usize,
+    events: usize,
+}
+
 impl<S: StateRead + ?Sized> Env<'_, '_, S> {
     /// Records that something happened, for users to read (rolled back with a failed call).
     pub fn emit(&mut self, event: impl Into<Event>) {
         self.events.push(event.into());
+    }
+
+    /// Where the effects stand now, for [`Env::rollback`].
+    pub fn mark(&self) -> Mark {
+        Mark {
+            state: self.state.checkpoint(),
+            messages: self.outbox.messages.len(),
+            events: self.events.len(),
+        }
+    }
+
+    /// Undoes every write, message and event made since `mark`.
+    pub fn rollback(&mut self, mark: Mark) {
+        self.state.restore(mark.state);
+        self.outbox.messages.truncate(mark.messages);
+        self.events.truncate(mark.events);
     }
 }
 

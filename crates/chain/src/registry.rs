@@ -431,11 +431,7 @@ fn assign_cluster<S: StateRead + ?Sized>(
     cluster: u32,
 ) -> Result<(), TxError> {
     require_admin(state, signer)?;
-    if cluster == u32::MAX {
-        return Err(TxError::BadPayload(format!(
-            "cluster id {cluster} is reserved"
-        )));
-    }
+    check_cluster_id(cluster)?;
     if !cluster_exists(state, cluster) {
         return Err(TxError::UnknownCluster(cluster));
     }
@@ -501,15 +497,21 @@ fn create_cluster<S: StateRead + ?Sized>(
     cluster: u32,
 ) -> Result<(), TxError> {
     require_admin(state, signer)?;
+    check_cluster_id(cluster)?;
+    if cluster_exists(state, cluster) {
+        return Err(TxError::ClusterExists(cluster));
+    }
+    state.set(keys::cluster(cluster), Vec::new());
+    Ok(())
+}
+
+/// Refuses the cluster id kept back for "no cluster".
+fn check_cluster_id(cluster: u32) -> Result<(), TxError> {
     if cluster == u32::MAX {
         return Err(TxError::BadPayload(format!(
             "cluster id {cluster} is reserved"
         )));
     }
-    if cluster_exists(state, cluster) {
-        return Err(TxError::ClusterExists(cluster));
-    }
-    state.set(keys::cluster(cluster), Vec::new());
     Ok(())
 }
 

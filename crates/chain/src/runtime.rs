@@ -125,8 +125,6 @@ impl Runtime {
             state.restore(start);
             return Err(error);
         }
-        let paid = state.checkpoint();
-        let (outbox_len, events_len) = (outbox.messages.len(), events.len());
         let mut env = Env {
             state,
             outbox,
@@ -135,14 +133,13 @@ impl Runtime {
             genesis_hash: &self.genesis_hash,
             config: &self.config,
         };
+        let paid = env.mark();
         let outcome = match dispatch(&mut env, &stx.tx) {
             Ok(()) => Outcome::Applied,
             Err(error) => {
-                state.restore(paid);
-                outbox.messages.truncate(outbox_len);
-                events.truncate(events_len);
+                env.rollback(paid);
                 let tx = &stx.tx;
-                state.set(
+                env.state.set(
                     keys::last_failure(&tx.signer),
                     failure_record(tx.nonce, &error),
                 );
@@ -408,8 +405,7 @@ pub(crate) fn call_weight(call: &Call) -> Weight {
 /// module did is undone and the refusal recorded, so one message the chain will never accept
 /// cannot block every later message of its sender.
 fn deliver_upward<S: StateRead + ?Sized>(env: &mut Env<'_, '_, S>, message: &UpwardMessage) {
-    let checkpoint = env.state.checkpoint();
-    let (outbox_len, events_len) = (env.outbox.messages.len(), env.events.len());
+    let before = env.mark();
     let delivered = Registry::on_upward(env, message).and_then(|taken| {
         if taken {
             Ok(true)
@@ -421,9 +417,7 @@ fn deliver_upward<S: StateRead + ?Sized>(env: &mut Env<'_, '_, S>, message: &Upw
         Ok(true) => {}
         Ok(false) => mq::relay(env.state, env.outbox, env.block, message),
         Err(error) => {
-            env.state.restore(checkpoint);
-            env.outbox.messages.truncate(outbox_len);
-            env.events.truncate(events_len);
+            env.rollback(before);
             mq::record_refusal(env, message, &error);
         }
     }

@@ -162,37 +162,47 @@ fn wrong_roots_proposer_or_timestamp_are_rejected() {
     assert!(verifier.finalize(&orphan).is_err());
 }
 
+/// A registration by `operator` (signer, with `nonce`) of a fresh worker whose simulated
+/// evidence binds nothing of the worker's: it never attests.
+fn unbound_registration(
+    spec: &ChainSpec,
+    operator: &Keypair,
+    nonce: u64,
+) -> phala_types::SignedTransaction {
+    let worker = Keypair::generate();
+    let registration = phala_types::WorkerRegistration {
+        identity: worker.address(),
+        ecdh: [1; 32],
+        operator: operator.address(),
+        cores: 1,
+        benchmark: 1,
+        freshness: 0,
+        gatekeeper: false,
+        evidence: phala_types::Evidence::Simulated {
+            measurement: [0xaa; 32],
+            report_data: [0; 64],
+        },
+    };
+    let tx = Transaction {
+        signer: operator.address(),
+        nonce,
+        fee: UNIT / 10,
+        expiry: 1_000,
+        call: Call::Registry(RegistryCall::RegisterWorker(
+            worker.sign_registration(&spec.hash(), registration),
+        )),
+    };
+    operator.sign_transaction(&spec.hash(), tx)
+}
+
 /// A registration whose evidence does not hold is refused when it reaches the mempool (before,
 /// it waited there for a leader to spend its slot verifying it).
 #[test]
 fn a_registration_that_does_not_attest_never_enters_the_mempool() {
     let (spec, ledger, _) = setup();
     let alice = Keypair::dev("alice");
-    let worker = Keypair::generate();
-    let registration = phala_types::WorkerRegistration {
-        identity: worker.address(),
-        ecdh: [1; 32],
-        operator: alice.address(),
-        cores: 1,
-        benchmark: 1,
-        freshness: 0,
-        gatekeeper: false,
-        // Report data that binds nothing of this worker's.
-        evidence: phala_types::Evidence::Simulated {
-            measurement: [0xaa; 32],
-            report_data: [0; 64],
-        },
-    };
-    let signed = worker.sign_registration(&spec.hash(), registration);
-    let tx = Transaction {
-        signer: alice.address(),
-        nonce: 0,
-        fee: UNIT / 10,
-        expiry: 1_000,
-        call: Call::Registry(RegistryCall::RegisterWorker(signed.clone())),
-    };
     let error = ledger
-        .submit(alice.sign_transaction(&spec.hash(), tx))
+        .submit(unbound_registration(&spec, &alice, 0))
         .unwrap_err();
     assert_eq!(error.code(), "attestation_refused", "{error}");
     assert_eq!(ledger.mempool_len(), 0);
@@ -200,21 +210,8 @@ fn a_registration_that_does_not_attest_never_enters_the_mempool() {
     // Evidence is looked at only for a signer that can pay: an unfunded account (or a used
     // nonce) is refused first, so replaying public quotes costs the node no verification.
     let stranger = Keypair::generate();
-    let registration = phala_types::WorkerRegistration {
-        operator: stranger.address(),
-        ..signed.registration.clone()
-    };
-    let tx = Transaction {
-        signer: stranger.address(),
-        nonce: 0,
-        fee: UNIT / 10,
-        expiry: 1_000,
-        call: Call::Registry(RegistryCall::RegisterWorker(
-            worker.sign_registration(&spec.hash(), registration),
-        )),
-    };
     let error = ledger
-        .submit(stranger.sign_transaction(&spec.hash(), tx))
+        .submit(unbound_registration(&spec, &stranger, 0))
         .unwrap_err();
     assert_eq!(error.code(), "insufficient_funds", "{error}");
 }
@@ -228,33 +225,8 @@ fn quote_verification_at_admission_is_throttled() {
     let attempts = 3 * phala_node::ledger::QUOTES_PER_SECOND as u64;
     let codes: Vec<&str> = (0..attempts)
         .map(|nonce| {
-            let worker = Keypair::generate();
-            let registration = phala_types::WorkerRegistration {
-                identity: worker.address(),
-                ecdh: [1; 32],
-                operator: alice.address(),
-                cores: 1,
-                benchmark: 1,
-                freshness: 0,
-                gatekeeper: false,
-                evidence: phala_types::Evidence::Simulated {
-                    measurement: [0xaa; 32],
-                    report_data: [0; 64],
-                },
-            };
-            let tx = Transaction {
-                signer: alice.address(),
-                nonce,
-                fee: UNIT / 10,
-                expiry: 1_000,
-                call: Call::Registry(RegistryCall::RegisterWorker(
-                    worker.sign_registration(&spec.hash(), registration),
-                )),
-            };
-            let error = ledger
-                .submit(alice.sign_transaction(&spec.hash(), tx))
-                .unwrap_err();
-            error.code()
+            let registration = unbound_registration(&spec, &alice, nonce);
+            ledger.submit(registration).unwrap_err().code()
         })
         .collect();
     let busy = codes.iter().filter(|code| **code == "busy").count();
