@@ -91,9 +91,10 @@ pub struct FinalizedHead {
     pub finalization: Option<String>,
 }
 
-/// Largest answer a node sends and a client reads (a full block, hex-encoded, with room to
-/// spare); methods whose answers could be longer stop early and say where to go on.
-pub const MAX_RESPONSE_BYTES: u32 = 3 * phala_types::limits::MAX_BLOCK_SIZE as u32;
+/// Largest answer a node sends and a client reads (a full block, hex-encoded, or a block's
+/// messages with their proofs, with room to spare); methods whose answers could be longer
+/// stop early and say where to go on.
+pub const MAX_RESPONSE_BYTES: u32 = 4 * phala_types::limits::MAX_BLOCK_SIZE as u32;
 
 /// Where a transaction stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

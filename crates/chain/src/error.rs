@@ -94,6 +94,8 @@ pub enum TxError {
     UnknownCall { contract: String, index: u64 },
     #[error("the block's transactions weigh more than {limit}")]
     BlockTooHeavy { limit: u64 },
+    #[error("the block's transactions send more than {limit} downward messages")]
+    TooManyMessages { limit: usize },
     #[error("a storage quota of {got} bytes is above the chain's limit of {max}")]
     QuotaTooLarge { got: u64, max: u64 },
     #[error("only contract {contract}'s deployer {deployer} may change its storage quota")]
@@ -147,6 +149,7 @@ impl TxError {
             TxError::NotInCluster { .. } => "not_in_cluster",
             TxError::UnknownCall { .. } => "unknown_call",
             TxError::BlockTooHeavy { .. } => "block_too_heavy",
+            TxError::TooManyMessages { .. } => "too_many_messages",
             TxError::QuotaTooLarge { .. } => "quota_too_large",
             TxError::NotDeployer { .. } => "not_deployer",
             TxError::QuotaBelowUsage { .. } => "quota_below_usage",

@@ -109,9 +109,10 @@ impl Runtime {
     }
 
     /// Applies one transaction whose signature was already checked. An error means the
-    /// transaction is invalid here (it may not be included, and nothing changes); an
-    /// [`Outcome`] means it is included, its call applied (its events appended to `events`)
-    /// or failed.
+    /// transaction is invalid here (it may not be included, and nothing changes), such as
+    /// [`TxError::TooManyMessages`] when its messages would take `outbox` past
+    /// [`limits::MAX_BLOCK_MESSAGES`] (it fits a later block); an [`Outcome`] means it is
+    /// included, its call applied (its events appended to `events`) or failed.
     pub fn apply<S: StateRead + ?Sized>(
         &self,
         state: &mut Overlay<S>,
@@ -134,7 +135,15 @@ impl Runtime {
             config: &self.config,
         };
         let paid = env.mark();
-        let outcome = match dispatch(&mut env, &stx.tx) {
+        let dispatched = dispatch(&mut env, &stx.tx);
+        if env.outbox.messages.len() > limits::MAX_BLOCK_MESSAGES {
+            env.rollback(paid);
+            state.restore(start);
+            return Err(TxError::TooManyMessages {
+                limit: limits::MAX_BLOCK_MESSAGES,
+            });
+        }
+        let outcome = match dispatched {
             Ok(()) => Outcome::Applied,
             Err(error) => {
                 env.rollback(paid);
@@ -303,9 +312,10 @@ impl Runtime {
     }
 
     /// Builds a block body from candidates (already signature-checked, in priority order):
-    /// keeps each that may be included (its call applied or failed), stops at the block limits (size, count, weight) or once the
-    /// candidates it tried, dropped ones included, weigh [`weights::BUILD_BUDGET`], and
-    /// returns those it dropped.
+    /// keeps each that may be included (its call applied or failed), stops at the block
+    /// limits (size, count, weight, downward messages) or once the candidates it tried,
+    /// dropped ones included, weigh [`weights::BUILD_BUDGET`], and returns those it dropped.
+    /// The candidate that did not fit and those after it are neither kept nor dropped.
     pub fn build_block<S: StateRead + ?Sized>(
         &self,
         base: &S,
@@ -351,6 +361,8 @@ impl Runtime {
                     block_weight += weight;
                     included.push(stx);
                 }
+                // The block's messages are full: the transaction waits for the next block.
+                Err(TxError::TooManyMessages { .. }) => break,
                 Err(error) => dropped.push((stx, error)),
             }
         }
@@ -366,6 +378,11 @@ impl Runtime {
         )
     }
 }
+
+// A call sends at most a report's messages and a few of its own: far fewer than a block may
+// hold, so a transaction alone always fits an empty block (one that did not would stay in
+// the pool for ever).
+const _: () = assert!(4 * phala_types::contracts::MAX_REPORT_EMITS <= limits::MAX_BLOCK_MESSAGES);
 
 /// The dispatcher: runs a call whose fee and nonce were paid in the module it names.
 fn dispatch<S: StateRead + ?Sized>(

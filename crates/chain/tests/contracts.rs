@@ -800,3 +800,73 @@ fn every_state_key_lives_under_its_modules_prefix() {
         assert!(db.scan_prefix(prefix).next().is_some(), "{module} wrote");
     }
 }
+
+/// Reports re-publish up to `MAX_REPORT_EMITS` messages each, the most a call sends. A block
+/// holds at most `MAX_BLOCK_MESSAGES` downward messages, so a relayer always fetches a block's
+/// messages in one answer: a builder stops before the report that would overflow (it waits
+/// for the next block), and a block past the limit is invalid at that report.
+#[test]
+fn a_blocks_downward_messages_are_capped() {
+    use phala_chain::{BlockContext, state::Changes};
+    use phala_types::{Transaction, contracts::MAX_REPORT_EMITS, limits::MAX_BLOCK_MESSAGES};
+    let mut network = Network::new();
+    let id = network.deploy(1).unwrap();
+    network.publish_key(id, 3).unwrap();
+    let reports = (MAX_BLOCK_MESSAGES / MAX_REPORT_EMITS + 1) as u64;
+    for _ in 0..reports {
+        network
+            .chain
+            .apply(&key("op3"), command(id, 10_000))
+            .unwrap();
+    }
+    let relayer = key("op2");
+    let first_nonce =
+        phala_chain::balances::account(&Overlay::new(&network.chain.db), &relayer.address()).nonce;
+    let chain = &network.chain;
+    let expiry = chain.height + 10;
+    let txs: Vec<_> = (0..reports)
+        .map(|index| {
+            let mut full = a_report(id, index, 1);
+            full.events.clear();
+            full.messages = (0..MAX_REPORT_EMITS)
+                .map(|m| (Bytes::from(format!("t{m}")), Bytes::from_static(b"p")))
+                .collect();
+            let message = network.w1.upward(topics::REPORT, full.encode().to_vec());
+            let tx = Transaction {
+                signer: relayer.address(),
+                nonce: first_nonce + index,
+                fee: 1,
+                expiry,
+                call: Call::Mq(MqCall::SubmitUpward(message)),
+            };
+            relayer.sign_transaction(&GENESIS, tx)
+        })
+        .collect();
+    let ctx = BlockContext {
+        height: chain.height + 1,
+        timestamp: chain.timestamp + 1_000,
+        proposer: key("validator").address(),
+    };
+    let invalid = chain
+        .runtime
+        .execute_block(&chain.db, Changes::new(), &ctx, &txs)
+        .unwrap_err();
+    assert_eq!(invalid.index as u64, reports - 1);
+    assert_eq!(
+        invalid.error,
+        TxError::TooManyMessages {
+            limit: MAX_BLOCK_MESSAGES
+        }
+    );
+    let (included, executed, dropped) =
+        chain
+            .runtime
+            .build_block(&chain.db, Changes::new(), &ctx, txs.iter().cloned());
+    assert_eq!((included.len() as u64, dropped.len()), (reports - 1, 0));
+    assert_eq!(executed.outbox.messages.len(), MAX_BLOCK_MESSAGES);
+    let replayed = chain
+        .runtime
+        .execute_block(&chain.db, Changes::new(), &ctx, &included)
+        .unwrap();
+    assert_eq!(replayed, executed);
+}

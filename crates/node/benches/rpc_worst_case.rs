@@ -20,9 +20,9 @@
 //!
 //! `cargo bench -p phala-node --bench rpc_worst_case` (prints p50 and max of 10 calls, the
 //! request and answer sizes, their ratio: what a byte of request makes the node send, the
-//! call's budget units (`rpc_budget::cost`), and the CPU cores the node would spend if the
-//! whole server budget (`SERVER_BUDGET_PER_SECOND`) went to this worst call: the budgets are
-//! right when that stays below one core).
+//! units the call reserves before it runs (`rpc_budget::reserve`, which should be about the
+//! worst case) and those its slowest run was charged (`rpc_budget::units`: its time in units
+//! of 10 µs), and how many such calls one connection's budget pays each second).
 
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
@@ -420,21 +420,21 @@ async fn main() -> anyhow::Result<()> {
         ),
     ];
     println!(
-        "{:<24} {:>10} {:>10} {:>12} {:>12} {:>8} {:>6} {:>10}",
-        "method", "p50", "max", "request B", "answer B", "ratio", "units", "cores"
+        "{:<24} {:>10} {:>10} {:>12} {:>12} {:>8} {:>9} {:>9} {:>8}",
+        "method", "p50", "max", "request B", "answer B", "ratio", "reserved", "charged", "calls/s"
     );
     for (label, method, params) in cases {
-        let units = rpc_budget::cost(method, params(0).to_string().len());
+        let reserved = rpc_budget::reserve(method, params(0).to_string().len());
         let m = measure(&module, method, params).await?;
-        let calls_per_second = rpc_budget::SERVER_BUDGET_PER_SECOND as f64 / units as f64;
+        let charged = rpc_budget::units(m.max);
         println!(
-            "{label:<24} {:>8.2}ms {:>8.2}ms {:>12} {:>12} {:>8.1} {units:>6} {:>10.2}",
+            "{label:<24} {:>8.2}ms {:>8.2}ms {:>12} {:>12} {:>8.1} {reserved:>9} {charged:>9} {:>8.1}",
             m.p50.as_secs_f64() * 1e3,
             m.max.as_secs_f64() * 1e3,
             m.request,
             m.answer,
             m.answer as f64 / m.request as f64,
-            calls_per_second * m.p50.as_secs_f64()
+            rpc_budget::BUDGET_PER_SECOND as f64 / rpc_budget::units(m.p50) as f64,
         );
     }
     Ok(())

@@ -19,18 +19,20 @@ use phala_api::{
     rpc::{HeaderJson, HeadersJson, OutboxMessageJson, ProofJson, StreamProof, Witness},
 };
 use phala_chain::{mq::MessageLocation, registry};
-use phala_types::WorkerRecord;
+use phala_types::{WorkerRecord, limits};
 use std::sync::Arc;
 
 /// Most headers per `headers` call.
 const MAX_HEADERS: u64 = 20_000;
-/// Most messages per `stream_messages` call.
-const MAX_MESSAGES: usize = 10_000;
-/// Encoded message bytes after which `stream_messages` stops at the next block boundary: the
-/// byte budget never splits a block, so a relayer asking for one block gets all its messages
-/// (unless they are more than [`MAX_MESSAGES`]). Two MiB, plus at most one block's messages
-/// (8 MiB), hex-encoded, stay within `MAX_RESPONSE_BYTES`.
-const MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Messages after which `stream_messages` stops at the next block boundary. It never splits a
+/// block, so a relayer asking for one block gets all its messages: at most
+/// `MAX_BLOCK_MESSAGES` (a block can send no more), so an answer holds fewer than twice that.
+const MESSAGE_COUNT: usize = limits::MAX_BLOCK_MESSAGES;
+/// Encoded message bytes after which `stream_messages` stops at the next block boundary. One
+/// MiB, plus one block's messages (no more than the block's 8 MiB, whose transactions carry
+/// their payloads), hex-encoded, with a proof of at most 12 siblings for each of fewer than
+/// 8,192 messages, stay within `MAX_RESPONSE_BYTES`.
+const MESSAGE_BYTES: usize = 1024 * 1024;
 /// How far past the asked range `headers` looks for a certified block to end on.
 const CERTIFICATE_SEARCH: u64 = 64;
 
@@ -100,9 +102,6 @@ fn stream_messages(
     // Consecutive messages often share a block: its outbox is looked up once for all of them.
     let mut block: Option<(u64, Option<Arc<BlockOutbox>>)> = None;
     for sequence in from..=u64::MAX {
-        if out.len() >= MAX_MESSAGES {
-            break;
-        }
         let key = phala_chain::mq::keys::stream_message(&destination, sequence);
         let Some(location) = ctx
             .ledger
@@ -116,7 +115,7 @@ fn stream_messages(
             break;
         }
         let new_block = out.last().is_some_and(|m| m.height != location.height);
-        if bytes >= MESSAGE_BYTES && new_block {
+        if new_block && (bytes >= MESSAGE_BYTES || out.len() >= MESSAGE_COUNT) {
             break;
         }
         if block

@@ -1,10 +1,16 @@
 //! Request budgets: anyone may call a node's RPC, so no connection may make it work without
-//! bound. Each connection holds a bucket of [`BUDGET_PER_SECOND`] units (refilled
-//! continuously, holding at most [`BURST`]), and all connections together one of
-//! [`SERVER_BUDGET_PER_SECOND`], so opening more connections buys no more work. Each call costs
-//! by what its worst case makes the node do ([`cost`]); a call a bucket cannot pay is refused
-//! with [`code::OVER_BUDGET`] and the wait that would pay it. Clocks here are wall clocks: the
-//! RPC is not consensus.
+//! bound. A call costs what it took: the time its handler ran (awaits included, since a call
+//! that waits still holds the server's resources), in [`UNIT`]s. Each connection holds a
+//! bucket of [`BUDGET_PER_SECOND`] units (refilled continuously, holding at most [`BURST`]),
+//! and all connections together one of [`SERVER_BUDGET_PER_SECOND`], so opening more
+//! connections buys no more work.
+//!
+//! A call first reserves what its worst case may cost ([`reserve`]), so one connection cannot
+//! start more work at once than its budget could pay; when it ends, the reservation is
+//! settled against the time it took, and a call that took longer than it reserved leaves its
+//! buckets in debt, paid off before the next call runs. A call its buckets cannot reserve is
+//! refused with [`code::OVER_BUDGET`] and the wait that would pay it. Clocks here are wall
+//! clocks: the RPC is not consensus.
 
 use crate::rpc::code;
 use jsonrpsee::{
@@ -19,41 +25,49 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Units a connection regains each second.
-pub const BUDGET_PER_SECOND: u32 = 2_000;
+/// One unit of budget: ten microseconds of a handler's time.
+pub const UNIT: Duration = Duration::from_micros(10);
+/// Units a connection regains each second: a quarter of a second of handler time.
+pub const BUDGET_PER_SECOND: u32 = 25_000;
 /// Most units a connection may hold (what an idle connection may spend at once).
-pub const BURST: u32 = 4_000;
-/// Units all connections together regain each second: what bounds the RPC's work however many
-/// connections a client opens.
-pub const SERVER_BUDGET_PER_SECOND: u32 = 40_000;
+pub const BURST: u32 = 50_000;
+/// Units all connections together regain each second: one and a half seconds of handler
+/// time, three quarters of the RPC's two threads, whatever the number of connections.
+pub const SERVER_BUDGET_PER_SECOND: u32 = 150_000;
 /// Most units all connections together may hold.
-pub const SERVER_BURST: u32 = 80_000;
-/// Connections whose buckets are remembered before idle ones are forgotten.
+pub const SERVER_BURST: u32 = 300_000;
+/// Connections whose buckets are remembered before full ones are forgotten.
 const MAX_TRACKED: usize = 4 * crate::rpc::MAX_CONNECTIONS as usize;
 
-/// Bytes of a `submit_transactions` request that cost one more unit: signature checks and
-/// admission grow with the transactions, so a batch pays by its size (a batch of 4,096
-/// transfers about 180 units, one of ten transfers 2).
-pub const SUBMIT_BYTES_PER_UNIT: usize = 8 * 1024;
+/// Bytes of a `submit_transactions` request that reserve one more unit: signature checks and
+/// admission grow with the transactions (a batch of 4,096 transfers, 1.5 MB of hex, took
+/// 107 ms in `benches/rpc_worst_case.rs` and reserves 114 ms).
+pub const SUBMIT_BYTES_PER_UNIT: usize = 128;
 
-/// What a call of `method` whose params are `params_bytes` long costs, in units (about the
-/// work of answering a lookup with one state proof).
-pub fn cost(method: &str, params_bytes: usize) -> u32 {
-    match method {
-        "submit_transactions" => 2 + (params_bytes / SUBMIT_BYTES_PER_UNIT).min(1 << 20) as u32,
-        "health" | "chain_info" | "transaction_status" | "finalized_head" => 1,
-        "subscribe_finalized" | "unsubscribe_finalized" => 1,
-        "submit_transaction" | "account" | "state_value" | "contract_report" | "code" => 2,
-        "contract" | "outbox" => 8,
+/// What a call of `method` whose params are `params_bytes` long reserves before it runs, in
+/// units: about its worst case as `benches/rpc_worst_case.rs` measures it, and never more than
+/// a connection's [`BURST`], so that any call can run from a full bucket.
+pub fn reserve(method: &str, params_bytes: usize) -> u32 {
+    let units = match method {
+        "submit_transactions" => 10 + params_bytes / SUBMIT_BYTES_PER_UNIT,
         // Up to 128 proofs, a whole block, thousands of headers or messages with proofs.
-        "state_values" | "block" | "headers" | "stream_messages" | "stream_witness" => 64,
-        // Up to 4,096 signature checks, or a scan of every worker.
-        "workers" => 256,
-        _ => 1,
-    }
+        "state_values" | "block" | "headers" | "stream_messages" | "stream_witness" => 10_000,
+        // A whole block's outbox with proofs, or a scan of every worker.
+        "outbox" | "workers" => 2_000,
+        "code" => 200,
+        // Lookups with one proof, answers from memory, subscriptions.
+        _ => 10,
+    };
+    units.min(BURST as usize) as u32
 }
 
-/// A bucket of units, refilled continuously (also the node's quote-verification throttle).
+/// The units a call that ran for `took` costs (at least one).
+pub fn units(took: Duration) -> u32 {
+    (took.as_nanos() / UNIT.as_nanos()).clamp(1, u32::MAX as u128) as u32
+}
+
+/// A bucket of units, refilled continuously; it may fall into debt when a call took more than
+/// it reserved (also the node's quote-verification throttle).
 #[derive(Debug)]
 pub(crate) struct Bucket {
     units: f64,
@@ -72,12 +86,16 @@ impl Bucket {
         }
     }
 
-    /// Takes `cost` units, or says how long until the bucket could pay them.
-    pub(crate) fn take(&mut self, cost: u32) -> Result<(), Duration> {
+    fn refill(&mut self) {
         let now = Instant::now();
         let elapsed = now.duration_since(self.updated).as_secs_f64();
         self.units = (self.units + elapsed * self.per_second).min(self.burst);
         self.updated = now;
+    }
+
+    /// Takes `cost` units, or says how long until the bucket could pay them.
+    pub(crate) fn take(&mut self, cost: u32) -> Result<(), Duration> {
+        self.refill();
         let cost = cost as f64;
         if self.units >= cost {
             self.units -= cost;
@@ -85,6 +103,19 @@ impl Bucket {
         }
         let missing = cost - self.units;
         Err(Duration::from_secs_f64(missing / self.per_second))
+    }
+
+    /// Gives back a reservation of `reserved` units and takes the `spent` ones instead, into
+    /// debt if need be.
+    fn settle(&mut self, reserved: u32, spent: u32) {
+        self.refill();
+        self.units = (self.units + reserved as f64 - spent as f64).min(self.burst);
+    }
+
+    /// Whether the bucket is back to its burst (forgetting it forgives nothing).
+    fn is_full(&mut self) -> bool {
+        self.refill();
+        self.units >= self.burst
     }
 }
 
@@ -96,22 +127,44 @@ pub struct Buckets {
 }
 
 impl Buckets {
-    /// Takes `cost` units from `connection`'s bucket and from the server's.
-    fn take(&self, connection: Option<ConnectionId>, cost: u32) -> Result<(), Duration> {
+    /// Reserves `units` from `connection`'s bucket and from the server's.
+    fn reserve(&self, connection: Option<ConnectionId>, units: u32) -> Result<(), Duration> {
         let mut all = lock(&self.all);
         let all = all.get_or_insert_with(|| Bucket::new(SERVER_BUDGET_PER_SECOND, SERVER_BURST));
         if let Some(connection) = connection {
             let mut connections = lock(&self.connections);
             if connections.len() >= MAX_TRACKED {
-                // Forget connections idle long enough to have refilled anyway.
-                connections.retain(|_, bucket| bucket.updated.elapsed() < Duration::from_secs(2));
+                connections.retain(|_, bucket| !bucket.is_full());
             }
             connections
                 .entry(connection)
                 .or_insert_with(|| Bucket::new(BUDGET_PER_SECOND, BURST))
-                .take(cost)?;
+                .take(units)?;
         }
-        all.take(cost)
+        if let Err(wait) = all.take(units) {
+            self.settle_connection(connection, units, 0);
+            return Err(wait);
+        }
+        Ok(())
+    }
+
+    /// Settles on `connection`'s bucket a reservation of `reserved` units that `spent` units.
+    fn settle_connection(&self, connection: Option<ConnectionId>, reserved: u32, spent: u32) {
+        if let Some(connection) = connection {
+            let mut connections = lock(&self.connections);
+            let bucket = connections
+                .entry(connection)
+                .or_insert_with(|| Bucket::new(BUDGET_PER_SECOND, BURST));
+            bucket.settle(reserved, spent);
+        }
+    }
+
+    /// Settles a call that ran, on the connection's bucket and the server's.
+    fn settle(&self, connection: Option<ConnectionId>, reserved: u32, spent: u32) {
+        self.settle_connection(connection, reserved, spent);
+        if let Some(all) = lock(&self.all).as_mut() {
+            all.settle(reserved, spent);
+        }
     }
 }
 
@@ -134,24 +187,44 @@ impl<S> Budget<S> {
     pub fn new(service: S, buckets: Arc<Buckets>) -> Self {
         Budget { service, buckets }
     }
+
+    /// Runs `call` if `reserved` units can be reserved for `connection`, and settles them
+    /// against the time it took; otherwise answers `refused` with the wait. (`call` starts
+    /// the call: a synchronous method runs when its future is made, not when it is awaited.)
+    async fn metered<F: Future<Output = MethodResponse>>(
+        &self,
+        connection: Option<ConnectionId>,
+        reserved: u32,
+        call: impl FnOnce() -> F,
+        refused: impl FnOnce(ErrorObject<'static>) -> MethodResponse,
+    ) -> MethodResponse {
+        if let Err(wait) = self.buckets.reserve(connection, reserved) {
+            return refused(over_budget(wait));
+        }
+        let started = Instant::now();
+        let response = call().await;
+        self.buckets
+            .settle(connection, reserved, units(started.elapsed()));
+        response
+    }
 }
 
-fn cost_of(request: &Request<'_>) -> u32 {
+fn reserve_for(request: &Request<'_>) -> u32 {
     let params_bytes = request
         .params
         .as_ref()
         .map_or(0, |params| params.get().len());
-    cost(request.method_name(), params_bytes)
+    reserve(request.method_name(), params_bytes)
 }
 
 fn over_budget(wait: Duration) -> ErrorObject<'static> {
+    let wait_ms = wait.as_millis().max(1) as u64;
     ErrorObject::owned(
         code::OVER_BUDGET,
         format!(
-            "this connection spent its request budget ({BUDGET_PER_SECOND} units a second); retry in {} ms",
-            wait.as_millis().max(1)
+            "this connection (or the server) spent its request budget ({BUDGET_PER_SECOND} units of 10 µs a second); retry in {wait_ms} ms"
         ),
-        Some(serde_json::json!({ "retry_after_ms": wait.as_millis().max(1) as u64 })),
+        Some(serde_json::json!({ "retry_after_ms": wait_ms })),
     )
 }
 
@@ -172,37 +245,48 @@ where
 
     fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let connection = request.extensions().get::<ConnectionId>().copied();
-        let paid = self.buckets.take(connection, cost_of(&request));
-        let service = self.service.clone();
+        let reserved = reserve_for(&request);
+        let id = request.id.clone();
+        let budget = self.clone();
         async move {
-            match paid {
-                Ok(()) => service.call(request).await,
-                Err(wait) => MethodResponse::error(request.id, over_budget(wait)),
-            }
+            let service = budget.service.clone();
+            budget
+                .metered(
+                    connection,
+                    reserved,
+                    || service.call(request),
+                    |error| MethodResponse::error(id, error),
+                )
+                .await
         }
     }
 
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
-        // A batch pays for all its calls up front, or none of it runs.
-        let total = batch
+        // A batch reserves for all its calls, or none of it runs.
+        let reserved = batch
             .iter()
             .filter_map(|entry| entry.as_ref().ok())
             .map(|entry| match entry {
-                BatchEntry::Call(request) => cost_of(request),
-                BatchEntry::Notification(notification) => cost(notification.method_name(), 0),
+                BatchEntry::Call(request) => reserve_for(request),
+                BatchEntry::Notification(notification) => reserve(notification.method_name(), 0),
             })
-            .fold(0u32, u32::saturating_add);
+            .fold(0u32, u32::saturating_add)
+            .clamp(1, BURST);
         let connection = batch
             .iter()
             .filter_map(|entry| entry.as_ref().ok())
             .find_map(|entry| entry.extensions().get::<ConnectionId>().copied());
-        let paid = self.buckets.take(connection, total.max(1));
-        let service = self.service.clone();
+        let budget = self.clone();
         async move {
-            match paid {
-                Ok(()) => service.batch(batch).await,
-                Err(wait) => MethodResponse::error(jsonrpsee::types::Id::Null, over_budget(wait)),
-            }
+            let service = budget.service.clone();
+            budget
+                .metered(
+                    connection,
+                    reserved,
+                    || service.batch(batch),
+                    |error| MethodResponse::error(jsonrpsee::types::Id::Null, error),
+                )
+                .await
         }
     }
 
@@ -221,34 +305,55 @@ mod tests {
     #[test]
     fn a_bucket_pays_up_to_its_burst_then_names_the_wait() {
         let mut bucket = Bucket::new(BUDGET_PER_SECOND, BURST);
-        let heavy = cost("workers", 0);
+        let heavy = reserve("block", 0);
         for _ in 0..BURST / heavy {
             bucket.take(heavy).expect("within the burst");
         }
         let wait = bucket.take(heavy).expect_err("over budget");
         assert!(
-            wait > Duration::ZERO && wait <= Duration::from_millis(200),
+            wait > Duration::ZERO && wait <= Duration::from_millis(400),
             "{wait:?}"
         );
     }
 
+    /// A call that took longer than it reserved leaves the bucket in debt: the next call
+    /// waits until the debt is paid off, however small it is.
     #[test]
-    fn every_method_has_a_cost_and_proofs_cost_more_than_lookups() {
-        assert!(cost("state_values", 0) > cost("state_value", 0));
-        assert!(cost("block", 0) <= BURST);
+    fn a_call_that_overran_its_reservation_is_paid_off_before_the_next() {
+        let mut bucket = Bucket::new(BUDGET_PER_SECOND, BURST);
+        bucket.take(10).expect("a full bucket");
+        bucket.settle(10, BURST + BUDGET_PER_SECOND);
+        let wait = bucket.take(1).expect_err("in debt");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_millis(1_001),
+            "{wait:?}"
+        );
+        // A call that took less than it reserved gets the rest back.
+        let mut bucket = Bucket::new(BUDGET_PER_SECOND, BURST);
+        bucket.take(BURST).expect("a full bucket");
+        bucket.settle(BURST, 1);
+        bucket.take(BURST - 2).expect("the reservation came back");
     }
 
-    /// A batch of transactions pays by its size: ten transfers cost as much as one, and the
-    /// largest request (16 MiB) still fits a connection's burst, so it can always be paid.
     #[test]
-    fn a_transaction_batch_pays_by_its_size() {
+    fn units_are_handler_time() {
+        assert_eq!(units(Duration::ZERO), 1);
+        assert_eq!(units(Duration::from_millis(1)), 100);
+        assert_eq!(units(Duration::from_secs(1)), 100_000);
+    }
+
+    /// Every reservation can be paid from a full bucket, and a batch of transactions reserves
+    /// by its size: ten transfers about as much as one, the largest batch most of a burst.
+    #[test]
+    fn every_reservation_fits_a_burst_and_batches_reserve_by_size() {
+        assert!(reserve("state_values", 0) > reserve("state_value", 0));
         let transfer_hex = 356;
-        assert_eq!(
-            cost("submit_transactions", 10 * transfer_hex),
-            cost("submit_transaction", transfer_hex)
+        assert!(
+            reserve("submit_transactions", 10 * transfer_hex)
+                <= 2 * reserve("submit_transaction", transfer_hex) + 20
         );
-        let largest = cost("submit_transactions", 4_096 * transfer_hex);
-        assert!((150..=200).contains(&largest), "{largest}");
-        assert!(cost("submit_transactions", 16 << 20) <= BURST);
+        let largest = reserve("submit_transactions", 4_096 * transfer_hex);
+        assert!((10_000..=20_000).contains(&largest), "{largest}");
+        assert_eq!(reserve("submit_transactions", 16 << 20), BURST);
     }
 }

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use commonware_codec::{Copying, DecodeExt};
 use phala_api::{
+    params::MAX_BACKFILL,
     pruntime::{Info, SyncBatch},
     rpc::StreamProof,
 };
@@ -12,6 +13,7 @@ use phala_client::Client;
 use phala_types::{
     ContractInstantiated, Destination, DownwardMessage, contracts::topics, registry::decode_payload,
 };
+use std::collections::BTreeSet;
 
 /// Builds the next sync batch for a pRuntime from a node: up to `limit` headers after the
 /// pRuntime's head (ending at a certified one), every message of its streams in them with
@@ -19,7 +21,8 @@ use phala_types::{
 /// instantiated in its cluster, and a witness that nothing was left out. A node answers
 /// `stream_messages` in bounded pieces (a count and a byte budget): when the blocks asked for
 /// hold more, or any answer fails, the batch is built again over half as many blocks, down
-/// to one.
+/// to one. A stream joined late catches up over as many batches as its old messages need,
+/// at most `MAX_BACKFILL` a batch.
 pub async fn build_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<SyncBatch> {
     let mut limit = limit.max(1);
     loop {
@@ -46,8 +49,19 @@ async fn try_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<(Sy
         .context("the node returned no headers")?;
     let mut messages = Vec::new();
     let mut after = Vec::new();
+    // Streams joined late, and how many old messages the batch proves for them.
+    let (mut backfilling, mut backfilled) = (BTreeSet::new(), 0);
     for (destination, next) in &info.streams {
-        let found = node.stream_messages(*destination, *next, last).await?;
+        let mut found = node.stream_messages(*destination, *next, last).await?;
+        // A stream joined late starts with old messages, proven by state: this batch carries
+        // those of them one witness can prove, the rest and the stream's newer messages
+        // come in the next batches (as old ones by then).
+        let old = found.partition_point(|m| m.height <= info.height);
+        if old > 0 {
+            found.truncate(old.min(MAX_BACKFILL - backfilled));
+            backfilled += found.len();
+            backfilling.insert(*destination);
+        }
         after.push((*destination, next + found.len() as u64));
         messages.extend(found);
     }
@@ -59,9 +73,13 @@ async fn try_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<(Sy
     let mut backfill = Vec::with_capacity(old.len());
     let mut backfill_keys = Vec::with_capacity(old.len());
     let mut codes = Vec::new();
+    // Each code once, however many of the batch's contracts run it.
+    let mut fetched = BTreeSet::new();
     for message in old.iter().chain(&messages_new) {
         let decoded = decode_message(&message.message)?;
-        if let Some(code_hash) = instantiated_code(&decoded) {
+        if let Some(code_hash) = instantiated_code(&decoded)
+            && fetched.insert(code_hash)
+        {
             codes.push(hex::encode(node.code(&code_hash).await?));
         }
         if message.height <= info.height {
@@ -72,7 +90,11 @@ async fn try_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<(Sy
     let witness = node
         .stream_witness(&after, Some(info.identity), &backfill_keys)
         .await?;
-    let complete = !left_out(&witness.streams, last);
+    let normal = witness
+        .streams
+        .iter()
+        .filter(|stream| !backfilling.contains(&stream.destination));
+    let complete = !left_out(normal, info.height, last);
     let batch = SyncBatch {
         headers: headers.headers,
         certificate: headers.certificate,
@@ -84,11 +106,16 @@ async fn try_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<(Sy
     Ok((batch, complete))
 }
 
-/// Whether the witness shows a stream message at or below `last` past those fetched: the
-/// node's answer was cut short. Read without verifying (the pRuntime verifies); a lying node
-/// only makes pherry try a smaller batch.
-fn left_out(streams: &[StreamProof], last: u64) -> bool {
-    streams.iter().any(|stream| {
+/// Whether the witness shows a stream message in the batch's blocks (after `before`, up to
+/// `last`) past those fetched: the node's answer was cut short. (One at or before `before`
+/// is an old message of a stream joined late, for the next batch.) Read without verifying
+/// (the pRuntime verifies); a lying node only makes pherry try a smaller batch.
+fn left_out<'a>(
+    streams: impl IntoIterator<Item = &'a StreamProof>,
+    before: u64,
+    last: u64,
+) -> bool {
+    streams.into_iter().any(|stream| {
         let key = hex::encode(stream_message(&stream.destination, stream.sequence));
         stream
             .proof
@@ -97,7 +124,7 @@ fn left_out(streams: &[StreamProof], last: u64) -> bool {
             .filter(|leaf| leaf.key == key)
             .filter_map(|leaf| hex::decode(&leaf.value).ok())
             .filter_map(|value| MessageLocation::decode(&value))
-            .any(|location| location.height <= last)
+            .any(|location| location.height > before && location.height <= last)
     })
 }
 
@@ -156,21 +183,25 @@ mod tests {
     #[test]
     fn a_message_inside_the_batch_past_those_fetched_means_the_answer_was_cut() {
         let all = Destination::All;
-        assert!(left_out(&[proof_of(all, 7, Some(10))], 12));
-        assert!(left_out(&[proof_of(all, 7, Some(12))], 12));
+        assert!(left_out(&[proof_of(all, 7, Some(10))], 9, 12));
+        assert!(left_out(&[proof_of(all, 7, Some(12))], 9, 12));
         assert!(
-            !left_out(&[proof_of(all, 7, Some(13))], 12),
+            !left_out(&[proof_of(all, 7, Some(13))], 9, 12),
             "after the batch"
         );
         assert!(
-            !left_out(&[proof_of(all, 7, None)], 12),
+            !left_out(&[proof_of(all, 7, Some(9))], 9, 12),
+            "an old message of a stream joined late, for the next batch"
+        );
+        assert!(
+            !left_out(&[proof_of(all, 7, None)], 9, 12),
             "no such message yet"
         );
         let other = proof_of(Destination::Gatekeepers, 7, Some(10));
         let mut mislabelled = proof_of(all, 7, None);
         mislabelled.proof.leaves = other.proof.leaves;
         assert!(
-            !left_out(&[mislabelled], 12),
+            !left_out(&[mislabelled], 9, 12),
             "a neighbour's leaf is not the message"
         );
     }

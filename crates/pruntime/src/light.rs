@@ -19,7 +19,7 @@ use phala_chain::{
 };
 use phala_types::{Address, Destination, Digest, DownwardMessage, Header};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 /// Most headers in one batch.
@@ -141,8 +141,10 @@ impl LightClient {
         let witness = self.witness_header(last, batch)?;
         let mut streams: BTreeMap<Destination, u64> = state.streams.iter().copied().collect();
         let mut messages = verify_backfill(&witness, state.height, &mut streams, batch)?;
+        let catching_up: BTreeSet<Destination> = messages.iter().map(|m| m.destination).collect();
         messages.extend(verify_messages(&headers, &mut streams, batch)?);
-        let origin_next = self.verify_witness(&witness, last, &streams, me, batch)?;
+        let span = (state.height, last);
+        let origin_next = self.verify_witness(&witness, span, &catching_up, &streams, me, batch)?;
         Ok(Verified {
             origin_next,
             messages,
@@ -216,11 +218,17 @@ impl LightClient {
         Ok(header)
     }
 
-    /// Checks the witness; returns the proven next upward sequence of `me`, if it was included.
+    /// Checks the witness: no stream's next message lies in the batch's blocks (after
+    /// `before`, up to `end`), except for a stream joined late that is `catching_up` (it got
+    /// old messages in this batch) or whose next message lies at or before `before`: its old
+    /// messages did not all fit this batch, and they come as backfill in the next ones, its
+    /// newer messages after them (nothing is skipped: every stream is taken in sequence).
+    /// Returns the proven next upward sequence of `me`, if it was included.
     fn verify_witness(
         &self,
         header: &Header,
-        end: &Header,
+        (before, end): (u64, &Header),
+        catching_up: &BTreeSet<Destination>,
         streams: &BTreeMap<Destination, u64>,
         me: &Address,
         batch: &SyncBatch,
@@ -238,7 +246,8 @@ impl LightClient {
             if let Some(value) = value {
                 let location = MessageLocation::decode(&value)
                     .ok_or(SyncError::BadStreamProof(*destination))?;
-                if location.height <= end.height {
+                let in_batch = location.height > before && location.height <= end.height;
+                if in_batch && !catching_up.contains(destination) {
                     return Err(SyncError::MissingMessage {
                         destination: *destination,
                         sequence: *next,

@@ -164,13 +164,16 @@ impl Chain {
         self.db.get(key)
     }
 
-    /// What pherry builds from a node's relayer RPCs, from this chain directly.
+    /// What pherry builds from a node's relayer RPCs, from this chain directly, with at most
+    /// `backfill_cap` old messages of streams joined late (the rest in later batches, as
+    /// pherry does past what one witness proves).
     fn batch(
         &self,
         height: u64,
         streams: &[(Destination, u64)],
         origin: &Address,
         limit: u64,
+        backfill_cap: usize,
     ) -> SyncBatch {
         let last = (height + limit).min(self.height());
         let headers = (height + 1..=last)
@@ -178,6 +181,7 @@ impl Chain {
             .collect();
         let mut messages = Vec::new();
         let mut after = Vec::new();
+        let mut backfilled = 0;
         for (destination, next) in streams {
             let mut sequence = *next;
             while let Some(location) = self
@@ -188,6 +192,12 @@ impl Chain {
                 .and_then(|v| MessageLocation::decode(&v))
                 .filter(|l| l.height <= last)
             {
+                if location.height <= height {
+                    if backfilled == backfill_cap {
+                        break;
+                    }
+                    backfilled += 1;
+                }
                 let outbox = &self.outboxes[location.height as usize];
                 let leaves: Vec<_> = outbox.iter().map(merkle::message_leaf).collect();
                 let proof = merkle::prove(&leaves, location.index as usize).unwrap();
@@ -330,6 +340,11 @@ impl Node {
                 &info.streams,
                 &info.identity,
                 rng.gen_range(1..=30),
+                if rng.gen_bool(0.3) {
+                    rng.gen_range(0..3)
+                } else {
+                    usize::MAX
+                },
             );
             if rng.gen_bool(0.05) {
                 self.forge(&batch, rng);
@@ -534,6 +549,9 @@ enum Phase {
     Assigning,
     Generation(u32),
     Settling,
+    /// A worker of cluster 0 was moved to cluster 1 half-way through the commands: it joins
+    /// cluster 1's stream late and catches up on its old messages (backfill).
+    Moved,
 }
 
 /// Workers in every run: two per cluster, so that a cluster's workers can disagree.
@@ -582,15 +600,31 @@ fn run(seed: u64) {
                 node.open(&chain);
             }
         }
-        phase = advance(phase, &mut chain, &mut nodes, &admin, gatekeepers);
+        phase = advance(phase, &mut chain, &mut nodes, &admin, gatekeepers, &users);
         users.act(&mut chain, &mut rng, phase > Phase::Admitting);
-        if phase == Phase::Settling && users.sent >= MIN_COMMANDS {
+        if phase == Phase::Moved && users.sent >= MIN_COMMANDS {
             settle += 1;
             if settle > 200 {
                 break;
             }
         }
         assert!(step < 19_999, "no progress: stuck in {phase:?}");
+    }
+    // A last block, and every pRuntime synced to it, streams joined late included (a relayer
+    // may have left part of their old messages for a later batch).
+    chain.produce();
+    for node in &mut nodes {
+        while node.pruntime().height() < chain.height() {
+            let info = node.pruntime().info();
+            let batch = chain.batch(
+                info.height,
+                &info.streams,
+                &info.identity,
+                1_000,
+                usize::MAX,
+            );
+            node.pruntime().sync(&batch).unwrap();
+        }
     }
     check(&chain, &mut nodes);
     let calls = check_contracts(&chain, &mut nodes, &users);
@@ -611,6 +645,7 @@ fn advance(
     nodes: &mut [Node],
     admin: &Keypair,
     gatekeepers: usize,
+    users: &Users,
 ) -> Phase {
     let state = Overlay::new(&chain.db);
     let records: Vec<_> = nodes
@@ -658,6 +693,14 @@ fn advance(
             } else {
                 Phase::Settling
             }
+        }
+        Phase::Settling if users.sent >= MIN_COMMANDS / 2 => {
+            let worker = nodes[gatekeepers].pruntime().identity();
+            chain.submit(
+                admin,
+                Call::Registry(RegistryCall::AssignCluster { worker, cluster: 1 }),
+            );
+            Phase::Moved
         }
         other => other,
     }
@@ -707,7 +750,10 @@ fn check(chain: &Chain, nodes: &mut [Node]) {
                 .unwrap()
                 .cluster
                 .unwrap();
+            // Every generation of its cluster's key (a worker moved away from a cluster keeps
+            // the keys it held there).
             let mut held: Vec<_> = pruntime.keys().cluster_keys.clone();
+            held.retain(|k| k.cluster == cluster);
             held.sort_by_key(|k| k.generation);
             let expected: Vec<_> = master
                 .iter()
@@ -723,12 +769,7 @@ fn check(chain: &Chain, nodes: &mut [Node]) {
             );
         }
         // Caught up, every stream read exactly to the chain's count.
-        while pruntime.height() < chain.height() {
-            let info = pruntime.info();
-            pruntime
-                .sync(&chain.batch(info.height, &info.streams, &info.identity, 1_000))
-                .unwrap();
-        }
+        assert_eq!(pruntime.height(), chain.height());
         for (destination, next) in pruntime.info().streams {
             let count = chain
                 .value(&phala_chain::mq::keys::stream_next(&destination))
@@ -837,7 +878,7 @@ fn a_certificate_from_another_validator_set_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::standalone(dir.path(), &chain);
     let info = node.pruntime().info();
-    let mut batch = chain.batch(0, &info.streams, &info.identity, 3);
+    let mut batch = chain.batch(0, &info.streams, &info.identity, 3, usize::MAX);
     // Well formed and over the right block, but signed by a group this chain never had.
     let last = chain.headers[3].hash();
     batch.certificate = hex::encode(foreign.certifier.certify(3, last).unwrap());
@@ -942,7 +983,13 @@ fn a_rolled_back_or_swapped_checkpoint_is_refused() {
     std::fs::write(&checkpoint, &before_publishing).unwrap();
     node.open(&chain);
     let info = node.pruntime().info();
-    let batch = chain.batch(info.height, &info.streams, &info.identity, 1_000);
+    let batch = chain.batch(
+        info.height,
+        &info.streams,
+        &info.identity,
+        1_000,
+        usize::MAX,
+    );
     match node.pruntime().sync(&batch) {
         Err(PruntimeError::RolledBack { accepted, produced }) => {
             assert!(accepted > produced, "{accepted} > {produced}")

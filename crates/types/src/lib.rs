@@ -43,6 +43,10 @@ pub mod limits {
     pub const MAX_UPWARD_TOPIC: usize = 64;
     /// Largest message payload.
     pub const MAX_PAYLOAD: usize = 32 * 1024;
+    /// Most downward messages one block may send. A relayer fetches a block's messages in one
+    /// answer, so a block must never hold more than an answer may (`stream_messages` stops
+    /// at a block boundary once it holds this many); no call sends more than a few.
+    pub const MAX_BLOCK_MESSAGES: usize = 4_096;
 }
 
 /// Accounts that belong to the chain itself. No private key exists for any of them: their bytes
