@@ -26,6 +26,10 @@ pub struct AnchorFile {
     pub genesis_block: String,
 }
 
+/// Largest `POST /sync` body a pRuntime takes; pherry builds every batch to fit (one block's
+/// messages and codes always do).
+pub const MAX_SYNC_BODY: usize = 64 * 1024 * 1024;
+
 /// Chain data for the light client: `POST /sync`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncBatch {

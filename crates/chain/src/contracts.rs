@@ -55,8 +55,9 @@ impl Module for Contracts {
         match call {
             ContractsCall::UploadCode { .. } => weights::writes(1),
             // The record, two stream messages (2 writes each), the deployer's and the
-            // deposits' balances, and the deployer's nonce.
-            ContractsCall::Instantiate { .. } => weights::writes(8),
+            // deposits' balances, and the deployer's nonce; and the code every worker of the
+            // cluster receives and loads.
+            ContractsCall::Instantiate { .. } => weights::writes(8) + weights::INSTANTIATION,
             ContractsCall::Command { .. } => weights::writes(6),
             ContractsCall::SetStorageQuota { .. } => weights::writes(5),
         }

@@ -29,7 +29,18 @@ pub const MAX_BLOCK_WEIGHT: Weight = 400_000_000;
 /// Most weight a leader spends trying candidates for one block, the ones it drops included.
 pub const BUILD_BUDGET: Weight = MAX_BLOCK_WEIGHT + MAX_BLOCK_WEIGHT / 2;
 
-/// The heaviest transaction: the largest DCAP registration.
+/// Most contracts one block instantiates. Every worker of a contract's cluster receives its
+/// code (up to 192 KiB) in the sync batch that carries the block, and loads it: a block's
+/// codes must fit one batch, whatever a deployer does.
+pub const MAX_BLOCK_INSTANTIATIONS: Weight = 32;
+/// What an instantiation weighs beyond its writes: its share of a block, priced by the code
+/// its cluster's workers receive and load rather than by a validator's time, so that a block
+/// holds at most [`MAX_BLOCK_INSTANTIATIONS`].
+pub const INSTANTIATION: Weight = MAX_BLOCK_WEIGHT / MAX_BLOCK_INSTANTIATIONS;
+const _: () = assert!((MAX_BLOCK_INSTANTIATIONS + 1) * INSTANTIATION > MAX_BLOCK_WEIGHT);
+
+/// The heaviest transaction by a validator's time: the largest DCAP registration (an
+/// instantiation weighs more, for its workers' sake).
 const HEAVIEST: Weight = TX_BASE
     + PER_BYTE * phala_types::limits::MAX_TX_SIZE as Weight
     + SIGNATURE

@@ -870,3 +870,59 @@ fn a_blocks_downward_messages_are_capped() {
         .unwrap();
     assert_eq!(replayed, executed);
 }
+
+/// Every worker of a cluster receives the code of each contract instantiated on it in the
+/// batch that carries the block: a block instantiates at most `MAX_BLOCK_INSTANTIATIONS`
+/// contracts, so its codes always fit one batch however many a deployer sends.
+#[test]
+fn a_block_instantiates_at_most_a_batch_of_codes() {
+    use phala_chain::{BlockContext, state::Changes, weights::MAX_BLOCK_INSTANTIATIONS};
+    use phala_types::Transaction;
+    let mut network = Network::new();
+    network.deploy(0).unwrap();
+    let deployer = key("op3");
+    let chain = &network.chain;
+    let first_nonce =
+        phala_chain::balances::account(&Overlay::new(&chain.db), &deployer.address()).nonce;
+    let txs: Vec<_> = (0..2 * MAX_BLOCK_INSTANTIATIONS)
+        .map(|n| {
+            let tx = Transaction {
+                signer: deployer.address(),
+                nonce: first_nonce + n,
+                fee: phala_types::UNIT,
+                expiry: chain.height + 10,
+                call: instantiate(0, 1 + n as u8),
+            };
+            deployer.sign_transaction(&GENESIS, tx)
+        })
+        .collect();
+    let ctx = BlockContext {
+        height: chain.height + 1,
+        timestamp: chain.timestamp + 1_000,
+        proposer: key("validator").address(),
+    };
+    let (included, executed, dropped) =
+        chain
+            .runtime
+            .build_block(&chain.db, Changes::new(), &ctx, txs.iter().cloned());
+    assert!(dropped.is_empty() && executed.failures.is_empty());
+    let instantiated = executed
+        .outbox
+        .messages
+        .iter()
+        .filter(|m| m.topic.as_ref() == topics::INSTANTIATED)
+        .filter(|m| matches!(m.destination, Destination::Cluster(_)))
+        .count();
+    assert_eq!(instantiated, included.len());
+    assert!(
+        (MAX_BLOCK_INSTANTIATIONS / 2..=MAX_BLOCK_INSTANTIATIONS)
+            .contains(&(included.len() as u64)),
+        "{} instantiations in a block",
+        included.len()
+    );
+    let invalid = chain
+        .runtime
+        .execute_block(&chain.db, Changes::new(), &ctx, &txs)
+        .unwrap_err();
+    assert!(matches!(invalid.error, TxError::BlockTooHeavy { .. }));
+}

@@ -5,13 +5,17 @@ use anyhow::Context;
 use commonware_codec::{Copying, DecodeExt};
 use phala_api::{
     params::MAX_BACKFILL,
-    pruntime::{Info, SyncBatch},
+    pruntime::{Info, MAX_SYNC_BODY, SyncBatch},
     rpc::StreamProof,
 };
 use phala_chain::mq::{MessageLocation, keys::stream_message};
+use phala_chain::weights::MAX_BLOCK_INSTANTIATIONS;
 use phala_client::Client;
 use phala_types::{
-    ContractInstantiated, Destination, DownwardMessage, contracts::topics, registry::decode_payload,
+    ContractInstantiated, Destination, DownwardMessage,
+    contracts::{MAX_CODE, topics},
+    limits,
+    registry::decode_payload,
 };
 use std::collections::BTreeSet;
 
@@ -22,15 +26,26 @@ use std::collections::BTreeSet;
 /// `stream_messages` in bounded pieces (a count and a byte budget): when the blocks asked for
 /// hold more, or any answer fails, the batch is built again over half as many blocks, down
 /// to one. A stream joined late catches up over as many batches as its old messages need,
-/// at most `MAX_BACKFILL` a batch.
+/// at most `MAX_BACKFILL` a batch. A batch larger than a pRuntime takes (`MAX_SYNC_BODY`)
+/// is built again with half its old messages, or over half as many blocks; one block without
+/// old messages always fits (see [`ONE_BLOCK_BOUND`]).
 pub async fn build_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<SyncBatch> {
     let mut limit = limit.max(1);
+    let mut backfill = MAX_BACKFILL;
     loop {
         // An answer too large to send is an error from the node: also a reason to ask less.
-        match try_batch(node, info, limit).await {
-            Ok((batch, true)) => return Ok(batch),
+        let attempt = try_batch(node, info, limit, backfill).await;
+        let too_large = match &attempt {
+            Ok((batch, _)) => serde_json::to_vec(batch)?.len() > MAX_SYNC_BODY,
+            Err(_) => false,
+        };
+        match attempt {
+            Ok((batch, true)) if !too_large => return Ok(batch),
+            Ok((batch, _)) if too_large && !batch.backfill.is_empty() => {
+                backfill = batch.backfill.len() / 2;
+            }
             Ok(_) if limit == 1 => anyhow::bail!(
-                "the node cut the messages of block {} short: more than one answer holds",
+                "the node cut the messages of block {} short, or they do not fit a batch",
                 info.height + 1
             ),
             Err(error) if limit == 1 => return Err(error),
@@ -39,8 +54,24 @@ pub async fn build_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Resu
     }
 }
 
-/// One attempt of [`build_batch`]; false if the node left messages of the batch out.
-async fn try_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<(SyncBatch, bool)> {
+/// The most one block can put in a batch, beside its header and witness: its downward messages
+/// (whose payloads come from the block's own transactions, at most `MAX_BLOCK_SIZE` together
+/// and each reaching a pRuntime at most twice, as an instantiation reaches a gatekeeper in
+/// the cluster; plus each message's topic, framing and a proof of at most 13 siblings, all
+/// hex-encoded JSON) and the code of the contracts it instantiates.
+pub const ONE_BLOCK_BOUND: usize = 2 * 2 * limits::MAX_BLOCK_SIZE
+    + limits::MAX_BLOCK_MESSAGES * (2 * (limits::MAX_TOPIC + 128) + 13 * 67 + 128)
+    + MAX_BLOCK_INSTANTIATIONS as usize * (2 * MAX_CODE + 4);
+const _: () = assert!(ONE_BLOCK_BOUND + 1024 * 1024 <= MAX_SYNC_BODY);
+
+/// One attempt of [`build_batch`], with at most `backfill` old messages; false if the node
+/// left messages of the batch out.
+async fn try_batch(
+    node: &Client,
+    info: &Info,
+    limit: u64,
+    backfill: usize,
+) -> anyhow::Result<(SyncBatch, bool)> {
     let headers = node.headers(info.height + 1, limit).await?;
     let last = headers
         .headers
@@ -58,7 +89,7 @@ async fn try_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Result<(Sy
         // come in the next batches (as old ones by then).
         let old = found.partition_point(|m| m.height <= info.height);
         if old > 0 {
-            found.truncate(old.min(MAX_BACKFILL - backfilled));
+            found.truncate(old.min(backfill - backfilled));
             backfilled += found.len();
             backfilling.insert(*destination);
         }

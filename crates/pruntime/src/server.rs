@@ -29,8 +29,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Largest request body (a batch of 20,000 headers is about 10 MiB of JSON).
-const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Largest request body: a sync batch, which pherry builds to fit.
+const MAX_BODY: usize = phala_api::pruntime::MAX_SYNC_BODY;
 /// Largest query body: a 32 KiB input is about 66 KiB of hex JSON; more is refused (413)
 /// before any decoding or decryption.
 const MAX_QUERY_BODY: usize = 256 * 1024;
