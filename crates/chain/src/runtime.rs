@@ -313,9 +313,10 @@ impl Runtime {
 
     /// Builds a block body from candidates (already signature-checked, in priority order):
     /// keeps each that may be included (its call applied or failed), stops at the block
-    /// limits (size, count, weight, downward messages) or once the candidates it tried,
-    /// dropped ones included, weigh [`weights::BUILD_BUDGET`], and returns those it dropped.
-    /// The candidate that did not fit and those after it are neither kept nor dropped.
+    /// limits (size, count, weight) or once the candidates it tried, dropped ones included,
+    /// weigh [`weights::BUILD_BUDGET`], and returns those it dropped. A candidate whose
+    /// messages do not fit the block's ([`limits::MAX_BLOCK_MESSAGES`]) is neither kept nor
+    /// dropped: it waits for the next block.
     pub fn build_block<S: StateRead + ?Sized>(
         &self,
         base: &S,
@@ -361,8 +362,9 @@ impl Runtime {
                     block_weight += weight;
                     included.push(stx);
                 }
-                // The block's messages are full: the transaction waits for the next block.
-                Err(TxError::TooManyMessages { .. }) => break,
+                // The block's messages are full: the transaction waits for the next block, and
+                // those that send none may still fill the rest.
+                Err(TxError::TooManyMessages { .. }) => {}
                 Err(error) => dropped.push((stx, error)),
             }
         }

@@ -225,7 +225,14 @@ impl Ledger {
     pub fn build(&self, parent: &Header, ctx: BlockContext) -> Option<Block> {
         let parent_digest = parent.hash();
         let pending = self.changes_to(&parent_digest)?;
-        let candidates = self.inner().mempool.candidates(limits::MAX_BLOCK_TXS);
+        let candidates = {
+            let inner = self.inner();
+            let state = self.state();
+            let parent_state = Overlay::with_changes(&*state, pending.clone());
+            inner.mempool.candidates(limits::MAX_BLOCK_TXS, |sender| {
+                balances::account(&parent_state, sender).nonce
+            })
+        };
         let (txs, executed, dropped, state_root) = {
             let state = self.state();
             let (txs, executed, dropped) =

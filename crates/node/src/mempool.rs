@@ -165,17 +165,33 @@ impl Mempool {
     }
 
     /// Candidates for the next block: senders by their oldest pending arrival, each sender's
-    /// transactions in nonce order.
-    pub fn candidates(&self, limit: usize) -> Vec<SignedTransaction> {
-        let mut senders: Vec<(u64, &BTreeMap<u64, Entry>)> = self
+    /// transactions that run on without a gap from its account nonce (`next_nonce`, as of the
+    /// parent block), in nonce order. Those after a gap wait: however many a sender queues,
+    /// none of them costs a leader anything until the gap is filled.
+    pub fn candidates(
+        &self,
+        limit: usize,
+        next_nonce: impl Fn(&Address) -> u64,
+    ) -> Vec<SignedTransaction> {
+        let mut senders: Vec<(u64, Vec<&Entry>)> = self
             .by_sender
-            .values()
-            .filter_map(|q| q.values().map(|e| e.arrival).min().map(|a| (a, q)))
+            .iter()
+            .filter_map(|(sender, queue)| {
+                let next = next_nonce(sender);
+                let ready: Vec<&Entry> = queue
+                    .range(next..)
+                    .zip(next..)
+                    .take_while(|((nonce, _), expected)| *nonce == expected)
+                    .map(|((_, entry), _)| entry)
+                    .collect();
+                let oldest = ready.iter().map(|e| e.arrival).min()?;
+                Some((oldest, ready))
+            })
             .collect();
         senders.sort_by_key(|(arrival, _)| *arrival);
         senders
             .into_iter()
-            .flat_map(|(_, q)| q.values().map(|e| e.tx.clone()))
+            .flat_map(|(_, ready)| ready.into_iter().map(|e| e.tx.clone()))
             .take(limit)
             .collect()
     }

@@ -7,7 +7,8 @@ use commonware_consensus::{marshal::Identifier, types::Height};
 use jsonrpsee::{
     RpcModule,
     server::{
-        Server, ServerConfig, ServerHandle, SubscriptionMessage, middleware::rpc::RpcServiceBuilder,
+        BatchRequestConfig, Server, ServerConfig, ServerHandle, SubscriptionMessage,
+        middleware::rpc::RpcServiceBuilder,
     },
     types::{ErrorObjectOwned, Params},
 };
@@ -400,6 +401,10 @@ pub use phala_api::rpc::MAX_RESPONSE_BYTES;
 
 /// Most connections served at once; each has its own request budget (`rpc_budget`).
 pub const MAX_CONNECTIONS: u32 = 256;
+/// Most subscriptions one connection holds: each finalized block is sent to every one.
+pub const MAX_SUBSCRIPTIONS: u32 = 4;
+/// Most calls in one JSON-RPC batch (a batch reserves its calls' budget together).
+pub const MAX_BATCH_CALLS: u32 = 64;
 /// Threads of the runtime the RPC runs on.
 const RPC_THREADS: usize = 2;
 
@@ -432,6 +437,8 @@ pub async fn serve(
             .max_request_body_size(MAX_REQUEST_BYTES)
             .max_response_body_size(MAX_RESPONSE_BYTES)
             .max_connections(MAX_CONNECTIONS)
+            .max_subscriptions_per_connection(MAX_SUBSCRIPTIONS)
+            .set_batch_request_config(BatchRequestConfig::Limit(MAX_BATCH_CALLS))
             .build();
         let buckets = Arc::new(crate::rpc_budget::Buckets::default());
         let budgets = RpcServiceBuilder::new()

@@ -189,8 +189,9 @@ impl<S> Budget<S> {
     }
 
     /// Runs `call` if `reserved` units can be reserved for `connection`, and settles them
-    /// against the time it took; otherwise answers `refused` with the wait. (`call` starts
-    /// the call: a synchronous method runs when its future is made, not when it is awaited.)
+    /// against the time it took, also when the call is dropped half-way (its client went
+    /// away); otherwise answers `refused` with the wait. (`call` starts the call: a
+    /// synchronous method runs when its future is made, not when it is awaited.)
     async fn metered<F: Future<Output = MethodResponse>>(
         &self,
         connection: Option<ConnectionId>,
@@ -201,11 +202,28 @@ impl<S> Budget<S> {
         if let Err(wait) = self.buckets.reserve(connection, reserved) {
             return refused(over_budget(wait));
         }
-        let started = Instant::now();
-        let response = call().await;
-        self.buckets
-            .settle(connection, reserved, units(started.elapsed()));
-        response
+        let _settles = Running {
+            buckets: &self.buckets,
+            connection,
+            reserved,
+            started: Instant::now(),
+        };
+        call().await
+    }
+}
+
+/// A call that reserved its budget and runs: settled when it ends, however it ends.
+struct Running<'a> {
+    buckets: &'a Buckets,
+    connection: Option<ConnectionId>,
+    reserved: u32,
+    started: Instant,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let spent = units(self.started.elapsed());
+        self.buckets.settle(self.connection, self.reserved, spent);
     }
 }
 
@@ -262,7 +280,8 @@ where
     }
 
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
-        // A batch reserves for all its calls, or none of it runs.
+        // A batch reserves for all its calls, or none of it runs; one that reserves more than
+        // a connection can ever hold is refused (its calls may be sent one by one).
         let reserved = batch
             .iter()
             .filter_map(|entry| entry.as_ref().ok())
@@ -271,13 +290,23 @@ where
                 BatchEntry::Notification(notification) => reserve(notification.method_name(), 0),
             })
             .fold(0u32, u32::saturating_add)
-            .clamp(1, BURST);
+            .max(1);
         let connection = batch
             .iter()
             .filter_map(|entry| entry.as_ref().ok())
             .find_map(|entry| entry.extensions().get::<ConnectionId>().copied());
         let budget = self.clone();
         async move {
+            if reserved > BURST {
+                let error = ErrorObject::owned(
+                    jsonrpsee::types::error::INVALID_REQUEST_CODE,
+                    format!(
+                        "this batch reserves {reserved} units, more than a connection holds ({BURST}); send its calls in smaller batches"
+                    ),
+                    None::<()>,
+                );
+                return MethodResponse::error(jsonrpsee::types::Id::Null, error);
+            }
             let service = budget.service.clone();
             budget
                 .metered(

@@ -289,3 +289,34 @@ fn a_call_that_fails_in_a_block_is_included_and_pays_its_fee() {
         }
     }
 }
+
+/// Transactions queued after a nonce gap cost a leader nothing: however many a sender queues
+/// (here instantiations, each a thirty-second of a block's weight, which a leader would count
+/// against what it may try), the next block still carries everyone else's.
+#[test]
+fn transactions_after_a_nonce_gap_never_crowd_out_a_block() {
+    let (spec, proposer, _) = setup();
+    let bob = Keypair::dev("bob");
+    for nonce in 1..=100u64 {
+        let tx = Transaction {
+            signer: bob.address(),
+            nonce,
+            fee: UNIT,
+            expiry: 1_000,
+            call: Call::Contracts(phala_types::ContractsCall::Instantiate {
+                code_hash: [7; 32],
+                cluster: 0,
+                salt: [nonce as u8; 32],
+                storage_quota: 1_000,
+                input: bytes::Bytes::new(),
+            }),
+        };
+        proposer
+            .submit(bob.sign_transaction(&spec.hash(), tx))
+            .unwrap();
+    }
+    let hash = proposer.submit(transfer(&spec, 0)).unwrap();
+    let block = propose(&proposer, &spec);
+    let included: Vec<_> = block.transactions.iter().map(|tx| tx.hash()).collect();
+    assert_eq!(included, vec![hash]);
+}

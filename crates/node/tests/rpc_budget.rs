@@ -39,6 +39,10 @@ async fn serve_timed_methods() -> String {
             Ok::<_, ErrorObjectOwned>(ms)
         })
         .unwrap();
+    // Under the name of a heavy method, so that it reserves as much.
+    module
+        .register_method("block", |_, _, _| Ok::<_, ErrorObjectOwned>(0u64))
+        .unwrap();
     module
         .register_async_method("sleep", |params, _, _| async move {
             let ms: u64 = params.one()?;
@@ -192,4 +196,48 @@ async fn a_node_refuses_a_connection_that_keeps_submitting_large_batches() {
     tokio::time::sleep(wait + Duration::from_millis(50)).await;
     let status: Result<serde_json::Value, _> = greedy.request("health", rpc_params![]).await;
     assert!(status.is_ok(), "{status:?}");
+}
+
+/// A JSON-RPC batch reserves for all its calls together: one that reserves more than a
+/// connection can ever hold is refused outright (its calls may come one by one), so a batch
+/// cannot run unmetered work beyond a connection's burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reserving_more_than_a_connection_holds_is_refused() {
+    let url = serve_timed_methods().await;
+    let client = client_of(&url);
+    let batch = |calls: usize| {
+        let mut batch = jsonrpsee::core::params::BatchRequestBuilder::new();
+        for _ in 0..calls {
+            batch.insert("block", rpc_params![]).unwrap();
+        }
+        batch
+    };
+    // Four heavy calls reserve 40,000 of a connection's 50,000: served.
+    let served = client.batch_request::<u64>(batch(4)).await.unwrap();
+    assert_eq!(served.num_successful_calls(), 4);
+    // Six reserve 60,000: never payable, refused with a reason.
+    let calls: Vec<_> = (0..6)
+        .map(|id| serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "block", "params": []}))
+        .collect();
+    let answer = post(&url, &serde_json::to_string(&calls).unwrap());
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("smaller batches"), "{message}");
+}
+
+/// POSTs `body` to `url` over plain HTTP/1.1 and returns the JSON answer.
+fn post(url: &str, body: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let json = answer.split("\r\n\r\n").nth(1).unwrap();
+    serde_json::from_str(json).unwrap()
 }

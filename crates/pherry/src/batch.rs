@@ -36,10 +36,12 @@ pub async fn build_batch(node: &Client, info: &Info, limit: u64) -> anyhow::Resu
         // An answer too large to send is an error from the node: also a reason to ask less.
         let attempt = try_batch(node, info, limit, backfill).await;
         let too_large = match &attempt {
-            Ok((batch, _)) => serde_json::to_vec(batch)?.len() > MAX_SYNC_BODY,
+            Ok(attempt) => {
+                attempt.oversized || serde_json::to_vec(&attempt.batch)?.len() > MAX_SYNC_BODY
+            }
             Err(_) => false,
         };
-        match attempt {
+        match attempt.map(|a| (a.batch, a.complete)) {
             Ok((batch, true)) if !too_large => return Ok(batch),
             Ok((batch, _)) if too_large && !batch.backfill.is_empty() => {
                 backfill = batch.backfill.len() / 2;
@@ -64,14 +66,22 @@ pub const ONE_BLOCK_BOUND: usize = 2 * 2 * limits::MAX_BLOCK_SIZE
     + MAX_BLOCK_INSTANTIATIONS as usize * (2 * MAX_CODE + 4);
 const _: () = assert!(ONE_BLOCK_BOUND + 1024 * 1024 <= MAX_SYNC_BODY);
 
-/// One attempt of [`build_batch`], with at most `backfill` old messages; false if the node
-/// left messages of the batch out.
+/// What one attempt of [`build_batch`] gathered.
+struct Attempt {
+    batch: SyncBatch,
+    /// False if the node left messages of the batch's blocks out.
+    complete: bool,
+    /// True if its codes alone outgrew a batch (the rest were not fetched).
+    oversized: bool,
+}
+
+/// One attempt of [`build_batch`], with at most `backfill` old messages.
 async fn try_batch(
     node: &Client,
     info: &Info,
     limit: u64,
     backfill: usize,
-) -> anyhow::Result<(SyncBatch, bool)> {
+) -> anyhow::Result<Attempt> {
     let headers = node.headers(info.height + 1, limit).await?;
     let last = headers
         .headers
@@ -104,14 +114,19 @@ async fn try_batch(
     let mut backfill = Vec::with_capacity(old.len());
     let mut backfill_keys = Vec::with_capacity(old.len());
     let mut codes = Vec::new();
-    // Each code once, however many of the batch's contracts run it.
+    // Each code once, however many of the batch's contracts run it, and no more than a
+    // batch holds.
     let mut fetched = BTreeSet::new();
+    let mut code_bytes = 0;
     for message in old.iter().chain(&messages_new) {
         let decoded = decode_message(&message.message)?;
         if let Some(code_hash) = instantiated_code(&decoded)
+            && code_bytes <= MAX_SYNC_BODY
             && fetched.insert(code_hash)
         {
-            codes.push(hex::encode(node.code(&code_hash).await?));
+            let code = hex::encode(node.code(&code_hash).await?);
+            code_bytes += code.len();
+            codes.push(code);
         }
         if message.height <= info.height {
             backfill_keys.push((decoded.destination, decoded.sequence));
@@ -134,7 +149,11 @@ async fn try_batch(
         backfill,
         codes,
     };
-    Ok((batch, complete))
+    Ok(Attempt {
+        batch,
+        complete,
+        oversized: code_bytes > MAX_SYNC_BODY,
+    })
 }
 
 /// Whether the witness shows a stream message in the batch's blocks (after `before`, up to

@@ -34,6 +34,11 @@ pub struct LightState {
     #[serde(default)]
     pub timestamp: u64,
     pub streams: Vec<(Destination, u64)>,
+    /// Height up to which every stream's messages were handed on: `height`, or the block
+    /// before the next message of a stream joined late that is still catching up. What
+    /// queries may claim to be fresh to.
+    #[serde(default)]
+    pub complete_to: u64,
 }
 
 /// Why a batch was refused. Nothing of a refused batch is applied.
@@ -125,6 +130,7 @@ impl LightClient {
             hash: genesis_header_hash,
             timestamp: 0,
             streams: streams.iter().map(|d| (*d, 0)).collect(),
+            complete_to: 0,
         }
     }
 
@@ -144,7 +150,8 @@ impl LightClient {
         let catching_up: BTreeSet<Destination> = messages.iter().map(|m| m.destination).collect();
         messages.extend(verify_messages(&headers, &mut streams, batch)?);
         let span = (state.height, last);
-        let origin_next = self.verify_witness(&witness, span, &catching_up, &streams, me, batch)?;
+        let complete_to = check_streams(&witness, span, &catching_up, &streams, batch)?;
+        let origin_next = origin_next(&witness, me, batch)?;
         Ok(Verified {
             origin_next,
             messages,
@@ -153,6 +160,7 @@ impl LightClient {
                 hash: hex::encode(last.hash()),
                 timestamp: last.timestamp,
                 streams: streams.into_iter().collect(),
+                complete_to,
             },
             headers: headers.len(),
         })
@@ -217,64 +225,75 @@ impl LightClient {
         }
         Ok(header)
     }
+}
 
-    /// Checks the witness: no stream's next message lies in the batch's blocks (after
-    /// `before`, up to `end`), except for a stream joined late that is `catching_up` (it got
-    /// old messages in this batch) or whose next message lies at or before `before`: its old
-    /// messages did not all fit this batch, and they come as backfill in the next ones, its
-    /// newer messages after them (nothing is skipped: every stream is taken in sequence).
-    /// Returns the proven next upward sequence of `me`, if it was included.
-    fn verify_witness(
-        &self,
-        header: &Header,
-        (before, end): (u64, &Header),
-        catching_up: &BTreeSet<Destination>,
-        streams: &BTreeMap<Destination, u64>,
-        me: &Address,
-        batch: &SyncBatch,
-    ) -> Result<Option<u64>, SyncError> {
-        let witness = &batch.witness;
-        for (destination, next) in streams {
-            let proof = find_proof(&witness.streams, destination)?;
-            let key = phala_chain::mq::keys::stream_message(destination, *next);
-            let value = proof
-                .proof
-                .to_proof()
-                .ok()
-                .and_then(|p| p.verify(&header.state_root, &key).ok())
-                .ok_or(SyncError::BadStreamProof(*destination))?;
-            if let Some(value) = value {
-                let location = MessageLocation::decode(&value)
-                    .ok_or(SyncError::BadStreamProof(*destination))?;
-                let in_batch = location.height > before && location.height <= end.height;
-                if in_batch && !catching_up.contains(destination) {
-                    return Err(SyncError::MissingMessage {
-                        destination: *destination,
-                        sequence: *next,
-                    });
-                }
-            }
-        }
-        // Always required: it is how the pRuntime learns what the chain accepted from it, and
-        // the chain is its rollback counter.
-        let proof = witness.origin.as_ref().ok_or(SyncError::BadOriginProof)?;
+/// Checks the witness: no stream's next message lies in the batch's blocks (after `before`,
+/// up to `end`), except for a stream joined late that is `catching_up` (it got old messages
+/// in this batch) or whose next message lies at or before `before`: its old messages did not
+/// all fit this batch, and they come as backfill in the next ones, its newer messages after
+/// them (nothing is skipped: every stream is taken in sequence). Returns the height up to
+/// which every stream's messages are handed on: `end`, or the block before the next message
+/// of a stream still catching up.
+fn check_streams(
+    header: &Header,
+    (before, end): (u64, &Header),
+    catching_up: &BTreeSet<Destination>,
+    streams: &BTreeMap<Destination, u64>,
+    batch: &SyncBatch,
+) -> Result<u64, SyncError> {
+    let mut complete_to = end.height;
+    for (destination, next) in streams {
+        let proof = find_proof(&batch.witness.streams, destination)?;
+        let key = phala_chain::mq::keys::stream_message(destination, *next);
         let value = proof
+            .proof
             .to_proof()
             .ok()
-            .and_then(|p| {
-                p.verify(
-                    &header.state_root,
-                    &phala_chain::mq::keys::origin_sequence(me),
-                )
-                .ok()
-            })
-            .ok_or(SyncError::BadOriginProof)?;
-        match value {
-            None => Ok(Some(0)),
-            Some(bytes) => {
-                let bytes: [u8; 8] = bytes.try_into().map_err(|_| SyncError::BadOriginProof)?;
-                Ok(Some(u64::from_be_bytes(bytes)))
-            }
+            .and_then(|p| p.verify(&header.state_root, &key).ok())
+            .ok_or(SyncError::BadStreamProof(*destination))?;
+        let Some(value) = value else {
+            continue;
+        };
+        let location =
+            MessageLocation::decode(&value).ok_or(SyncError::BadStreamProof(*destination))?;
+        if location.height > end.height {
+            continue;
+        }
+        if location.height > before && !catching_up.contains(destination) {
+            return Err(SyncError::MissingMessage {
+                destination: *destination,
+                sequence: *next,
+            });
+        }
+        complete_to = complete_to.min(location.height.saturating_sub(1));
+    }
+    Ok(complete_to)
+}
+
+/// The chain's proven next upward sequence of `me`. Always required: it is how the pRuntime
+/// learns what the chain accepted from it, and the chain is its rollback counter.
+fn origin_next(header: &Header, me: &Address, batch: &SyncBatch) -> Result<Option<u64>, SyncError> {
+    let proof = batch
+        .witness
+        .origin
+        .as_ref()
+        .ok_or(SyncError::BadOriginProof)?;
+    let value = proof
+        .to_proof()
+        .ok()
+        .and_then(|p| {
+            p.verify(
+                &header.state_root,
+                &phala_chain::mq::keys::origin_sequence(me),
+            )
+            .ok()
+        })
+        .ok_or(SyncError::BadOriginProof)?;
+    match value {
+        None => Ok(Some(0)),
+        Some(bytes) => {
+            let bytes: [u8; 8] = bytes.try_into().map_err(|_| SyncError::BadOriginProof)?;
+            Ok(Some(u64::from_be_bytes(bytes)))
         }
     }
 }

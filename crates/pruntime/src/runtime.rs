@@ -343,6 +343,9 @@ impl Pruntime {
             contracts.instances.retain(|_, i| i.cluster == cluster);
             if !next.light.streams.iter().any(|(d, _)| *d == stream) {
                 next.light.streams.push((stream, 0));
+                // Nothing of the new stream is read yet: queries claim no freshness until
+                // the next batch proves how far it is.
+                next.light.complete_to = 0;
             }
         }
         // Drop what the chain has provably accepted (never on a caller's word).
@@ -391,12 +394,14 @@ impl Pruntime {
         &self.contracts
     }
 
-    /// What queries are answered from: the contracts as of the last accepted batch.
+    /// What queries are answered from: the contracts as of the last accepted batch, fresh to
+    /// the height every stream was handed on to (less than the synced height while a stream
+    /// joined late catches up: a receipt never claims messages the worker has not seen).
     pub fn query_view(&self) -> QueryView {
         QueryView::new(
             self.contracts.clone(),
             self.identity.clone(),
-            self.checkpoint.light.height,
+            self.checkpoint.light.complete_to,
             self.checkpoint.light.timestamp,
         )
     }
