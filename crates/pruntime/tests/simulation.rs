@@ -19,7 +19,7 @@
 
 use commonware_codec::{Copying, DecodeExt, Encode};
 use phala_api::{
-    pruntime::{Mode, RegistrationRequest, SyncBatch, TrustAnchor},
+    pruntime::{Info, Mode, RegistrationRequest, SyncBatch, TrustAnchor},
     query::seal_command,
     rpc::{HeaderJson, OutboxMessageJson, ProofJson, StreamProof, Witness},
 };
@@ -162,6 +162,17 @@ impl Chain {
     fn value(&self, key: &[u8]) -> Option<Vec<u8>> {
         use phala_chain::state::StateRead;
         self.db.get(key)
+    }
+
+    /// The batch an honest relayer sends next: every old message, up to 1,000 blocks.
+    fn next_batch(&self, info: &Info) -> SyncBatch {
+        self.batch(
+            info.height,
+            &info.streams,
+            &info.identity,
+            1_000,
+            usize::MAX,
+        )
     }
 
     /// What pherry builds from a node's relayer RPCs, from this chain directly, with at most
@@ -638,13 +649,7 @@ fn run(seed: u64) {
     for node in &mut nodes {
         while node.pruntime().height() < chain.height() {
             let info = node.pruntime().info();
-            let batch = chain.batch(
-                info.height,
-                &info.streams,
-                &info.identity,
-                1_000,
-                usize::MAX,
-            );
+            let batch = chain.next_batch(&info);
             node.pruntime().sync(&batch).unwrap();
         }
     }
@@ -1005,13 +1010,7 @@ fn a_rolled_back_or_swapped_checkpoint_is_refused() {
     std::fs::write(&checkpoint, &before_publishing).unwrap();
     node.open(&chain);
     let info = node.pruntime().info();
-    let batch = chain.batch(
-        info.height,
-        &info.streams,
-        &info.identity,
-        1_000,
-        usize::MAX,
-    );
+    let batch = chain.next_batch(&info);
     match node.pruntime().sync(&batch) {
         Err(PruntimeError::RolledBack { accepted, produced }) => {
             assert!(accepted > produced, "{accepted} > {produced}")
