@@ -7,8 +7,8 @@ use commonware_consensus::{marshal::Identifier, types::Height};
 use jsonrpsee::{
     RpcModule,
     server::{
-        BatchRequestConfig, Server, ServerConfig, ServerHandle, SubscriptionMessage,
-        middleware::rpc::RpcServiceBuilder,
+        BatchRequestConfig, Methods, Server, ServerConfig, ServerHandle, SubscriptionMessage,
+        middleware::rpc::RpcServiceBuilder, serve_with_graceful_shutdown, stop_channel,
     },
     types::{ErrorObjectOwned, Params},
 };
@@ -399,7 +399,8 @@ pub const MAX_REQUEST_BYTES: u32 = 16 * 1024 * 1024;
 /// Largest response body (clients accept as much).
 pub use phala_api::rpc::MAX_RESPONSE_BYTES;
 
-/// Most connections served at once; each has its own request budget (`rpc_budget`).
+/// Most requests (or WebSocket sessions) served at once; each client has its own request
+/// budget (`rpc_budget`).
 pub const MAX_CONNECTIONS: u32 = 256;
 /// Most subscriptions one connection holds: each finalized block is sent to every one.
 pub const MAX_SUBSCRIPTIONS: u32 = 4;
@@ -425,12 +426,13 @@ fn rpc_runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
 }
 
 /// Serves the module on `address` (HTTP and WebSocket), on the RPC's own runtime, with a
-/// request budget per connection.
+/// request budget per client (`rpc_budget`): each connection's requests carry its peer's
+/// address.
 pub async fn serve(
     address: SocketAddr,
     ctx: RpcContext,
 ) -> anyhow::Result<(SocketAddr, ServerHandle)> {
-    let module = module(ctx)?;
+    let methods: Methods = module(ctx)?.into();
     let started = rpc_runtime()?.spawn(async move {
         // Room for a JSON-RPC batch of many transactions; each is still held to MAX_TX_SIZE.
         let config = ServerConfig::builder()
@@ -443,13 +445,71 @@ pub async fn serve(
         let buckets = Arc::new(crate::rpc_budget::Buckets::default());
         let budgets = RpcServiceBuilder::new()
             .layer_fn(move |service| crate::rpc_budget::Budget::new(service, buckets.clone()));
-        let server = Server::builder()
+        let builder = Server::builder()
             .set_config(config)
             .set_rpc_middleware(budgets)
-            .build(address)
-            .await?;
-        let local = server.local_addr()?;
-        anyhow::Ok((local, server.start(module)))
+            .to_service_builder();
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        let local = listener.local_addr()?;
+        let (stop, handle) = stop_channel();
+        tokio::spawn(async move {
+            loop {
+                let (socket, peer) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            // Out of descriptors, say: wait rather than spin.
+                            tracing::warn!(%error, "rpc: accepting a connection failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                    () = stop.clone().shutdown() => break,
+                };
+                if let Err(error) = socket.set_nodelay(true) {
+                    tracing::debug!(%error, "rpc: no TCP_NODELAY");
+                }
+                let service = WithPeer {
+                    inner: builder.clone().build(methods.clone(), stop.clone()),
+                    peer: crate::rpc_budget::Peer(peer.ip()),
+                };
+                tokio::spawn(serve_with_graceful_shutdown(
+                    socket,
+                    service,
+                    stop.clone().shutdown(),
+                ));
+            }
+        });
+        anyhow::Ok((local, handle))
     });
     started.await?
+}
+
+/// A connection's service, which puts its peer's address in every request's extensions
+/// (where the request budgets find their client).
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: crate::rpc_budget::Peer,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for WithPeer<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
+        self.inner.call(request)
+    }
 }

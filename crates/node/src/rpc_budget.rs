@@ -1,9 +1,11 @@
 //! Request budgets: anyone may call a node's RPC, so no connection may make it work without
 //! bound. A call costs what it took: the time its handler ran (awaits included, since a call
-//! that waits still holds the server's resources), in [`UNIT`]s. Each connection holds a
-//! bucket of [`BUDGET_PER_SECOND`] units (refilled continuously, holding at most [`BURST`]),
-//! and all connections together one of [`SERVER_BUDGET_PER_SECOND`], so opening more
-//! connections buys no more work.
+//! that waits still holds the server's resources), in [`UNIT`]s. Each client holds a bucket of
+//! [`BUDGET_PER_SECOND`] units (refilled continuously, holding at most [`BURST`]), and all
+//! clients together one of [`SERVER_BUDGET_PER_SECOND`], so opening more connections buys no
+//! more work. A client is a remote address (an IPv6 one by its /64), whatever number of
+//! connections it opens; one on this host (local tools, a proxy in front of the node) is each
+//! of its connections.
 //!
 //! A call first reserves what its worst case may cost ([`reserve`]), so one connection cannot
 //! start more work at once than its budget could pay; when it ends, the reservation is
@@ -21,6 +23,7 @@ use jsonrpsee::{
 use std::{
     collections::HashMap,
     future::Future,
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -36,7 +39,7 @@ pub const BURST: u32 = 50_000;
 pub const SERVER_BUDGET_PER_SECOND: u32 = 150_000;
 /// Most units all connections together may hold.
 pub const SERVER_BURST: u32 = 300_000;
-/// Connections whose buckets are remembered before full ones are forgotten.
+/// Clients whose buckets are remembered before full ones are forgotten.
 const MAX_TRACKED: usize = 4 * crate::rpc::MAX_CONNECTIONS as usize;
 
 /// Bytes of a `submit_transactions` request that reserve one more unit: signature checks and
@@ -119,49 +122,84 @@ impl Bucket {
     }
 }
 
-/// The buckets of a server: one per connection, and one for all of them together.
+/// The address a request came from: the server puts it in every request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub IpAddr);
+
+/// Whom a bucket belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Client {
+    /// A remote address: every connection from it shares the bucket.
+    Address(IpAddr),
+    /// A connection from this host, or one whose address is unknown.
+    Connection(ConnectionId),
+}
+
+/// The client a request with these extensions belongs to.
+fn client_of(extensions: &jsonrpsee::Extensions) -> Option<Client> {
+    let connection = extensions.get::<ConnectionId>().copied();
+    match extensions.get::<Peer>().map(|Peer(ip)| ip.to_canonical()) {
+        Some(ip) if !ip.is_loopback() => Some(Client::Address(network_of(ip))),
+        _ => connection.map(Client::Connection),
+    }
+}
+
+/// The network a client is known by: an IPv4 address, or an IPv6 /64 (one host commonly holds
+/// a whole /64, so counting its addresses apart would multiply its budget).
+fn network_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(octets.into())
+        }
+    }
+}
+
+/// The buckets of a server: one per client, and one for all of them together.
 #[derive(Debug, Default)]
 pub struct Buckets {
-    connections: Mutex<HashMap<ConnectionId, Bucket>>,
+    clients: Mutex<HashMap<Client, Bucket>>,
     all: Mutex<Option<Bucket>>,
 }
 
 impl Buckets {
-    /// Reserves `units` from `connection`'s bucket and from the server's.
-    fn reserve(&self, connection: Option<ConnectionId>, units: u32) -> Result<(), Duration> {
+    /// Reserves `units` from `client`'s bucket and from the server's.
+    fn reserve(&self, client: Option<Client>, units: u32) -> Result<(), Duration> {
         let mut all = lock(&self.all);
         let all = all.get_or_insert_with(|| Bucket::new(SERVER_BUDGET_PER_SECOND, SERVER_BURST));
-        if let Some(connection) = connection {
-            let mut connections = lock(&self.connections);
-            if connections.len() >= MAX_TRACKED {
-                connections.retain(|_, bucket| !bucket.is_full());
+        if let Some(client) = client {
+            let mut clients = lock(&self.clients);
+            if clients.len() >= MAX_TRACKED {
+                clients.retain(|_, bucket| !bucket.is_full());
             }
-            connections
-                .entry(connection)
+            clients
+                .entry(client)
                 .or_insert_with(|| Bucket::new(BUDGET_PER_SECOND, BURST))
                 .take(units)?;
         }
         if let Err(wait) = all.take(units) {
-            self.settle_connection(connection, units, 0);
+            self.settle_client(client, units, 0);
             return Err(wait);
         }
         Ok(())
     }
 
-    /// Settles on `connection`'s bucket a reservation of `reserved` units that `spent` units.
-    fn settle_connection(&self, connection: Option<ConnectionId>, reserved: u32, spent: u32) {
-        if let Some(connection) = connection {
-            let mut connections = lock(&self.connections);
-            let bucket = connections
-                .entry(connection)
+    /// Settles on `client`'s bucket a reservation of `reserved` units that `spent` units.
+    fn settle_client(&self, client: Option<Client>, reserved: u32, spent: u32) {
+        if let Some(client) = client {
+            let mut clients = lock(&self.clients);
+            let bucket = clients
+                .entry(client)
                 .or_insert_with(|| Bucket::new(BUDGET_PER_SECOND, BURST));
             bucket.settle(reserved, spent);
         }
     }
 
-    /// Settles a call that ran, on the connection's bucket and the server's.
-    fn settle(&self, connection: Option<ConnectionId>, reserved: u32, spent: u32) {
-        self.settle_connection(connection, reserved, spent);
+    /// Settles a call that ran, on the client's bucket and the server's.
+    fn settle(&self, client: Option<Client>, reserved: u32, spent: u32) {
+        self.settle_client(client, reserved, spent);
         if let Some(all) = lock(&self.all).as_mut() {
             all.settle(reserved, spent);
         }
@@ -174,8 +212,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The middleware, built for each connection (and, over HTTP, for each request: the
-/// connection's bucket is found by its id).
+/// The middleware, built for each connection (and, over HTTP, for each request: the client's
+/// bucket is found by its address or connection id).
 #[derive(Clone)]
 pub struct Budget<S> {
     service: S,
@@ -188,23 +226,23 @@ impl<S> Budget<S> {
         Budget { service, buckets }
     }
 
-    /// Runs `call` if `reserved` units can be reserved for `connection`, and settles them
+    /// Runs `call` if `reserved` units can be reserved for `client`, and settles them
     /// against the time it took, also when the call is dropped half-way (its client went
     /// away); otherwise answers `refused` with the wait. (`call` starts the call: a
     /// synchronous method runs when its future is made, not when it is awaited.)
     async fn metered<F: Future<Output = MethodResponse>>(
         &self,
-        connection: Option<ConnectionId>,
+        client: Option<Client>,
         reserved: u32,
         call: impl FnOnce() -> F,
         refused: impl FnOnce(ErrorObject<'static>) -> MethodResponse,
     ) -> MethodResponse {
-        if let Err(wait) = self.buckets.reserve(connection, reserved) {
+        if let Err(wait) = self.buckets.reserve(client, reserved) {
             return refused(over_budget(wait));
         }
         let _settles = Running {
             buckets: &self.buckets,
-            connection,
+            client,
             reserved,
             started: Instant::now(),
         };
@@ -215,7 +253,7 @@ impl<S> Budget<S> {
 /// A call that reserved its budget and runs: settled when it ends, however it ends.
 struct Running<'a> {
     buckets: &'a Buckets,
-    connection: Option<ConnectionId>,
+    client: Option<Client>,
     reserved: u32,
     started: Instant,
 }
@@ -223,7 +261,7 @@ struct Running<'a> {
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         let spent = units(self.started.elapsed());
-        self.buckets.settle(self.connection, self.reserved, spent);
+        self.buckets.settle(self.client, self.reserved, spent);
     }
 }
 
@@ -240,7 +278,7 @@ fn over_budget(wait: Duration) -> ErrorObject<'static> {
     ErrorObject::owned(
         code::OVER_BUDGET,
         format!(
-            "this connection (or the server) spent its request budget ({BUDGET_PER_SECOND} units of 10 µs a second); retry in {wait_ms} ms"
+            "this client (or the server) spent its request budget ({BUDGET_PER_SECOND} units of 10 µs a second); retry in {wait_ms} ms"
         ),
         Some(serde_json::json!({ "retry_after_ms": wait_ms })),
     )
@@ -262,7 +300,7 @@ where
     type BatchResponse = MethodResponse;
 
     fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
-        let connection = request.extensions().get::<ConnectionId>().copied();
+        let client = client_of(request.extensions());
         let reserved = reserve_for(&request);
         let id = request.id.clone();
         let budget = self.clone();
@@ -270,7 +308,7 @@ where
             let service = budget.service.clone();
             budget
                 .metered(
-                    connection,
+                    client,
                     reserved,
                     || service.call(request),
                     |error| MethodResponse::error(id, error),
@@ -291,10 +329,10 @@ where
             })
             .fold(0u32, u32::saturating_add)
             .max(1);
-        let connection = batch
+        let client = batch
             .iter()
             .filter_map(|entry| entry.as_ref().ok())
-            .find_map(|entry| entry.extensions().get::<ConnectionId>().copied());
+            .find_map(|entry| client_of(entry.extensions()));
         let budget = self.clone();
         async move {
             if reserved > BURST {
@@ -310,7 +348,7 @@ where
             let service = budget.service.clone();
             budget
                 .metered(
-                    connection,
+                    client,
                     reserved,
                     || service.batch(batch),
                     |error| MethodResponse::error(jsonrpsee::types::Id::Null, error),
@@ -362,6 +400,40 @@ mod tests {
         bucket.take(BURST).expect("a full bucket");
         bucket.settle(BURST, 1);
         bucket.take(BURST - 2).expect("the reservation came back");
+    }
+
+    fn extensions(peer: &str, connection: usize) -> jsonrpsee::Extensions {
+        let mut extensions = jsonrpsee::Extensions::new();
+        extensions.insert(Peer(peer.parse().expect("an address")));
+        extensions.insert(ConnectionId(connection));
+        extensions
+    }
+
+    /// A remote client is its address: opening more connections buys it no more budget, and
+    /// an IPv6 host is its /64. A client on this host (a local tool, a proxy in front of the
+    /// node) is each of its connections.
+    #[test]
+    fn a_client_is_its_address_or_a_local_connection() {
+        let client = |peer, connection| client_of(&extensions(peer, connection));
+        assert_eq!(client("203.0.113.7", 1), client("203.0.113.7", 2));
+        assert_ne!(client("203.0.113.7", 1), client("203.0.113.8", 1));
+        assert_eq!(client("2001:db8::1", 1), client("2001:db8::ffff:2", 2));
+        assert_ne!(client("2001:db8::1", 1), client("2001:db8:0:1::1", 1));
+        assert_eq!(client("::ffff:203.0.113.7", 1), client("203.0.113.7", 2));
+        assert_ne!(client("127.0.0.1", 1), client("127.0.0.1", 2));
+        assert_ne!(client("::1", 1), client("::1", 2));
+
+        // Two connections from one address share its bucket.
+        let buckets = Buckets::default();
+        let first = client("198.51.100.1", 1);
+        buckets.reserve(first, BURST).expect("a full bucket");
+        let wait = buckets
+            .reserve(client("198.51.100.1", 2), 10)
+            .expect_err("the address spent its budget");
+        assert!(wait > Duration::ZERO);
+        buckets
+            .reserve(client("198.51.100.2", 3), 10)
+            .expect("another address has its own");
     }
 
     #[test]
