@@ -68,7 +68,7 @@ fn client_of(url: &str) -> HttpClient {
 }
 
 /// The wait an over-budget refusal names, or `None` if the call was served.
-async fn refusal(client: &HttpClient, method: &str, ms: u64) -> Option<Duration> {
+async fn refusal(client: &impl ClientT, method: &str, ms: u64) -> Option<Duration> {
     match client.request::<u64, _>(method, rpc_params![ms]).await {
         Ok(_) => None,
         Err(jsonrpsee::core::ClientError::Call(error)) => {
@@ -98,7 +98,11 @@ async fn quick_calls_are_never_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_call_is_paid_for_before_the_next_one_runs() {
     let url = serve_timed_methods().await;
-    let client = client_of(&url);
+    // One WebSocket: every call on the same connection (an HTTP client may open another).
+    let client = jsonrpsee::ws_client::WsClientBuilder::default()
+        .build(url.replace("http://", "ws://"))
+        .await
+        .unwrap();
     assert_eq!(refusal(&client, "spin", 700).await, None);
     // 70,000 units spent from a bucket of 50,000: 20,000 units of debt, 0.8 s of refill.
     let wait = refusal(&client, "spin", 0).await.expect("in debt");
