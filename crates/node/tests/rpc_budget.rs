@@ -177,7 +177,11 @@ async fn a_node_refuses_a_connection_that_keeps_submitting_large_batches() {
             ))
         })
         .collect();
-    let greedy = client_of(&url);
+    // One WebSocket, so that every call is on the same connection.
+    let greedy = jsonrpsee::ws_client::WsClientBuilder::default()
+        .build(url.replace("http://", "ws://"))
+        .await
+        .unwrap();
     let mut refused = None;
     for _ in 0..2_000 {
         let answer: Result<serde_json::Value, _> = greedy
