@@ -807,8 +807,8 @@ fn every_state_key_lives_under_its_modules_prefix() {
 /// for the next block), and a block past the limit is invalid at that report.
 #[test]
 fn a_blocks_downward_messages_are_capped() {
-    use phala_chain::{BlockContext, state::Changes};
-    use phala_types::{Transaction, contracts::MAX_REPORT_EMITS, limits::MAX_BLOCK_MESSAGES};
+    use phala_chain::state::Changes;
+    use phala_types::{contracts::MAX_REPORT_EMITS, limits::MAX_BLOCK_MESSAGES};
     let mut network = Network::new();
     let id = network.deploy(1).unwrap();
     network.publish_key(id, 3).unwrap();
@@ -819,12 +819,7 @@ fn a_blocks_downward_messages_are_capped() {
             .apply(&key("op3"), command(id, 10_000))
             .unwrap();
     }
-    let relayer = key("op2");
-    let first_nonce =
-        phala_chain::balances::account(&Overlay::new(&network.chain.db), &relayer.address()).nonce;
-    let chain = &network.chain;
-    let expiry = chain.height + 10;
-    let txs: Vec<_> = (0..reports)
+    let relays: Vec<_> = (0..reports)
         .map(|index| {
             let mut full = a_report(id, index, 1);
             full.events.clear();
@@ -832,21 +827,12 @@ fn a_blocks_downward_messages_are_capped() {
                 .map(|m| (Bytes::from(format!("t{m}")), Bytes::from_static(b"p")))
                 .collect();
             let message = network.w1.upward(topics::REPORT, full.encode().to_vec());
-            let tx = Transaction {
-                signer: relayer.address(),
-                nonce: first_nonce + index,
-                fee: 1,
-                expiry,
-                call: Call::Mq(MqCall::SubmitUpward(message)),
-            };
-            relayer.sign_transaction(&GENESIS, tx)
+            Call::Mq(MqCall::SubmitUpward(message))
         })
         .collect();
-    let ctx = BlockContext {
-        height: chain.height + 1,
-        timestamp: chain.timestamp + 1_000,
-        proposer: key("validator").address(),
-    };
+    let chain = &network.chain;
+    let txs = chain.sign_next(&key("op2"), relays);
+    let ctx = chain.next_ctx();
     let invalid = chain
         .runtime
         .execute_block(&chain.db, Changes::new(), &ctx, &txs)
@@ -876,31 +862,13 @@ fn a_blocks_downward_messages_are_capped() {
 /// contracts, so its codes always fit one batch however many a deployer sends.
 #[test]
 fn a_block_instantiates_at_most_a_batch_of_codes() {
-    use phala_chain::{BlockContext, state::Changes, weights::MAX_BLOCK_INSTANTIATIONS};
-    use phala_types::Transaction;
+    use phala_chain::{state::Changes, weights::MAX_BLOCK_INSTANTIATIONS};
     let mut network = Network::new();
     network.deploy(0).unwrap();
-    let deployer = key("op3");
     let chain = &network.chain;
-    let first_nonce =
-        phala_chain::balances::account(&Overlay::new(&chain.db), &deployer.address()).nonce;
-    let txs: Vec<_> = (0..2 * MAX_BLOCK_INSTANTIATIONS)
-        .map(|n| {
-            let tx = Transaction {
-                signer: deployer.address(),
-                nonce: first_nonce + n,
-                fee: phala_types::UNIT,
-                expiry: chain.height + 10,
-                call: instantiate(0, 1 + n as u8),
-            };
-            deployer.sign_transaction(&GENESIS, tx)
-        })
-        .collect();
-    let ctx = BlockContext {
-        height: chain.height + 1,
-        timestamp: chain.timestamp + 1_000,
-        proposer: key("validator").address(),
-    };
+    let instantiations = (0..2 * MAX_BLOCK_INSTANTIATIONS).map(|n| instantiate(0, 1 + n as u8));
+    let txs = chain.sign_next(&key("op3"), instantiations);
+    let ctx = chain.next_ctx();
     let (included, executed, dropped) =
         chain
             .runtime

@@ -225,13 +225,15 @@ impl Ledger {
     pub fn build(&self, parent: &Header, ctx: BlockContext) -> Option<Block> {
         let parent_digest = parent.hash();
         let pending = self.changes_to(&parent_digest)?;
-        let candidates = {
+        // Senders' nonces as of the parent; the overlay only reads, so it hands `pending` back.
+        let (candidates, pending) = {
             let inner = self.inner();
             let state = self.state();
-            let parent_state = Overlay::with_changes(&*state, pending.clone());
-            inner.mempool.candidates(limits::MAX_BLOCK_TXS, |sender| {
+            let parent_state = Overlay::with_changes(&*state, pending);
+            let candidates = inner.mempool.candidates(limits::MAX_BLOCK_TXS, |sender| {
                 balances::account(&parent_state, sender).nonce
-            })
+            });
+            (candidates, parent_state.into_changes())
         };
         let (txs, executed, dropped, state_root) = {
             let state = self.state();

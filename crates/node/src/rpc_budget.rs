@@ -305,12 +305,11 @@ where
         let id = request.id.clone();
         let budget = self.clone();
         async move {
-            let service = budget.service.clone();
             budget
                 .metered(
                     client,
                     reserved,
-                    || service.call(request),
+                    || budget.service.call(request),
                     |error| MethodResponse::error(id, error),
                 )
                 .await
@@ -345,12 +344,11 @@ where
                 );
                 return MethodResponse::error(jsonrpsee::types::Id::Null, error);
             }
-            let service = budget.service.clone();
             budget
                 .metered(
                     client,
                     reserved,
-                    || service.batch(batch),
+                    || budget.service.batch(batch),
                     |error| MethodResponse::error(jsonrpsee::types::Id::Null, error),
                 )
                 .await

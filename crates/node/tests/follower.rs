@@ -1,6 +1,8 @@
 //! A follower against a lying upstream: a certified header served with a forged body is
 //! refused as malformed (the follower moves to another upstream), never applied.
 
+mod common;
+
 use commonware_codec::Encode;
 use commonware_utils::TestRng;
 use jsonrpsee::{RpcModule, server::Server, types::ErrorObjectOwned};
@@ -13,8 +15,7 @@ use phala_node::{
     ledger::Ledger,
     spec::{ChainSpec, GenesisOptions, generate_with},
 };
-use phala_types::BalancesCall;
-use phala_types::{Block, Call, SignedTransaction, Transaction, UNIT};
+use phala_types::Block;
 
 fn chain() -> (ChainSpec, Certifier) {
     let keys: Vec<Keypair> = (0..4)
@@ -26,25 +27,10 @@ fn chain() -> (ChainSpec, Certifier) {
     (spec, certifier)
 }
 
-fn transfer(spec: &ChainSpec, from: &str, nonce: u64) -> SignedTransaction {
-    let key = Keypair::dev(from);
-    let tx = Transaction {
-        signer: key.address(),
-        nonce,
-        fee: UNIT / 100,
-        expiry: 1_000,
-        call: Call::Balances(BalancesCall::Transfer {
-            to: Keypair::dev("bob").address(),
-            amount: UNIT,
-        }),
-    };
-    key.sign_transaction(&spec.hash(), tx)
-}
-
 /// Block 1 of the chain, with one transfer.
 fn first_block(spec: &ChainSpec) -> Block {
     let (proposer, _) = Ledger::at_genesis(spec);
-    proposer.submit(transfer(spec, "alice", 0)).unwrap();
+    proposer.submit(common::transfer(spec, "alice", 0)).unwrap();
     let parent = proposer.head();
     let ctx = BlockContext {
         height: 1,
@@ -93,7 +79,7 @@ async fn a_certified_header_with_a_forged_body_is_refused() {
     let certificate = certifier.certify(1, block.header.hash()).unwrap();
     // The same header (so the certificate verifies) over another body.
     let mut body = block.transactions.clone();
-    body.push(transfer(&spec, "charlie", 0));
+    body.push(common::transfer(&spec, "charlie", 0));
     let forged = Block::new(block.header.clone(), body).encode().to_vec();
 
     let (ledger, genesis) = Ledger::at_genesis(&spec);

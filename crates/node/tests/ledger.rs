@@ -1,5 +1,7 @@
 //! The ledger's block checks, without consensus: what a validator votes for or against.
 
+mod common;
+
 use commonware_utils::TestRng;
 use phala_chain::{BlockContext, TxError, merkle};
 use phala_crypto::Keypair;
@@ -7,8 +9,8 @@ use phala_node::{
     ledger::{BlockRejection, Ledger},
     spec::{ChainSpec, GenesisOptions, generate_with},
 };
-use phala_types::{BalancesCall, MqCall, RegistryCall};
 use phala_types::{Block, Call, Transaction, UNIT};
+use phala_types::{MqCall, RegistryCall};
 
 fn setup() -> (ChainSpec, Ledger, Ledger) {
     let keys: Vec<Keypair> = (0..4)
@@ -19,21 +21,6 @@ fn setup() -> (ChainSpec, Ledger, Ledger) {
     let ledger = || Ledger::at_genesis(&spec).0;
     let (a, b) = (ledger(), ledger());
     (spec, a, b)
-}
-
-fn transfer(spec: &ChainSpec, nonce: u64) -> phala_types::SignedTransaction {
-    let alice = Keypair::dev("alice");
-    let tx = Transaction {
-        signer: alice.address(),
-        nonce,
-        fee: UNIT / 100,
-        expiry: 1_000,
-        call: Call::Balances(BalancesCall::Transfer {
-            to: Keypair::dev("bob").address(),
-            amount: UNIT,
-        }),
-    };
-    alice.sign_transaction(&spec.hash(), tx)
 }
 
 fn propose(proposer: &Ledger, spec: &ChainSpec) -> Block {
@@ -49,7 +36,9 @@ fn propose(proposer: &Ledger, spec: &ChainSpec) -> Block {
 #[test]
 fn valid_block_is_accepted_whether_or_not_its_transactions_were_seen() {
     let (spec, proposer, verifier) = setup();
-    proposer.submit(transfer(&spec, 0)).unwrap();
+    proposer
+        .submit(common::transfer(&spec, "alice", 0))
+        .unwrap();
     let block = propose(&proposer, &spec);
     assert_eq!(block.transactions.len(), 1);
     // The verifier never saw the transaction: it checks the signature itself.
@@ -67,7 +56,9 @@ fn valid_block_is_accepted_whether_or_not_its_transactions_were_seen() {
 fn a_finalized_transaction_reports_its_events() {
     let (spec, proposer, verifier) = setup();
     let replayer = Ledger::at_genesis(&spec).0;
-    let hash = proposer.submit(transfer(&spec, 0)).unwrap();
+    let hash = proposer
+        .submit(common::transfer(&spec, "alice", 0))
+        .unwrap();
     let block = propose(&proposer, &spec);
     verifier
         .execute(&block, &spec.validators[0].address)
@@ -93,7 +84,7 @@ fn a_finalized_transaction_reports_its_events() {
 #[test]
 fn tampered_signature_is_rejected_even_if_the_original_was_seen() {
     let (spec, proposer, verifier) = setup();
-    let stx = transfer(&spec, 0);
+    let stx = common::transfer(&spec, "alice", 0);
     proposer.submit(stx.clone()).unwrap();
     verifier.submit(stx).unwrap();
     let honest = propose(&proposer, &spec);
@@ -114,7 +105,9 @@ fn tampered_signature_is_rejected_even_if_the_original_was_seen() {
 #[test]
 fn wrong_roots_proposer_or_timestamp_are_rejected() {
     let (spec, proposer, verifier) = setup();
-    proposer.submit(transfer(&spec, 0)).unwrap();
+    proposer
+        .submit(common::transfer(&spec, "alice", 0))
+        .unwrap();
     let honest = propose(&proposer, &spec);
     let leader = spec.validators[0].address;
     let mutate = |change: &dyn Fn(&mut phala_types::Header)| {
@@ -315,7 +308,9 @@ fn transactions_after_a_nonce_gap_never_crowd_out_a_block() {
             .submit(bob.sign_transaction(&spec.hash(), tx))
             .unwrap();
     }
-    let hash = proposer.submit(transfer(&spec, 0)).unwrap();
+    let hash = proposer
+        .submit(common::transfer(&spec, "alice", 0))
+        .unwrap();
     let block = propose(&proposer, &spec);
     let included: Vec<_> = block.transactions.iter().map(|tx| tx.hash()).collect();
     assert_eq!(included, vec![hash]);

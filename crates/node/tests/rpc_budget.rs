@@ -2,6 +2,8 @@
 //! whole server regain a fixed amount of handler time a second, and a client that spends its
 //! budget is refused, told when to retry, while other connections are served.
 
+mod common;
+
 use commonware_utils::TestRng;
 use jsonrpsee::{
     RpcModule,
@@ -19,7 +21,6 @@ use phala_node::{
     rpc_budget::{Buckets, Budget},
     spec::{GenesisOptions, generate_with},
 };
-use phala_types::{BalancesCall, Call, Transaction, UNIT};
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -159,22 +160,10 @@ async fn a_node_refuses_a_connection_that_keeps_submitting_large_batches() {
     let url = format!("http://{address}");
 
     // Transfers from an account with nothing: each is decoded, checked and refused.
-    let stranger = Keypair::dev("budget-stranger");
     let batch: Vec<String> = (0..phala_api::params::MAX_SUBMIT_BATCH as u64)
         .map(|nonce| {
-            let tx = Transaction {
-                signer: stranger.address(),
-                nonce,
-                fee: UNIT / 100,
-                expiry: 1_000,
-                call: Call::Balances(BalancesCall::Transfer {
-                    to: Keypair::dev("bob").address(),
-                    amount: UNIT,
-                }),
-            };
-            hex::encode(commonware_codec::Encode::encode(
-                &stranger.sign_transaction(&spec.hash(), tx),
-            ))
+            let stx = common::transfer(&spec, "budget-stranger", nonce);
+            hex::encode(commonware_codec::Encode::encode(&stx))
         })
         .collect();
     // One WebSocket, so that every call is on the same connection.

@@ -17,8 +17,8 @@ use phala_chain::{
 };
 use phala_crypto::Keypair;
 use phala_types::{
-    AttestationPolicy, Call, Destination, Digest, Evidence, TOTAL_SUPPLY, Transaction, UNIT,
-    UpwardMessage, WorkerRegistration, registry::report_data,
+    AttestationPolicy, Call, Destination, Digest, Evidence, SignedTransaction, TOTAL_SUPPLY,
+    Transaction, UNIT, UpwardMessage, WorkerRegistration, registry::report_data,
 };
 use phala_types::{BalancesCall, MqCall, RegistryCall};
 
@@ -104,23 +104,10 @@ impl Chain {
     /// paid, its failure recorded, its effects undone): that is committed and its error
     /// returned; an invalid transaction changes nothing.
     pub fn apply(&mut self, signer: &Keypair, call: Call) -> Result<Outbox, TxError> {
-        self.height += 1;
-        self.timestamp += 1_000;
-        let state = Overlay::new(&self.db);
-        let nonce = phala_chain::balances::account(&state, &signer.address()).nonce;
-        let tx = Transaction {
-            signer: signer.address(),
-            nonce,
-            fee: 1,
-            expiry: self.height + 10,
-            call,
-        };
-        let stx = signer.sign_transaction(&GENESIS, tx);
-        let ctx = BlockContext {
-            height: self.height,
-            timestamp: self.timestamp,
-            proposer: key("validator").address(),
-        };
+        let ctx = self.next_ctx();
+        let stx = self.sign_next(signer, [call]).remove(0);
+        let nonce = stx.tx.nonce;
+        (self.height, self.timestamp) = (ctx.height, ctx.timestamp);
         let mut state = Overlay::new(&self.db);
         let mut outbox = Outbox::default();
         let mut events = Vec::new();
@@ -143,6 +130,40 @@ impl Chain {
                 Err(error)
             }
         }
+    }
+
+    /// The context of the next block.
+    pub fn next_ctx(&self) -> BlockContext {
+        BlockContext {
+            height: self.height + 1,
+            timestamp: self.timestamp + 1_000,
+            proposer: key("validator").address(),
+        }
+    }
+
+    /// `calls` signed by `signer` for the next block, with its next nonces in order.
+    pub fn sign_next(
+        &self,
+        signer: &Keypair,
+        calls: impl IntoIterator<Item = Call>,
+    ) -> Vec<SignedTransaction> {
+        let state = Overlay::new(&self.db);
+        let first = phala_chain::balances::account(&state, &signer.address()).nonce;
+        let expiry = self.height + 1 + 10;
+        calls
+            .into_iter()
+            .zip(first..)
+            .map(|(call, nonce)| {
+                let tx = Transaction {
+                    signer: signer.address(),
+                    nonce,
+                    fee: 1,
+                    expiry,
+                    call,
+                };
+                signer.sign_transaction(&GENESIS, tx)
+            })
+            .collect()
     }
 
     /// Moves the chain forward by `blocks` blocks of one transfer each.
