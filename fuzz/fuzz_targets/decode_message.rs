@@ -10,11 +10,19 @@ use phala_types::{DownwardMessage, UpwardMessage};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(message) = UpwardMessage::decode(Copying(data)) {
-        assert_eq!(&message.encode()[..], data, "non-canonical upward message encoding");
+        assert_eq!(
+            &message.encode()[..],
+            data,
+            "non-canonical upward message encoding"
+        );
         let _ = message.signing_payload();
     }
     if let Ok(message) = DownwardMessage::decode(Copying(data)) {
-        assert_eq!(&message.encode()[..], data, "non-canonical downward message encoding");
+        assert_eq!(
+            &message.encode()[..],
+            data,
+            "non-canonical downward message encoding"
+        );
         let _ = merkle::message_leaf(&message);
     }
 });

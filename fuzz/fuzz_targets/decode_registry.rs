@@ -13,7 +13,12 @@ use phala_types::{
 
 fn canonical<T: Decode<Cfg = ()> + Encode>(data: &[u8]) {
     if let Ok(value) = T::decode(Copying(data)) {
-        assert_eq!(&value.encode()[..], data, "non-canonical {}", std::any::type_name::<T>());
+        assert_eq!(
+            &value.encode()[..],
+            data,
+            "non-canonical {}",
+            std::any::type_name::<T>()
+        );
     }
 }
 

@@ -9,7 +9,11 @@ use phala_types::SignedTransaction;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(stx) = SignedTransaction::decode(Copying(data)) {
-        assert_eq!(&stx.encode()[..], data, "non-canonical transaction encoding");
+        assert_eq!(
+            &stx.encode()[..],
+            data,
+            "non-canonical transaction encoding"
+        );
         let _ = stx.hash();
     }
 });

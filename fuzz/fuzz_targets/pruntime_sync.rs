@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let light = LightClient::new(&anchor).expect("a well-formed anchor");
     let me = Address([4; 32]);
-    let streams = [Destination::All, Destination::Worker(me), Destination::Cluster(0)];
+    let streams = [
+        Destination::All,
+        Destination::Worker(me),
+        Destination::Cluster(0),
+    ];
     let state = LightClient::initial("55".repeat(32), &streams);
     let _ = light.verify(&state, &me, &batch);
 });

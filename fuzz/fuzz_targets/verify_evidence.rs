@@ -18,8 +18,14 @@ fuzz_target!(|data: &[u8]| {
     let quote = Bytes::copy_from_slice(data);
     let split = data.len() / 2;
     for evidence in [
-        Evidence::SgxDcap { quote: quote.clone(), collateral: Bytes::from_static(SGX_COLLATERAL) },
-        Evidence::Tdx { quote: quote.clone(), collateral: Bytes::from_static(TDX_COLLATERAL) },
+        Evidence::SgxDcap {
+            quote: quote.clone(),
+            collateral: Bytes::from_static(SGX_COLLATERAL),
+        },
+        Evidence::Tdx {
+            quote: quote.clone(),
+            collateral: Bytes::from_static(TDX_COLLATERAL),
+        },
         Evidence::SgxDcap {
             quote: Bytes::copy_from_slice(&data[..split]),
             collateral: Bytes::copy_from_slice(&data[split..]),

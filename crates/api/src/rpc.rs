@@ -1,11 +1,7 @@
 //! The JSON shapes of the node's RPC API (documented in `docs/rpc.md`). Binary values travel
 //! as lowercase hex; amounts as decimal strings because JSON numbers lose precision past 2^53.
 
-use phala_chain::{
-    balances::FeeSchedule,
-    commitment::{ProvenLeaf, StateProof},
-    merkle::MerkleProof,
-};
+use phala_chain::{balances::FeeSchedule, commitment::StateProof};
 use phala_types::{Address, Destination, Digest};
 use serde::{Deserialize, Serialize};
 
@@ -168,20 +164,10 @@ pub struct ProvenValueJson {
     pub proof: ProofJson,
 }
 
-/// A [`StateProof`] as JSON.
+/// A [`StateProof`] as JSON: its canonical bytes in hex (see docs/rpc.md, "State proofs").
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProofJson {
-    pub leaf_count: u32,
-    pub leaves: Vec<ProvenLeafJson>,
-}
-
-/// One leaf of a [`ProofJson`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProvenLeafJson {
-    pub position: u32,
-    pub key: String,
-    pub value: String,
-    pub siblings: Vec<String>,
+    pub proof: String,
 }
 
 /// Why JSON does not hold a well-formed proof.
@@ -205,46 +191,13 @@ pub fn parse_digest(text: &str) -> Result<Digest, MalformedProof> {
 impl ProofJson {
     pub fn from_proof(proof: &StateProof) -> Self {
         ProofJson {
-            leaf_count: proof.leaf_count,
-            leaves: proof
-                .leaves
-                .iter()
-                .map(|leaf| ProvenLeafJson {
-                    position: leaf.position,
-                    key: hex::encode(&leaf.key),
-                    value: hex::encode(&leaf.value),
-                    siblings: leaf.proof.siblings.iter().map(hex::encode).collect(),
-                })
-                .collect(),
+            proof: hex::encode(proof.to_bytes()),
         }
     }
 
     pub fn to_proof(&self) -> Result<StateProof, MalformedProof> {
-        let bad = |e: hex::FromHexError| MalformedProof(e.to_string());
-        let leaves = self
-            .leaves
-            .iter()
-            .map(|leaf| {
-                let siblings = leaf
-                    .siblings
-                    .iter()
-                    .map(|s| digest_from_hex(s))
-                    .collect::<Result<_, _>>()?;
-                Ok(ProvenLeaf {
-                    position: leaf.position,
-                    key: hex::decode(&leaf.key).map_err(bad)?,
-                    value: hex::decode(&leaf.value).map_err(bad)?,
-                    proof: MerkleProof {
-                        leaf_count: self.leaf_count,
-                        siblings,
-                    },
-                })
-            })
-            .collect::<Result<_, MalformedProof>>()?;
-        Ok(StateProof {
-            leaf_count: self.leaf_count,
-            leaves,
-        })
+        let bytes = hex::decode(&self.proof).map_err(|e| MalformedProof(e.to_string()))?;
+        StateProof::decode(&bytes).map_err(|e| MalformedProof(e.to_string()))
     }
 }
 

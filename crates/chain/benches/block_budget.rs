@@ -11,7 +11,7 @@ use bytes::Bytes;
 use phala_chain::{
     BlockContext, Runtime,
     balances::{Allocation, FeeSchedule, FeeSplit},
-    commitment::StateDb,
+    commitment::mocks::TestState,
     config::GenesisConfig,
     registry::RegistryConfig,
     weights,
@@ -30,7 +30,7 @@ const SAMPLE_TIME_MS: u64 = 1_751_328_000_000;
 const CANDIDATES: usize = 2_000;
 const RUNS: usize = 5;
 
-fn runtime(accounts: &[Keypair]) -> (Runtime, StateDb) {
+fn runtime(accounts: &[Keypair]) -> (Runtime, TestState) {
     let mut allocations: Vec<Allocation> = accounts
         .iter()
         .map(|key| Allocation {
@@ -66,7 +66,7 @@ fn runtime(accounts: &[Keypair]) -> (Runtime, StateDb) {
         contracts: Default::default(),
     };
     let runtime = Runtime::new(GENESIS, config);
-    let mut db = StateDb::default();
+    let mut db = TestState::default();
     db.apply(&runtime.genesis_changes());
     (runtime, db)
 }
@@ -119,7 +119,7 @@ fn registration(operator: &Keypair) -> SignedTransaction {
     )
 }
 
-fn measure(name: &str, runtime: &Runtime, db: &StateDb, candidates: &[SignedTransaction]) {
+fn measure(name: &str, runtime: &Runtime, db: &TestState, candidates: &[SignedTransaction]) {
     let ctx = BlockContext {
         height: 1,
         timestamp: SAMPLE_TIME_MS + 1_000,

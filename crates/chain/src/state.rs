@@ -106,6 +106,22 @@ impl<'a, S: StateRead + ?Sized> Overlay<'a, S> {
     }
 }
 
+/// A committed state seen through the writes of unfinalized ancestors, so that a block executes
+/// over its parent's state while only its own writes land in its overlay.
+pub struct Pending<'a, S: StateRead + ?Sized> {
+    pub base: &'a S,
+    pub changes: &'a Changes,
+}
+
+impl<S: StateRead + ?Sized> StateRead for Pending<'_, S> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.changes.get(key) {
+            Some(value) => value.clone(),
+            None => self.base.get(key),
+        }
+    }
+}
+
 impl StateRead for BTreeMap<Vec<u8>, Vec<u8>> {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         BTreeMap::get(self, key).cloned()

@@ -7,12 +7,12 @@ use phala_chain::{
     BlockContext, Executed, InvalidBlock, Runtime, TxError,
     balances::{self, Account},
     balances::{Allocation, FeeSchedule, FeeSplit},
-    commitment::StateDb,
+    commitment::mocks::TestState,
     config::{GenesisConfig, GenesisError},
     failure_record, merkle,
     module::Event,
     mq,
-    state::{Changes, Overlay},
+    state::{Changes, Overlay, Pending},
     weights,
 };
 use phala_crypto::Keypair;
@@ -163,7 +163,7 @@ fn relay(relayer: &Keypair, nonce: u64, message: UpwardMessage) -> SignedTransac
 /// A chain: the runtime and its committed state, advanced block by block.
 struct Chain {
     runtime: Runtime,
-    db: StateDb,
+    db: TestState,
     height: u64,
     proposer: Address,
 }
@@ -173,7 +173,7 @@ impl Chain {
         let config = genesis_config();
         config.validate().expect("test genesis is valid");
         let runtime = Runtime::new(GENESIS, config);
-        let mut db = StateDb::default();
+        let mut db = TestState::default();
         db.apply(&runtime.genesis_changes());
         let chain = Chain {
             runtime,
@@ -1011,9 +1011,14 @@ fn oversized_transactions_built_in_memory_are_rejected() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn an_empty_block_is_valid_and_changes_nothing() {
+fn an_empty_block_is_valid_and_changes_no_value() {
     let mut chain = Chain::new();
     let root = chain.db.root();
+    let values: Vec<(Vec<u8>, Vec<u8>)> = chain
+        .db
+        .scan_prefix(b"")
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
     assert_eq!(chain.execute(&[]), Ok(Executed::default()));
     let (included, executed, dropped) =
         chain
@@ -1023,7 +1028,14 @@ fn an_empty_block_is_valid_and_changes_nothing() {
     assert_eq!(executed, Executed::default());
     chain.commit(&[]);
     chain.commit(&[]);
-    assert_eq!(chain.db.root(), root);
+    assert!(
+        chain
+            .db
+            .scan_prefix(b"")
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .eq(values)
+    );
+    assert_ne!(chain.db.root(), root, "the root commits to every block");
 }
 
 #[test]
@@ -1472,7 +1484,7 @@ fn outbox_messages_are_proven_by_the_outbox_root() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn state_root_with_changes_equals_root_after_applying_them() {
+fn a_blocks_root_is_predicted_before_it_is_applied_and_commits_to_history() {
     let mut chain = Chain::new();
     let alice = key("alice");
     let genesis_root = chain.db.root();
@@ -1484,19 +1496,25 @@ fn state_root_with_changes_equals_root_after_applying_them() {
         .unwrap();
     let speculative = chain.db.root_with(&executed.changes);
     assert_ne!(speculative, genesis_root);
-    assert_eq!(chain.db.root_with(&Changes::new()), genesis_root);
     chain.db.apply(&executed.changes);
     assert_eq!(chain.db.root(), speculative);
 
-    // A root built from scratch with the same contents is the same root: it depends only on state.
-    let mut fresh = StateDb::default();
+    // The root commits to history, block by block: the same blocks give the same root, the
+    // same contents written in other batches do not.
+    let mut replayed = TestState::default();
+    replayed.apply(&chain.runtime.genesis_changes());
+    replayed.apply(&executed.changes);
+    assert_eq!(replayed.root(), chain.db.root());
+    let mut at_once = TestState::default();
     let mut all = chain.runtime.genesis_changes();
     all.extend(executed.changes.clone());
-    fresh.apply(&all);
-    assert_eq!(fresh.root(), chain.db.root());
+    at_once.apply(&all);
+    assert_ne!(at_once.root(), chain.db.root());
 
-    // Executing over unfinalized ancestors (pending changes) equals executing over them applied.
-    let mut base = StateDb::default();
+    // Executing over an unfinalized parent's writes (as a leader does) writes what executing
+    // over them applied does: the block's own writes, hence its root, do not depend on whether
+    // its parent was finalized yet.
+    let mut base = TestState::default();
     base.apply(&chain.runtime.genesis_changes());
     let ctx = BlockContext {
         height: 2,
@@ -1504,18 +1522,19 @@ fn state_root_with_changes_equals_root_after_applying_them() {
         proposer: addr("validator"),
     };
     let next = [transfer(&alice, 2, addr("bob"), UNIT)];
+    let parent = Pending {
+        base: &base,
+        changes: &executed.changes,
+    };
     let over_pending = chain
         .runtime
-        .execute_block(&base, executed.changes.clone(), &ctx, &next)
+        .execute_block(&parent, Changes::new(), &ctx, &next)
         .unwrap();
     let over_applied = chain
         .runtime
         .execute_block(&chain.db, Changes::new(), &ctx, &next)
         .unwrap();
-    assert_eq!(
-        base.root_with(&over_pending.changes),
-        chain.db.root_with(&over_applied.changes)
-    );
+    assert_eq!(over_pending.changes, over_applied.changes);
     assert_eq!(over_applied.outbox, over_pending.outbox);
 
     // Removing a key (a zero genesis allocation writes a deletion) is predicted too.

@@ -5,7 +5,7 @@
 use commonware_utils::TestRng;
 use jsonrpsee::{RpcModule, server::Server, types::ErrorObjectOwned};
 use phala_api::rpc::{AccountJson, HeaderJson, HeadersJson, ProofJson};
-use phala_chain::{balances::Account, commitment::StateDb, state::Changes};
+use phala_chain::{balances::Account, commitment::mocks::TestState, state::Changes};
 use phala_crypto::Keypair;
 use phala_node::{
     certify::Certifier,
@@ -57,7 +57,7 @@ async fn liar(lies: Lies) -> String {
 }
 
 /// Block 1 of the liar's making, over `state`.
-fn header_over(state: &StateDb) -> Header {
+fn header_over(state: &TestState) -> Header {
     Header {
         height: 1,
         parent: phala_types::Digest([1; 32]),
@@ -72,7 +72,7 @@ fn header_over(state: &StateDb) -> Header {
 
 /// A state in which `who` holds a billion PHA, and its proof: internally consistent.
 fn fabricated(who: &Keypair) -> (AccountJson, Header) {
-    let mut state = StateDb::default();
+    let mut state = TestState::default();
     let rich = Account {
         nonce: 0,
         free: 1_000_000_000 * UNIT,
@@ -165,7 +165,7 @@ async fn a_balance_no_certificate_covers_is_refused() {
 
 /// A chain state holding everything a receipt rests on: a worker in cluster 1, the policy, a
 /// contract on cluster 1 and a report of its call 0 with `commitment`.
-fn receipt_state(worker: &Keypair, contract: [u8; 32], commitment: [u8; 32]) -> StateDb {
+fn receipt_state(worker: &Keypair, contract: [u8; 32], commitment: [u8; 32]) -> TestState {
     use commonware_codec::Encode;
     use phala_chain::{contracts, registry};
     use phala_types::{AttestationPolicy, ContractRecord, ReportRecord, TeeKind, WorkerRecord};
@@ -207,7 +207,7 @@ fn receipt_state(worker: &Keypair, contract: [u8; 32], commitment: [u8; 32]) -> 
         confirmations: 1,
         dispute: None,
     };
-    let mut state = StateDb::default();
+    let mut state = TestState::default();
     state.apply(&Changes::from([
         (
             registry::keys::worker(&worker.address()),
@@ -232,7 +232,7 @@ fn receipt_state(worker: &Keypair, contract: [u8; 32], commitment: [u8; 32]) -> 
 /// Serves `state_values` from `state` (with proofs against its root) and `headers` as given.
 async fn state_server(
     info: phala_api::rpc::ChainInfo,
-    state: StateDb,
+    state: std::sync::Arc<TestState>,
     headers: HeadersJson,
 ) -> String {
     use phala_api::rpc::{ProvenValueJson, StateValuesJson};
@@ -288,7 +288,7 @@ async fn a_receipt_is_checked_only_against_certified_records() {
     let (spec, certifier) = chain(7);
     let worker = Keypair::generate();
     let contract = [7; 32];
-    let state = receipt_state(&worker, contract, [3; 32]);
+    let state = std::sync::Arc::new(receipt_state(&worker, contract, [3; 32]));
     let header = header_over(&state);
     let mut good = QueryReceipt {
         contract,

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use commonware_codec::{Encode, EncodeSize};
 use commonware_cryptography::{Hasher, Sha256};
 use commonware_utils::TestRng;
+use futures::executor::block_on;
 use phala_api::params::{MAX_BACKFILL, MAX_STATE_KEY, MAX_STATE_VALUES, MAX_SUBMIT_BATCH};
 use phala_chain::BlockContext;
 use phala_crypto::Keypair;
@@ -86,7 +87,7 @@ impl Fixture {
         options.extra_balance = 1_000 * UNIT;
         let (mut spec, validator_keys) = generate_with(&options, &keys, TestRng::new(9))?;
         spec.genesis.upward_origins.push(origin.address());
-        let (ledger, genesis) = Ledger::at_genesis(&spec);
+        let (ledger, genesis) = block_on(Ledger::for_testing(&spec));
         let certifier = Certifier::new(&spec, &validator_keys)?;
         let nonces = vec![0; payers.len()];
         Ok(Fixture {
@@ -130,8 +131,8 @@ impl Fixture {
             timestamp: parent.timestamp + 1,
             proposer: self.spec.validators[0].address,
         };
-        let block = self.ledger.build(&parent, ctx).context("build")?;
-        self.ledger.finalize(&block)?;
+        let block = block_on(self.ledger.build(&parent, ctx)).context("build")?;
+        block_on(self.ledger.finalize(&block))?;
         let certificate = self.certifier.certify(ctx.height, block.header.hash())?;
         let size = block.encode_size();
         self.chain.push_certified(&self.spec, block, certificate)?;

@@ -72,7 +72,7 @@ impl ChainApp {
         }
         for block in unknown.into_iter().rev() {
             let block = block.inner();
-            if let Err(error) = self.ledger.execute(block, &block.header.proposer) {
+            if let Err(error) = self.ledger.execute(block, &block.header.proposer).await {
                 warn!(height = block.header.height, %error, "ancestor failed execution");
                 return false;
             }
@@ -123,7 +123,7 @@ impl<E: Clock + Send + Sync + 'static> Application<E> for ChainApp {
             timestamp: now_ms(&clock).max(earliest),
             proposer: address_of(&context.leader),
         };
-        let block = self.ledger.build(&parent, ctx)?;
+        let block = self.ledger.build(&parent, ctx).await?;
         Some(Digested::compute(block, &Sequential).await)
     }
 
@@ -155,6 +155,7 @@ impl<E: Clock + Send + Sync + 'static> Application<E> for ChainApp {
         match self
             .ledger
             .execute(block.inner(), &address_of(&context.leader))
+            .await
         {
             Ok(()) => true,
             Err(error) => {
@@ -198,11 +199,11 @@ pub async fn run_finalizer(
             .get_block(Height::new(height))
             .await
             .ok_or_else(|| anyhow::anyhow!("finalized block {height} is missing from storage"))?;
-        ledger.finalize(block.inner())?;
+        ledger.finalize(block.inner()).await?;
     }
     ledger.set_replaying(false);
     while let Some((block, ack)) = finalized.recv().await {
-        if let Err(fatal) = ledger.finalize(block.inner()) {
+        if let Err(fatal) = ledger.finalize(block.inner()).await {
             error!(%fatal, "stopping: cannot apply a finalized block");
             return Err(fatal.into());
         }

@@ -209,7 +209,7 @@ pub async fn sync_round(
             // The certificate signs this block's hash; its parent links bind the whole run.
             links(&ledger.head().hash(), &run)?;
             for (block, finalization) in run.drain(..) {
-                ledger.finalize(&block)?;
+                ledger.finalize(&block).await?;
                 chain.push(block, finalization);
                 applied += 1;
             }
@@ -261,8 +261,8 @@ mod tests {
 
     /// A block reaches a follower's store only with its own body, a certificate of it, and
     /// as the next block of the chain it keeps.
-    #[test]
-    fn push_certified_keeps_only_certified_linked_blocks_with_their_own_bodies() {
+    #[tokio::test]
+    async fn push_certified_keeps_only_certified_linked_blocks_with_their_own_bodies() {
         use crate::{
             certify::Certifier,
             spec::{GenesisOptions, generate_with},
@@ -271,7 +271,7 @@ mod tests {
         let options = GenesisOptions::local_dev("push-certified", 1);
         let (spec, validator_keys) =
             generate_with(&options, &keys, commonware_utils::TestRng::new(5)).unwrap();
-        let (ledger, genesis) = Ledger::at_genesis(&spec);
+        let (ledger, genesis) = Ledger::for_testing(&spec).await;
         let chain = VerifiedChain::new(genesis);
         let certifier = Certifier::new(&spec, &validator_keys).unwrap();
         let parent = ledger.head();
@@ -280,7 +280,7 @@ mod tests {
             timestamp: parent.timestamp + 1,
             proposer: spec.validators[0].address,
         };
-        let good = ledger.build(&parent, ctx).unwrap();
+        let good = ledger.build(&parent, ctx).await.unwrap();
         let certificate = certifier.certify(1, good.header.hash()).unwrap();
 
         let other = certifier.certify(1, Digest([9; 32])).unwrap();

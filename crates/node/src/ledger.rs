@@ -2,22 +2,27 @@
 //! blocks that are proposed or verified but not yet final, the mempool, and the indexes the RPC
 //! serves. Consensus, the finalizer and the RPC server share one [`Ledger`].
 //!
-//! Locks: when both are held, `inner` is taken before `state`.
+//! Locks: `store` (async) is taken before `inner`, and `inner` before `state`. The head, the
+//! store and the in-memory `state` advance together under the store's write lock, so whoever
+//! holds its read lock sees one consistent version: executions (whose roots are merkleized over
+//! the applied store) and proofs (which must match the head they are served with).
 //!
-//! Invariants: `state` is exactly the genesis state plus every finalized block up to `head`,
-//! applied once each in height order; a speculative result holds the *cumulative* writes from
-//! the committed state to that block, which stay valid as the head advances along its ancestry.
+//! Invariants: `store` and `state` are exactly the genesis state plus every finalized block up
+//! to `head`, applied once each in height order, one durable store batch per block; a
+//! speculative result holds its block's own writes, their batch (chained to its parent's), and
+//! the *cumulative* writes from the committed state, which stay valid as the head advances
+//! along its ancestry.
 
 use crate::mempool::{AdmissionError, Mempool};
 use phala_api::rpc::{FinalizedEvent, HeaderJson, TxFailure, TxStatus};
 use phala_chain::{
     BlockContext, Runtime, TxError, balances,
-    commitment::{StateDb, StateProof},
+    commitment::{self, Batch, StateProof, Store, StoreError},
     merkle,
     module::Event,
     mq::Outbox,
     registry::{self, RegistrationContext},
-    state::{Changes, Overlay},
+    state::{Changes, Overlay, Pending, StateRead},
 };
 use phala_types::RegistryCall;
 use phala_types::{
@@ -29,10 +34,18 @@ use std::{
 };
 use tokio::sync::broadcast;
 
+/// The committed key-value pairs, in memory for synchronous reads during execution.
+type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// A block's execution result kept until the block is finalized or abandoned.
 struct Speculative {
     header: Header,
+    /// The block's own writes.
     changes: Changes,
+    /// The writes from the committed state through this block (what children execute over).
+    cumulative: Changes,
+    /// The block's writes merkleized over its parent's batch.
+    batch: Batch,
     outbox: Arc<BlockOutbox>,
     failures: Vec<(u32, TxError)>,
     events: Vec<(u32, Event)>,
@@ -98,6 +111,8 @@ pub enum BlockRejection {
     Header(&'static str),
     #[error(transparent)]
     Invalid(#[from] phala_chain::InvalidBlock),
+    #[error("the state database failed: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// A finalized block that does not extend the head or does not re-execute to its roots: the
@@ -113,7 +128,8 @@ pub struct FatalBlock {
 pub struct Ledger {
     runtime: Runtime,
     block_interval_ms: u64,
-    state: RwLock<StateDb>,
+    store: tokio::sync::RwLock<Box<dyn Store>>,
+    state: RwLock<Entries>,
     inner: Mutex<Inner>,
     events: broadcast::Sender<FinalizedEvent>,
     /// Quote verifications at admission: at most [`QUOTES_PER_SECOND`] however many clients
@@ -125,14 +141,43 @@ pub struct Ledger {
 /// about a millisecond); more wait, refused as `busy` with the time to retry.
 pub const QUOTES_PER_SECOND: u32 = 50;
 
+/// Why a ledger cannot open its state.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the state database holds another chain (its genesis root differs from the spec's)")]
+    OtherChain,
+    #[error("cannot build the genesis state: {0}")]
+    Genesis(String),
+}
+
 impl Ledger {
-    /// A ledger at genesis.
-    pub fn new(runtime: Runtime, block_interval_ms: u64, state: StateDb, genesis: &Block) -> Self {
+    /// Opens a ledger at genesis over `store`: a fresh store gets the genesis state as its first
+    /// batch; a store holding more than genesis is refused (restart from it is not yet supported:
+    /// the node wipes its state and replays its stored blocks).
+    pub async fn open(
+        spec: &crate::spec::ChainSpec,
+        mut store: Box<dyn Store>,
+    ) -> Result<(Self, Block), OpenError> {
+        let (changes, genesis) = spec
+            .genesis()
+            .map_err(|e| OpenError::Genesis(e.to_string()))?;
+        if store.height().await?.is_none() {
+            let batch = store.merkleize(None, &changes, 0).await?;
+            store.apply(batch).await?;
+        }
+        if store.height().await? != Some(0) || store.root() != genesis.header.state_root {
+            return Err(OpenError::OtherChain);
+        }
+        let entries = store.load().await?;
+        let runtime = Runtime::new(spec.hash(), spec.genesis.clone());
         let (events, _) = broadcast::channel(1024);
-        Ledger {
+        let ledger = Ledger {
             runtime,
-            block_interval_ms,
-            state: RwLock::new(state),
+            block_interval_ms: spec.block_interval_ms,
+            store: tokio::sync::RwLock::new(store),
+            state: RwLock::new(entries),
             inner: Mutex::new(Inner {
                 head: genesis.header.clone(),
                 head_digest: genesis.header.hash(),
@@ -151,7 +196,33 @@ impl Ledger {
                 QUOTES_PER_SECOND,
                 2 * QUOTES_PER_SECOND,
             )),
-        }
+        };
+        Ok((ledger, genesis))
+    }
+
+    /// Opens a ledger at genesis over the state database in `partition` of the context's
+    /// storage, wiping what an earlier run left there: at start the node replays its stored
+    /// blocks (restart from the state on disk is not built yet).
+    pub async fn open_fresh<E: commonware_storage::Context + commonware_runtime::Spawner>(
+        context: E,
+        partition: &str,
+        spec: &crate::spec::ChainSpec,
+    ) -> Result<(Self, Block), OpenError> {
+        commitment::open(context.child("previous"), partition)
+            .await?
+            .destroy()
+            .await?;
+        let store = commitment::open(context, partition).await?;
+        Ledger::open(spec, Box::new(store)).await
+    }
+
+    /// A ledger at the genesis of `spec` over a test database on its own thread (test-only).
+    #[cfg(any(test, feature = "mocks"))]
+    pub async fn for_testing(spec: &crate::spec::ChainSpec) -> (Self, Block) {
+        let store = Box::new(phala_chain::commitment::mocks::RemoteStore::start());
+        Ledger::open(spec, store)
+            .await
+            .expect("a fresh store opens")
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -160,20 +231,10 @@ impl Ledger {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn state(&self) -> RwLockReadGuard<'_, StateDb> {
+    fn state(&self) -> RwLockReadGuard<'_, Entries> {
         self.state
             .read()
             .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    /// A ledger at the genesis of `spec`, and the genesis block.
-    pub fn at_genesis(spec: &crate::spec::ChainSpec) -> (Self, Block) {
-        let (state, genesis) = spec.genesis();
-        let runtime = Runtime::new(spec.hash(), spec.genesis.clone());
-        (
-            Ledger::new(runtime, spec.block_interval_ms, state, &genesis),
-            genesis,
-        )
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -204,13 +265,17 @@ impl Ledger {
         inner.speculative.get(digest).map(|s| s.header.clone())
     }
 
-    /// The cumulative writes from the committed state to `digest`.
-    fn changes_to(&self, digest: &Digest) -> Option<Changes> {
+    /// The cumulative writes from the committed state to `digest`, and its batch (`None`: it
+    /// is the head, whose state is the applied store).
+    fn changes_to(&self, digest: &Digest) -> Option<(Changes, Option<Batch>)> {
         let inner = self.inner();
         if inner.head_digest == *digest {
-            return Some(Changes::new());
+            return Some((Changes::new(), None));
         }
-        inner.speculative.get(digest).map(|s| s.changes.clone())
+        inner
+            .speculative
+            .get(digest)
+            .map(|s| (s.cumulative.clone(), Some(s.batch.clone())))
     }
 
     pub fn set_replaying(&self, replaying: bool) {
@@ -222,25 +287,27 @@ impl Ledger {
     }
 
     /// Builds the body and header of a block on `parent` from the mempool.
-    pub fn build(&self, parent: &Header, ctx: BlockContext) -> Option<Block> {
+    pub async fn build(&self, parent: &Header, ctx: BlockContext) -> Option<Block> {
+        let store = self.store.read().await;
         let parent_digest = parent.hash();
-        let pending = self.changes_to(&parent_digest)?;
-        // Senders' nonces as of the parent; the overlay only reads, so it hands `pending` back.
-        let (candidates, pending) = {
-            let inner = self.inner();
+        let (pending, parent_batch) = self.changes_to(&parent_digest)?;
+        let (txs, executed, dropped) = {
             let state = self.state();
-            let parent_state = Overlay::with_changes(&*state, pending);
-            let candidates = inner.mempool.candidates(limits::MAX_BLOCK_TXS, |sender| {
-                balances::account(&parent_state, sender).nonce
-            });
-            (candidates, parent_state.into_changes())
-        };
-        let (txs, executed, dropped, state_root) = {
-            let state = self.state();
-            let (txs, executed, dropped) =
-                self.runtime.build_block(&*state, pending, &ctx, candidates);
-            let root = state.root_with(&executed.changes);
-            (txs, executed, dropped, root)
+            let parent_state = Pending {
+                base: &*state,
+                changes: &pending,
+            };
+            // Senders' nonces as of the parent.
+            let candidates = {
+                let overlay = Overlay::new(&parent_state);
+                self.inner()
+                    .mempool
+                    .candidates(limits::MAX_BLOCK_TXS, |sender| {
+                        balances::account(&overlay, sender).nonce
+                    })
+            };
+            self.runtime
+                .build_block(&parent_state, Changes::new(), &ctx, candidates)
         };
         {
             let mut inner = self.inner();
@@ -252,6 +319,16 @@ impl Ledger {
                 }
             }
         }
+        let batch = match store
+            .merkleize(parent_batch.as_ref(), &executed.changes, ctx.height)
+            .await
+        {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(%error, height = ctx.height, "cannot merkleize a proposal");
+                return None;
+            }
+        };
         let outbox = Arc::new(BlockOutbox::new(executed.outbox));
         let mut txs = txs;
         let mut header = Header {
@@ -259,7 +336,7 @@ impl Ledger {
             parent: parent_digest,
             timestamp: ctx.timestamp,
             tx_root: Digest([0; 32]), // set by `Block::seal`
-            state_root,
+            state_root: batch.root(),
             outbox_root: outbox.tree.root(),
             epoch: 0,
             proposer: ctx.proposer,
@@ -269,11 +346,14 @@ impl Ledger {
             misbehave(misbehaviour, parent, &mut header, &mut txs);
         }
         let block = Block::seal(header, txs);
+        let cumulative = cumulate(pending, &executed.changes);
         self.inner().speculative.insert(
             block.header.hash(),
             Speculative {
                 header: block.header.clone(),
                 changes: executed.changes,
+                cumulative,
+                batch,
                 outbox,
                 failures: executed.failures,
                 events: executed.events,
@@ -283,7 +363,8 @@ impl Ledger {
     }
 
     /// Fully checks a proposed block on a known parent and keeps its result.
-    pub fn execute(&self, block: &Block, leader: &Address) -> Result<(), BlockRejection> {
+    pub async fn execute(&self, block: &Block, leader: &Address) -> Result<(), BlockRejection> {
+        let store = self.store.read().await;
         let digest = block.header.hash();
         if self.knows(&digest) {
             return Ok(());
@@ -292,6 +373,67 @@ impl Ledger {
             .known_header(&block.header.parent)
             .ok_or(BlockRejection::UnknownParent)?;
         let header = &block.header;
+        self.check_header(header, &parent, leader)?;
+        if !block.body_matches_header() {
+            return Err(BlockRejection::Header(
+                "transaction root does not match the body",
+            ));
+        }
+        let (pending, parent_batch) = self
+            .changes_to(&header.parent)
+            .ok_or(BlockRejection::UnknownParent)?;
+        self.verify_unseen_signatures(block)?;
+        let ctx = BlockContext {
+            height: header.height,
+            timestamp: header.timestamp,
+            proposer: header.proposer,
+        };
+        let executed = {
+            let state = self.state();
+            let parent_state = Pending {
+                base: &*state,
+                changes: &pending,
+            };
+            self.runtime
+                .replay_block(&parent_state, Changes::new(), &ctx, &block.transactions)?
+        };
+        let batch = store
+            .merkleize(parent_batch.as_ref(), &executed.changes, header.height)
+            .await?;
+        if header.state_root != batch.root() {
+            return Err(BlockRejection::Header(
+                "state root does not match execution",
+            ));
+        }
+        let outbox = Arc::new(BlockOutbox::new(executed.outbox));
+        if header.outbox_root != outbox.tree.root() {
+            return Err(BlockRejection::Header(
+                "outbox root does not match execution",
+            ));
+        }
+        let cumulative = cumulate(pending, &executed.changes);
+        self.inner().speculative.insert(
+            digest,
+            Speculative {
+                header: header.clone(),
+                changes: executed.changes,
+                cumulative,
+                batch,
+                outbox,
+                failures: executed.failures,
+                events: executed.events,
+            },
+        );
+        Ok(())
+    }
+
+    /// The checks of a proposal's header that need no execution.
+    fn check_header(
+        &self,
+        header: &Header,
+        parent: &Header,
+        leader: &Address,
+    ) -> Result<(), BlockRejection> {
         if header.height != parent.height + 1 {
             return Err(BlockRejection::Header(
                 "height is not the parent's plus one",
@@ -308,49 +450,6 @@ impl Ledger {
                 "timestamp too close to the parent's",
             ));
         }
-        if !block.body_matches_header() {
-            return Err(BlockRejection::Header(
-                "transaction root does not match the body",
-            ));
-        }
-        let pending = self
-            .changes_to(&header.parent)
-            .ok_or(BlockRejection::UnknownParent)?;
-        self.verify_unseen_signatures(block)?;
-        let ctx = BlockContext {
-            height: header.height,
-            timestamp: header.timestamp,
-            proposer: header.proposer,
-        };
-        let (executed, state_root) = {
-            let state = self.state();
-            let executed =
-                self.runtime
-                    .replay_block(&*state, pending, &ctx, &block.transactions)?;
-            let root = state.root_with(&executed.changes);
-            (executed, root)
-        };
-        if header.state_root != state_root {
-            return Err(BlockRejection::Header(
-                "state root does not match execution",
-            ));
-        }
-        let outbox = Arc::new(BlockOutbox::new(executed.outbox));
-        if header.outbox_root != outbox.tree.root() {
-            return Err(BlockRejection::Header(
-                "outbox root does not match execution",
-            ));
-        }
-        self.inner().speculative.insert(
-            digest,
-            Speculative {
-                header: header.clone(),
-                changes: executed.changes,
-                outbox,
-                failures: executed.failures,
-                events: executed.events,
-            },
-        );
         Ok(())
     }
 
@@ -380,14 +479,16 @@ impl Ledger {
         Err(phala_chain::InvalidBlock { index, error }.into())
     }
 
-    /// Applies a finalized block. Idempotent: a block at or below the head is ignored.
-    pub fn finalize(&self, block: &Block) -> Result<(), FatalBlock> {
+    /// Applies a finalized block: its writes become one durable batch of the store, then the
+    /// head moves. Idempotent: a block at or below the head is ignored.
+    pub async fn finalize(&self, block: &Block) -> Result<(), FatalBlock> {
         let header = &block.header;
         let digest = header.hash();
         let fatal = |reason: &str| FatalBlock {
             height: header.height,
             reason: reason.into(),
         };
+        let mut store = self.store.write().await;
         let (head_height, head_digest, speculative) = {
             let mut inner = self.inner();
             (
@@ -406,36 +507,29 @@ impl Ledger {
         if !block.body_matches_header() {
             return Err(fatal("its transactions do not match its tx_root"));
         }
-        let (changes, outbox, failures, events) = match speculative {
-            Some(s) => (s.changes, s.outbox, s.failures, s.events),
-            None => {
-                let ctx = BlockContext {
-                    height: header.height,
-                    timestamp: header.timestamp,
-                    proposer: header.proposer,
-                };
-                let state = self.state();
-                let executed = self
-                    .runtime
-                    .replay_block(&*state, Changes::new(), &ctx, &block.transactions)
-                    .map_err(|e| fatal(&e.to_string()))?;
-                if state.root_with(&executed.changes) != header.state_root {
-                    return Err(fatal("its state root does not match re-execution"));
-                }
-                (
-                    executed.changes,
-                    Arc::new(BlockOutbox::new(executed.outbox)),
-                    executed.failures,
-                    executed.events,
-                )
-            }
+        let result = match speculative {
+            Some(result) => result,
+            None => self.reexecute(&**store, block).await?,
         };
-        // Head and state advance together under the inner lock (lock order: inner, then
-        // state), so no reader ever pairs the new state with the old head.
+        apply_to_store(&mut **store, &result).await?;
+        let Speculative {
+            changes,
+            outbox,
+            failures,
+            events,
+            ..
+        } = result;
+        // Head and state advance together under the store's write lock and the inner lock, so
+        // no reader ever pairs the new state with the old head.
         let mut inner = self.inner();
         let nonces: Vec<(Address, u64)> = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            state.apply(&changes);
+            for (key, value) in changes {
+                match value {
+                    Some(value) => state.insert(key, value),
+                    None => state.remove(&key),
+                };
+            }
             block
                 .transactions
                 .iter()
@@ -491,6 +585,43 @@ impl Ledger {
             messages,
         });
         Ok(())
+    }
+
+    /// Executes a finalized block that this node never executed (it was replaying, or
+    /// following) and checks it against its header.
+    async fn reexecute(&self, store: &dyn Store, block: &Block) -> Result<Speculative, FatalBlock> {
+        let header = &block.header;
+        let fatal = |reason: String| FatalBlock {
+            height: header.height,
+            reason,
+        };
+        let ctx = BlockContext {
+            height: header.height,
+            timestamp: header.timestamp,
+            proposer: header.proposer,
+        };
+        let executed = {
+            let state = self.state();
+            self.runtime
+                .replay_block(&*state, Changes::new(), &ctx, &block.transactions)
+                .map_err(|e| fatal(e.to_string()))?
+        };
+        let batch = store
+            .merkleize(None, &executed.changes, header.height)
+            .await
+            .map_err(|e| fatal(e.to_string()))?;
+        if batch.root() != header.state_root {
+            return Err(fatal("its state root does not match re-execution".into()));
+        }
+        Ok(Speculative {
+            header: header.clone(),
+            changes: executed.changes,
+            cumulative: Changes::new(),
+            batch,
+            outbox: Arc::new(BlockOutbox::new(executed.outbox)),
+            failures: executed.failures,
+            events: executed.events,
+        })
     }
 
     /// Admits a client's transaction to the mempool and queues it for gossip.
@@ -698,52 +829,55 @@ impl Ledger {
     }
 
     /// A committed account, with its proof and the header it is proven against.
-    pub fn account(&self, address: &Address) -> (balances::Account, StateProof, Header) {
-        let (state, head) = self.committed();
-        let proof = state.prove(&phala_chain::balances::keys::account(address));
-        (account_in(&state, address), proof, head)
+    pub async fn account(
+        &self,
+        address: &Address,
+    ) -> Result<(balances::Account, StateProof, Header), StoreError> {
+        let key = balances::keys::account(address);
+        let (value, proof, head) = self.state_value(&key).await?;
+        let account = value
+            .as_deref()
+            .and_then(balances::Account::decode)
+            .unwrap_or_default();
+        Ok((account, proof, head))
     }
 
     /// Any committed state value with its proof and the header it is proven against.
-    pub fn state_value(&self, key: &[u8]) -> (Option<Vec<u8>>, StateProof, Header) {
-        use phala_chain::state::StateRead;
-        let (state, head) = self.committed();
-        (state.get(key), state.prove(key), head)
+    pub async fn state_value(
+        &self,
+        key: &[u8],
+    ) -> Result<(Option<Vec<u8>>, StateProof, Header), StoreError> {
+        let (mut values, head) = self.state_values(&[key.to_vec()]).await?;
+        let (value, proof) = values.pop().expect("one value per key");
+        Ok((value, proof, head))
     }
 
     /// A committed value, unproven (for the node's own lookups).
     pub fn value(&self, key: &[u8]) -> Option<Vec<u8>> {
-        use phala_chain::state::StateRead;
-        self.state().get(key)
+        StateRead::get(&*self.state(), key)
     }
 
-    /// Several committed values with proofs against one head.
-    pub fn state_values(&self, keys: &[Vec<u8>]) -> (Vec<ProvenValue>, Header) {
-        use phala_chain::state::StateRead;
-        let (state, head) = self.committed();
-        let values = keys
-            .iter()
-            .map(|k| (state.get(k), state.prove(k)))
-            .collect();
-        (values, head)
+    /// Several committed values with proofs against one head. The store's read lock pins the
+    /// head: finalization waits until the proofs are made.
+    pub async fn state_values(
+        &self,
+        keys: &[Vec<u8>],
+    ) -> Result<(Vec<ProvenValue>, Header), StoreError> {
+        let store = self.store.read().await;
+        let head = self.head();
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            let proof = store.prove(key).await?;
+            values.push((proof.value().map(<[u8]>::to_vec), proof));
+        }
+        Ok((values, head))
     }
 
     /// Committed values whose keys start with `prefix` (unproven: for listings).
     pub fn scan(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
-        self.state()
-            .scan_prefix(prefix)
+        scan_prefix(&self.state(), prefix)
             .map(|(_, v)| v.to_vec())
             .collect()
-    }
-
-    /// The committed state and the head it belongs to, consistently: the inner lock is held
-    /// only to pair them, so proofs (read lock only) do not hold up consensus.
-    fn committed(&self) -> (RwLockReadGuard<'_, StateDb>, Header) {
-        let inner = self.inner();
-        let state = self.state();
-        let head = inner.head.clone();
-        drop(inner);
-        (state, head)
     }
 
     /// The downward messages a finalized block produced, with their tree.
@@ -765,10 +899,7 @@ impl Ledger {
         let state = self.state();
         let overlay = Overlay::new(&*state);
         let burned = balances::burned(&overlay);
-        let prefix = phala_chain::balances::keys::account(&Address([0; 32]));
-        let prefix = &prefix[..prefix.len() - 32];
-        state
-            .scan_prefix(prefix)
+        scan_prefix(&state, balances::keys::ACCOUNT_PREFIX)
             .filter_map(|(_, v)| balances::Account::decode(v))
             .map(|a| a.free)
             .sum::<u128>()
@@ -824,9 +955,51 @@ impl BlockOutbox {
     }
 }
 
+/// Makes a finalized block's writes durable. A batch merkleized over a store state that has
+/// since moved (it cannot be applied) is merkleized again over the applied state, and must give
+/// the same root.
+async fn apply_to_store(store: &mut dyn Store, result: &Speculative) -> Result<(), FatalBlock> {
+    let header = &result.header;
+    let fatal = |error: StoreError| FatalBlock {
+        height: header.height,
+        reason: format!("the state database failed: {error}"),
+    };
+    let batch = match store.apply(result.batch.clone()).await {
+        Err(StoreError::Stale) => store
+            .merkleize(None, &result.changes, header.height)
+            .await
+            .map_err(fatal)?,
+        other => return other.map_err(fatal),
+    };
+    if batch.root() != header.state_root {
+        return Err(FatalBlock {
+            height: header.height,
+            reason: "its writes give another state root over the applied state".into(),
+        });
+    }
+    store.apply(batch).await.map_err(fatal)
+}
+
+/// The committed pairs whose keys start with `prefix`, in key order.
+fn scan_prefix<'a>(
+    entries: &'a Entries,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    entries
+        .range(prefix.to_vec()..)
+        .take_while(move |(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+}
+
+/// The cumulative writes through a block: its parent's, then its own.
+fn cumulate(mut pending: Changes, own: &Changes) -> Changes {
+    pending.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+    pending
+}
+
 /// A state value (absent: `None`) with its proof.
 pub type ProvenValue = (Option<Vec<u8>>, StateProof);
 
-fn account_in(state: &StateDb, address: &Address) -> balances::Account {
+fn account_in(state: &Entries, address: &Address) -> balances::Account {
     balances::account(&Overlay::new(state), address)
 }

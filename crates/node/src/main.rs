@@ -77,6 +77,9 @@ enum Command {
     Follow {
         #[arg(long)]
         spec: PathBuf,
+        /// Directory for the follower's state (created if missing).
+        #[arg(long)]
+        data: PathBuf,
         /// An upstream node's RPC URL; repeat for fallbacks. Trusted for availability only.
         #[arg(long = "upstream", required = true)]
         upstreams: Vec<String>,
@@ -161,11 +164,13 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::Follow {
             spec,
+            data,
             upstreams,
             rpc,
             log_level,
         } => service::follow(FollowOptions {
             spec,
+            data,
             upstreams,
             rpc,
             log_level,

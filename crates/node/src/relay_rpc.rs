@@ -163,7 +163,11 @@ async fn stream_witness(
         .map(|(d, s)| phala_chain::mq::keys::stream_message(d, *s))
         .collect();
     keys.extend(origin.map(|o| phala_chain::mq::keys::origin_sequence(&o)));
-    let (mut values, header) = ctx.ledger.state_values(&keys);
+    let (mut values, header) = ctx
+        .ledger
+        .state_values(&keys)
+        .await
+        .map_err(crate::rpc::store_failed)?;
     let origin = origin
         .and_then(|_| values.pop())
         .map(|(_, p)| ProofJson::from_proof(&p));

@@ -215,9 +215,21 @@ fn transaction_status(params: Params<'_>, ctx: &RpcContext) -> Result<TxStatus, 
     Ok(ctx.ledger.tx_status(&hash))
 }
 
-fn account(params: Params<'_>, ctx: &RpcContext) -> Result<AccountJson, ErrorObjectOwned> {
+/// The state database failed to prove a value: the node's fault, not the caller's.
+pub(crate) fn store_failed(error: phala_chain::commitment::StoreError) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        jsonrpsee::types::error::INTERNAL_ERROR_CODE,
+        format!("cannot prove the state: {error}"),
+        None::<()>,
+    )
+}
+
+async fn account(
+    params: Params<'static>,
+    ctx: Arc<RpcContext>,
+) -> Result<AccountJson, ErrorObjectOwned> {
     let address = params::address(params.as_str()).map_err(bad_params)?;
-    let (account, proof, header) = ctx.ledger.account(&address);
+    let (account, proof, header) = ctx.ledger.account(&address).await.map_err(store_failed)?;
     Ok(AccountJson {
         address,
         nonce: account.nonce,
@@ -228,9 +240,12 @@ fn account(params: Params<'_>, ctx: &RpcContext) -> Result<AccountJson, ErrorObj
     })
 }
 
-fn state_value(params: Params<'_>, ctx: &RpcContext) -> Result<StateValueJson, ErrorObjectOwned> {
+async fn state_value(
+    params: Params<'static>,
+    ctx: Arc<RpcContext>,
+) -> Result<StateValueJson, ErrorObjectOwned> {
     let key = params::state_key(params.as_str()).map_err(bad_params)?;
-    let (value, proof, header) = ctx.ledger.state_value(&key);
+    let (value, proof, header) = ctx.ledger.state_value(&key).await.map_err(store_failed)?;
     Ok(StateValueJson {
         key: hex::encode(&key),
         value: value.map(hex::encode),
@@ -242,9 +257,12 @@ fn state_value(params: Params<'_>, ctx: &RpcContext) -> Result<StateValueJson, E
 
 /// `state_values([key_hex, ...])`: several values proven against one state root, so a client
 /// can check records that must agree (a worker, its contract, the policy) at one height.
-fn state_values(params: Params<'_>, ctx: &RpcContext) -> Result<StateValuesJson, ErrorObjectOwned> {
+async fn state_values(
+    params: Params<'static>,
+    ctx: Arc<RpcContext>,
+) -> Result<StateValuesJson, ErrorObjectOwned> {
     let keys = params::state_keys(params.as_str()).map_err(bad_params)?;
-    let (values, header) = ctx.ledger.state_values(&keys);
+    let (values, header) = ctx.ledger.state_values(&keys).await.map_err(store_failed)?;
     Ok(StateValuesJson {
         height: header.height,
         state_root: hex::encode(header.state_root),
@@ -362,9 +380,9 @@ pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
     module.register_method("transaction_status", |params, ctx, _| {
         transaction_status(params, ctx)
     })?;
-    module.register_method("account", |params, ctx, _| account(params, ctx))?;
-    module.register_method("state_value", |params, ctx, _| state_value(params, ctx))?;
-    module.register_method("state_values", |params, ctx, _| state_values(params, ctx))?;
+    module.register_async_method("account", |params, ctx, _| account(params, ctx))?;
+    module.register_async_method("state_value", |params, ctx, _| state_value(params, ctx))?;
+    module.register_async_method("state_values", |params, ctx, _| state_values(params, ctx))?;
     module.register_async_method("block", |params, ctx, _| block(params, ctx))?;
     module.register_async_method("finalized_head", |_, ctx, _| finalized_head(ctx))?;
     module.register_method("outbox", |params, ctx, _| outbox(params, ctx))?;

@@ -113,7 +113,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         };
         network.start();
 
-        let (ledger, genesis) = Ledger::at_genesis(&spec);
+        let (ledger, genesis) =
+            Ledger::open_fresh(context.child("state"), STATE_PARTITION, &spec).await?;
         let ledger = Arc::new(ledger);
         let validator_config = ValidatorConfig {
             me,
@@ -162,6 +163,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     bail!("the node stopped unexpectedly")
 }
 
+/// The storage partition prefix of the state database.
+const STATE_PARTITION: &str = "state";
+
 /// Publishes the ledger's figures as Prometheus gauges once a second.
 fn spawn_metrics(context: &runtime::Context, ledger: Arc<Ledger>) {
     let height = context.gauge(
@@ -186,13 +190,14 @@ fn spawn_metrics(context: &runtime::Context, ledger: Arc<Ledger>) {
 /// How `phala-node follow` was asked to run.
 pub struct FollowOptions {
     pub spec: PathBuf,
+    pub data: PathBuf,
     pub upstreams: Vec<String>,
     pub rpc: SocketAddr,
     pub log_level: tracing::Level,
 }
 
-/// Runs a follower: verifies the chain from upstream nodes and serves RPC. It stores nothing:
-/// after a restart it verifies the chain again from genesis.
+/// Runs a follower: verifies the chain from upstream nodes and serves RPC. Its state lives under
+/// the data directory; after a restart it verifies the chain again from genesis.
 pub fn follow(options: FollowOptions) -> anyhow::Result<()> {
     let spec = ChainSpec::load(&options.spec)?;
     if options.upstreams.is_empty() {
@@ -207,11 +212,14 @@ pub fn follow(options: FollowOptions) -> anyhow::Result<()> {
         .map(|url| phala_client::Client::new(url))
         .collect::<Result<Vec<_>, _>>()?;
     let forward = phala_client::Client::new(&options.upstreams[0])?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let (ledger, genesis) = Ledger::at_genesis(&spec);
+    std::fs::create_dir_all(&options.data)
+        .with_context(|| format!("cannot create data directory {}", options.data.display()))?;
+    let config = runtime::Config::new()
+        .with_storage_directory(options.data.join("storage"))
+        .with_catch_panics(false);
+    runtime::Runner::new(config).start(|context| async move {
+        let (ledger, genesis) =
+            Ledger::open_fresh(context.child("state"), STATE_PARTITION, &spec).await?;
         let ledger = Arc::new(ledger);
         let chain = Arc::new(crate::follower::VerifiedChain::new(genesis));
         let rpc_context = RpcContext {

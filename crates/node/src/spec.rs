@@ -22,11 +22,12 @@ use commonware_cryptography::{
 use commonware_utils::{N3f1, NZU32, TryCollect as _, ordered::Set};
 use phala_chain::{
     balances::{Allocation, FeeSchedule, FeeSplit},
-    commitment::StateDb,
+    commitment,
     config::GenesisConfig,
     contracts::ContractsConfig,
     merkle,
     registry::RegistryConfig,
+    state::Changes,
 };
 use phala_crypto::Keypair;
 use phala_types::{Address, AttestationPolicy, Block, Digest, Header, TOTAL_SUPPLY, UNIT};
@@ -162,22 +163,23 @@ impl ChainSpec {
         ))
     }
 
-    /// The genesis state and block; the block's parent is the spec hash, so chains differ.
-    pub fn genesis(&self) -> (StateDb, Block) {
+    /// The genesis state's writes and the genesis block; the block's parent is the spec hash,
+    /// so chains differ.
+    pub fn genesis(&self) -> anyhow::Result<(Changes, Block)> {
         let runtime = phala_chain::Runtime::new(self.hash(), self.genesis.clone());
-        let mut state = StateDb::default();
-        state.apply(&runtime.genesis_changes());
+        let changes = runtime.genesis_changes();
+        let state_root = commitment::genesis_root(&changes)?;
         let header = Header {
             height: 0,
             parent: self.hash(),
             timestamp: self.genesis.timestamp,
             tx_root: merkle::root(&[]),
-            state_root: state.root(),
+            state_root,
             outbox_root: merkle::root(&[]),
             epoch: 0,
             proposer: Address::default(),
         };
-        (state, Block::new(header, Vec::new()))
+        Ok((changes, Block::new(header, Vec::new())))
     }
 }
 

@@ -28,8 +28,8 @@ fn chain() -> (ChainSpec, Certifier) {
 }
 
 /// Block 1 of the chain, with one transfer.
-fn first_block(spec: &ChainSpec) -> Block {
-    let (proposer, _) = Ledger::at_genesis(spec);
+async fn first_block(spec: &ChainSpec) -> Block {
+    let (proposer, _) = Ledger::for_testing(spec).await;
     proposer.submit(common::transfer(spec, "alice", 0)).unwrap();
     let parent = proposer.head();
     let ctx = BlockContext {
@@ -37,7 +37,7 @@ fn first_block(spec: &ChainSpec) -> Block {
         timestamp: parent.timestamp + spec.block_interval_ms,
         proposer: spec.validators[0].address,
     };
-    proposer.build(&parent, ctx).unwrap()
+    proposer.build(&parent, ctx).await.unwrap()
 }
 
 /// An upstream that serves `raw` as block 1 with a genuine certificate of `block`.
@@ -75,14 +75,14 @@ async fn upstream(block: &Block, raw: Vec<u8>, certificate: Vec<u8>) -> String {
 #[tokio::test]
 async fn a_certified_header_with_a_forged_body_is_refused() {
     let (spec, certifier) = chain();
-    let block = first_block(&spec);
+    let block = first_block(&spec).await;
     let certificate = certifier.certify(1, block.header.hash()).unwrap();
     // The same header (so the certificate verifies) over another body.
     let mut body = block.transactions.clone();
     body.push(common::transfer(&spec, "charlie", 0));
     let forged = Block::new(block.header.clone(), body).encode().to_vec();
 
-    let (ledger, genesis) = Ledger::at_genesis(&spec);
+    let (ledger, genesis) = Ledger::for_testing(&spec).await;
     let chain = VerifiedChain::new(genesis);
     let liar =
         phala_client::Client::new(&upstream(&block, forged, certificate.clone()).await).unwrap();

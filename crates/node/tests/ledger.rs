@@ -12,59 +12,64 @@ use phala_node::{
 use phala_types::{Block, Call, Transaction, UNIT};
 use phala_types::{MqCall, RegistryCall};
 
-fn setup() -> (ChainSpec, Ledger, Ledger) {
+async fn setup() -> (ChainSpec, Ledger, Ledger) {
     let keys: Vec<Keypair> = (0..4)
         .map(|i| Keypair::dev(&format!("ledger-validator-{i}")))
         .collect();
     let options = GenesisOptions::local_dev("ledger-test", 4);
     let (spec, _) = generate_with(&options, &keys, TestRng::new(1)).unwrap();
-    let ledger = || Ledger::at_genesis(&spec).0;
-    let (a, b) = (ledger(), ledger());
+    let a = Ledger::for_testing(&spec).await.0;
+    let b = Ledger::for_testing(&spec).await.0;
     (spec, a, b)
 }
 
-fn propose(proposer: &Ledger, spec: &ChainSpec) -> Block {
+async fn propose(proposer: &Ledger, spec: &ChainSpec) -> Block {
     let parent = proposer.head();
     let ctx = BlockContext {
         height: parent.height + 1,
         timestamp: parent.timestamp + spec.block_interval_ms,
         proposer: spec.validators[0].address,
     };
-    proposer.build(&parent, ctx).expect("parent is the head")
+    proposer
+        .build(&parent, ctx)
+        .await
+        .expect("parent is the head")
 }
 
-#[test]
-fn valid_block_is_accepted_whether_or_not_its_transactions_were_seen() {
-    let (spec, proposer, verifier) = setup();
+#[tokio::test]
+async fn valid_block_is_accepted_whether_or_not_its_transactions_were_seen() {
+    let (spec, proposer, verifier) = setup().await;
     proposer
         .submit(common::transfer(&spec, "alice", 0))
         .unwrap();
-    let block = propose(&proposer, &spec);
+    let block = propose(&proposer, &spec).await;
     assert_eq!(block.transactions.len(), 1);
     // The verifier never saw the transaction: it checks the signature itself.
     verifier
         .execute(&block, &spec.validators[0].address)
+        .await
         .unwrap();
-    verifier.finalize(&block).unwrap();
-    proposer.finalize(&block).unwrap();
+    verifier.finalize(&block).await.unwrap();
+    proposer.finalize(&block).await.unwrap();
     assert_eq!(verifier.head(), proposer.head());
 }
 
 /// A finalized transaction's status carries its events, whether the node built the block,
 /// verified it, or only replayed it at finalization (a follower, a restart).
-#[test]
-fn a_finalized_transaction_reports_its_events() {
-    let (spec, proposer, verifier) = setup();
-    let replayer = Ledger::at_genesis(&spec).0;
+#[tokio::test]
+async fn a_finalized_transaction_reports_its_events() {
+    let (spec, proposer, verifier) = setup().await;
+    let replayer = Ledger::for_testing(&spec).await.0;
     let hash = proposer
         .submit(common::transfer(&spec, "alice", 0))
         .unwrap();
-    let block = propose(&proposer, &spec);
+    let block = propose(&proposer, &spec).await;
     verifier
         .execute(&block, &spec.validators[0].address)
+        .await
         .unwrap();
     for ledger in [&proposer, &verifier, &replayer] {
-        ledger.finalize(&block).unwrap();
+        ledger.finalize(&block).await.unwrap();
         let phala_api::rpc::TxStatus::Finalized { events, .. } = ledger.tx_status(&hash) else {
             panic!("finalized");
         };
@@ -81,34 +86,35 @@ fn a_finalized_transaction_reports_its_events() {
     }
 }
 
-#[test]
-fn tampered_signature_is_rejected_even_if_the_original_was_seen() {
-    let (spec, proposer, verifier) = setup();
+#[tokio::test]
+async fn tampered_signature_is_rejected_even_if_the_original_was_seen() {
+    let (spec, proposer, verifier) = setup().await;
     let stx = common::transfer(&spec, "alice", 0);
     proposer.submit(stx.clone()).unwrap();
     verifier.submit(stx).unwrap();
-    let honest = propose(&proposer, &spec);
+    let honest = propose(&proposer, &spec).await;
     let mut transactions = honest.transactions.clone();
     transactions[0].signature[5] ^= 1;
     let mut header = honest.header.clone();
     header.tx_root = merkle::tx_root(&transactions);
     let forged = Block::new(header, transactions);
-    match verifier.execute(&forged, &spec.validators[0].address) {
+    match verifier.execute(&forged, &spec.validators[0].address).await {
         Err(BlockRejection::Invalid(invalid)) => assert_eq!(invalid.error, TxError::BadSignature),
         other => panic!("expected a bad signature, got {other:?}"),
     }
     verifier
         .execute(&honest, &spec.validators[0].address)
+        .await
         .unwrap();
 }
 
-#[test]
-fn wrong_roots_proposer_or_timestamp_are_rejected() {
-    let (spec, proposer, verifier) = setup();
+#[tokio::test]
+async fn wrong_roots_proposer_or_timestamp_are_rejected() {
+    let (spec, proposer, verifier) = setup().await;
     proposer
         .submit(common::transfer(&spec, "alice", 0))
         .unwrap();
-    let honest = propose(&proposer, &spec);
+    let honest = propose(&proposer, &spec).await;
     let leader = spec.validators[0].address;
     let mutate = |change: &dyn Fn(&mut phala_types::Header)| {
         let mut header = honest.header.clone();
@@ -134,25 +140,26 @@ fn wrong_roots_proposer_or_timestamp_are_rejected() {
     ];
     for (what, block) in cases {
         assert!(
-            verifier.execute(&block, &leader).is_err(),
+            verifier.execute(&block, &leader).await.is_err(),
             "a wrong {what} was accepted"
         );
     }
     assert!(
         verifier
             .execute(&honest, &spec.validators[1].address)
+            .await
             .is_err(),
         "a block by a non-leader was accepted"
     );
-    verifier.execute(&honest, &leader).unwrap();
+    verifier.execute(&honest, &leader).await.unwrap();
     // Finalizing twice is harmless; a block that does not extend the head is fatal.
-    verifier.finalize(&honest).unwrap();
-    verifier.finalize(&honest).unwrap();
+    verifier.finalize(&honest).await.unwrap();
+    verifier.finalize(&honest).await.unwrap();
     let orphan = mutate(&|h| {
         h.height = 2;
         h.parent = phala_types::Digest([9; 32]);
     });
-    assert!(verifier.finalize(&orphan).is_err());
+    assert!(verifier.finalize(&orphan).await.is_err());
 }
 
 /// A registration by `operator` (signer, with `nonce`) of a fresh worker whose simulated
@@ -190,9 +197,9 @@ fn unbound_registration(
 
 /// A registration whose evidence does not hold is refused when it reaches the mempool (before,
 /// it waited there for a leader to spend its slot verifying it).
-#[test]
-fn a_registration_that_does_not_attest_never_enters_the_mempool() {
-    let (spec, ledger, _) = setup();
+#[tokio::test]
+async fn a_registration_that_does_not_attest_never_enters_the_mempool() {
+    let (spec, ledger, _) = setup().await;
     let alice = Keypair::dev("alice");
     let error = ledger
         .submit(unbound_registration(&spec, &alice, 0))
@@ -211,9 +218,9 @@ fn a_registration_that_does_not_attest_never_enters_the_mempool() {
 
 /// However many registrations arrive, the node verifies at most `QUOTES_PER_SECOND` (after a
 /// burst of twice that); the rest are refused as `busy`, to retry, not remembered as bad.
-#[test]
-fn quote_verification_at_admission_is_throttled() {
-    let (spec, ledger, _) = setup();
+#[tokio::test]
+async fn quote_verification_at_admission_is_throttled() {
+    let (spec, ledger, _) = setup().await;
     let alice = Keypair::dev("alice");
     let attempts = 3 * phala_node::ledger::QUOTES_PER_SECOND as u64;
     let codes: Vec<&str> = (0..attempts)
@@ -238,9 +245,9 @@ fn quote_verification_at_admission_is_throttled() {
 /// A transaction whose call fails once in a block (here an upward message from an origin that
 /// is not registered: its signature check is the expensive part) is included, pays its fee and
 /// reports why it failed; before, it was dropped for free and could be resubmitted forever.
-#[test]
-fn a_call_that_fails_in_a_block_is_included_and_pays_its_fee() {
-    let (spec, proposer, verifier) = setup();
+#[tokio::test]
+async fn a_call_that_fails_in_a_block_is_included_and_pays_its_fee() {
+    let (spec, proposer, verifier) = setup().await;
     let alice = Keypair::dev("alice");
     let stranger = Keypair::generate();
     let mut message = phala_types::UpwardMessage {
@@ -260,17 +267,18 @@ fn a_call_that_fails_in_a_block_is_included_and_pays_its_fee() {
     };
     let stx = alice.sign_transaction(&spec.hash(), tx);
     let hash = proposer.submit(stx).unwrap();
-    let before = proposer.account(&alice.address()).0;
-    let block = propose(&proposer, &spec);
+    let before = proposer.account(&alice.address()).await.unwrap().0;
+    let block = propose(&proposer, &spec).await;
     assert_eq!(block.transactions.len(), 1, "the failing call is included");
     verifier
         .execute(&block, &spec.validators[0].address)
+        .await
         .unwrap();
-    verifier.finalize(&block).unwrap();
-    proposer.finalize(&block).unwrap();
+    verifier.finalize(&block).await.unwrap();
+    proposer.finalize(&block).await.unwrap();
     assert_eq!(verifier.head(), proposer.head());
     for ledger in [&proposer, &verifier] {
-        let after = ledger.account(&alice.address()).0;
+        let after = ledger.account(&alice.address()).await.unwrap().0;
         assert_eq!(after.nonce, before.nonce + 1);
         assert_eq!(after.free, before.free - UNIT / 10, "the fee is paid");
         match ledger.tx_status(&hash) {
@@ -286,9 +294,9 @@ fn a_call_that_fails_in_a_block_is_included_and_pays_its_fee() {
 /// Transactions queued after a nonce gap cost a leader nothing: however many a sender queues
 /// (here instantiations, each a thirty-second of a block's weight, which a leader would count
 /// against what it may try), the next block still carries everyone else's.
-#[test]
-fn transactions_after_a_nonce_gap_never_crowd_out_a_block() {
-    let (spec, proposer, _) = setup();
+#[tokio::test]
+async fn transactions_after_a_nonce_gap_never_crowd_out_a_block() {
+    let (spec, proposer, _) = setup().await;
     let bob = Keypair::dev("bob");
     for nonce in 1..=100u64 {
         let tx = Transaction {
@@ -311,7 +319,7 @@ fn transactions_after_a_nonce_gap_never_crowd_out_a_block() {
     let hash = proposer
         .submit(common::transfer(&spec, "alice", 0))
         .unwrap();
-    let block = propose(&proposer, &spec);
+    let block = propose(&proposer, &spec).await;
     let included: Vec<_> = block.transactions.iter().map(|tx| tx.hash()).collect();
     assert_eq!(included, vec![hash]);
 }

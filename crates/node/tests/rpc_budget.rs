@@ -145,7 +145,7 @@ async fn a_node_refuses_a_connection_that_keeps_submitting_large_batches() {
         .collect();
     let options = GenesisOptions::local_dev("budget-test", 4);
     let (spec, _) = generate_with(&options, &keys, TestRng::new(3)).unwrap();
-    let (ledger, genesis) = Ledger::at_genesis(&spec);
+    let (ledger, genesis) = Ledger::for_testing(&spec).await;
     let ctx = RpcContext {
         ledger: Arc::new(ledger),
         blocks: BlockSource::Verified(Arc::new(VerifiedChain::new(genesis))),

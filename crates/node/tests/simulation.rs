@@ -144,8 +144,15 @@ fn spec(n: usize) -> (ChainSpec, Vec<ValidatorKey>) {
     generate_with(&options, &keys(n), TestRng::new(0)).expect("genesis")
 }
 
-fn new_ledger(spec: &ChainSpec) -> Arc<Ledger> {
-    let (ledger, _) = Ledger::at_genesis(spec);
+/// A ledger over its own state database in the simulated storage (a restarted validator gets
+/// a new one: at start the ledger replays the stored blocks).
+async fn new_ledger(context: &Ctx, spec: &ChainSpec) -> Arc<Ledger> {
+    static LEDGERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let id = LEDGERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partition = format!("state-{id}");
+    let (ledger, _) = Ledger::open_fresh(context.child("state"), &partition, spec)
+        .await
+        .expect("a fresh state opens");
     ledger.enable_audit();
     Arc::new(ledger)
 }
@@ -193,7 +200,7 @@ async fn start_validator(
         backfill: register(channel::BACKFILL, rewrites.backfill).await,
         transactions: register(channel::TRANSACTIONS, None).await,
     };
-    let (_, genesis) = spec.genesis();
+    let (_, genesis) = spec.genesis().expect("genesis");
     let config = ValidatorConfig {
         me,
         scheme,
@@ -562,7 +569,7 @@ async fn disturb(context: &Ctx, net: &mut Net, fault: Fault, blocks: u64, seed: 
             let before: Vec<Digest> = (0..=crashed_at)
                 .map(|h| net.ledgers[0].finalized_digest(h).unwrap())
                 .collect();
-            net.ledgers[0] = new_ledger(&net.spec);
+            net.ledgers[0] = new_ledger(context, &net.spec).await;
             net.handles[0] = net.spawn(context, 0, Rewrites::default());
             net.live[0] = true;
             net.wait(context, blocks * 3 / 4).await;
@@ -698,7 +705,10 @@ fn run(scenario: &Scenario, seed: u64) {
         };
         link_all(&oracle, &peers, &link).await;
 
-        let ledgers: Vec<Arc<Ledger>> = (0..validators).map(|_| new_ledger(&spec)).collect();
+        let mut ledgers: Vec<Arc<Ledger>> = Vec::with_capacity(validators);
+        for _ in 0..validators {
+            ledgers.push(new_ledger(&context, &spec).await);
+        }
         if let Some(misbehaviour) = fault.misbehaviour() {
             ledgers[0].misbehave_for_testing(misbehaviour);
         }

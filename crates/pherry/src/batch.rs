@@ -12,7 +12,7 @@ use phala_chain::mq::{MessageLocation, keys::stream_message};
 use phala_chain::weights::MAX_BLOCK_INSTANTIATIONS;
 use phala_client::Client;
 use phala_types::{
-    ContractInstantiated, Destination, DownwardMessage,
+    ContractInstantiated, Destination, Digest, DownwardMessage,
     contracts::{MAX_CODE, topics},
     limits,
     registry::decode_payload,
@@ -140,7 +140,12 @@ async fn try_batch(
         .streams
         .iter()
         .filter(|stream| !backfilling.contains(&stream.destination));
-    let complete = !left_out(normal, info.height, last);
+    let root = witness
+        .header
+        .to_header()
+        .map(|h| h.state_root)
+        .unwrap_or(Digest([0; 32]));
+    let complete = !left_out(normal, &root, info.height, last);
     let batch = SyncBatch {
         headers: headers.headers,
         certificate: headers.certificate,
@@ -158,23 +163,23 @@ async fn try_batch(
 
 /// Whether the witness shows a stream message in the batch's blocks (after `before`, up to
 /// `last`) past those fetched: the node's answer was cut short. (One at or before `before`
-/// is an old message of a stream joined late, for the next batch.) Read without verifying
-/// (the pRuntime verifies); a lying node only makes pherry try a smaller batch.
+/// is an old message of a stream joined late, for the next batch.) A proof that does not hold
+/// under `root` shows nothing: a lying node only makes the pRuntime refuse the batch.
 fn left_out<'a>(
     streams: impl IntoIterator<Item = &'a StreamProof>,
+    root: &Digest,
     before: u64,
     last: u64,
 ) -> bool {
     streams.into_iter().any(|stream| {
-        let key = hex::encode(stream_message(&stream.destination, stream.sequence));
+        let key = stream_message(&stream.destination, stream.sequence);
         stream
             .proof
-            .leaves
-            .iter()
-            .filter(|leaf| leaf.key == key)
-            .filter_map(|leaf| hex::decode(&leaf.value).ok())
-            .filter_map(|value| MessageLocation::decode(&value))
-            .any(|location| location.height > before && location.height <= last)
+            .to_proof()
+            .ok()
+            .and_then(|proof| proof.verify(root, &key).ok().flatten())
+            .and_then(|value| MessageLocation::decode(&value))
+            .is_some_and(|location| location.height > before && location.height <= last)
     })
 }
 
@@ -198,61 +203,78 @@ fn instantiated_code(message: &DownwardMessage) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use phala_api::rpc::{ProofJson, ProvenLeafJson};
+    use phala_api::rpc::ProofJson;
+    use phala_chain::{commitment::mocks::TestState, state::Changes};
 
-    fn proof_of(destination: Destination, sequence: u64, height: Option<u64>) -> StreamProof {
-        let key = hex::encode(stream_message(&destination, sequence));
-        let leaves = height
-            .map(|height| ProvenLeafJson {
-                position: 0,
-                key,
-                value: hex::encode(
-                    MessageLocation {
-                        height,
-                        index: 0,
-                        leaf: phala_types::Digest::from([0; 32]),
-                    }
-                    .encode(),
-                ),
-                siblings: Vec::new(),
-            })
-            .into_iter()
-            .collect();
+    /// A state holding message 7 of the broadcast stream at height `height`, and of the
+    /// gatekeepers' stream at height 10.
+    fn state_with(height: Option<u64>) -> TestState {
+        let location = |height| {
+            Some(
+                MessageLocation {
+                    height,
+                    index: 0,
+                    leaf: Digest::from([0; 32]),
+                }
+                .encode(),
+            )
+        };
+        let mut changes = Changes::new();
+        if let Some(height) = height {
+            changes.insert(stream_message(&Destination::All, 7), location(height));
+        }
+        changes.insert(stream_message(&Destination::Gatekeepers, 7), location(10));
+        let mut state = TestState::default();
+        state.apply(&changes);
+        state
+    }
+
+    fn proof_of(state: &TestState, destination: Destination, sequence: u64) -> StreamProof {
         StreamProof {
             destination,
             sequence,
-            proof: ProofJson {
-                leaf_count: 1,
-                leaves,
-            },
+            proof: ProofJson::from_proof(&state.prove(&stream_message(&destination, sequence))),
         }
+    }
+
+    fn cut(height: Option<u64>) -> bool {
+        let state = state_with(height);
+        left_out(
+            &[proof_of(&state, Destination::All, 7)],
+            &state.root(),
+            9,
+            12,
+        )
     }
 
     /// A batch whose witness shows the next message of a stream inside the batch was cut
     /// short by the node: pherry must ask for fewer blocks, or the pRuntime refuses it forever.
     #[test]
     fn a_message_inside_the_batch_past_those_fetched_means_the_answer_was_cut() {
-        let all = Destination::All;
-        assert!(left_out(&[proof_of(all, 7, Some(10))], 9, 12));
-        assert!(left_out(&[proof_of(all, 7, Some(12))], 9, 12));
+        assert!(cut(Some(10)));
+        assert!(cut(Some(12)));
+        assert!(!cut(Some(13)), "after the batch");
         assert!(
-            !left_out(&[proof_of(all, 7, Some(13))], 9, 12),
-            "after the batch"
-        );
-        assert!(
-            !left_out(&[proof_of(all, 7, Some(9))], 9, 12),
+            !cut(Some(9)),
             "an old message of a stream joined late, for the next batch"
         );
+        assert!(!cut(None), "no such message yet");
+        let state = state_with(None);
+        let mut mislabelled = proof_of(&state, Destination::All, 7);
+        mislabelled.proof = proof_of(&state, Destination::Gatekeepers, 7).proof;
         assert!(
-            !left_out(&[proof_of(all, 7, None)], 9, 12),
-            "no such message yet"
+            !left_out(&[mislabelled], &state.root(), 9, 12),
+            "another stream's message is not this one's"
         );
-        let other = proof_of(Destination::Gatekeepers, 7, Some(10));
-        let mut mislabelled = proof_of(all, 7, None);
-        mislabelled.proof.leaves = other.proof.leaves;
+        let honest = state_with(Some(10));
         assert!(
-            !left_out(&[mislabelled], 9, 12),
-            "a neighbour's leaf is not the message"
+            !left_out(
+                &[proof_of(&honest, Destination::All, 7)],
+                &state.root(),
+                9,
+                12
+            ),
+            "a proof that does not hold under the witness's root shows nothing"
         );
     }
 }

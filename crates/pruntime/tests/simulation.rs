@@ -24,7 +24,7 @@ use phala_api::{
     rpc::{HeaderJson, OutboxMessageJson, ProofJson, StreamProof, Witness},
 };
 use phala_chain::{
-    BlockContext, Runtime, commitment::StateDb, contracts::keys as contract_keys, merkle,
+    BlockContext, Runtime, commitment::mocks::TestState, contracts::keys as contract_keys, merkle,
     mq::MessageLocation, registry, state::Overlay,
 };
 use phala_crypto::Keypair;
@@ -51,7 +51,7 @@ use std::path::PathBuf;
 struct Chain {
     spec: ChainSpec,
     runtime: Runtime,
-    db: StateDb,
+    db: TestState,
     certifier: Certifier,
     headers: Vec<Header>,
     certificates: Vec<Vec<u8>>,
@@ -79,7 +79,10 @@ impl Chain {
             generate_with(&options, &keys, commonware_utils::TestRng::new(seed)).unwrap();
         let certifier = Certifier::new(&spec, &validator_keys).unwrap();
         let runtime = Runtime::new(spec.hash(), spec.genesis.clone());
-        let (db, genesis) = spec.genesis();
+        let (changes, genesis) = spec.genesis().unwrap();
+        let mut db = TestState::default();
+        db.apply(&changes);
+        assert_eq!(db.root(), genesis.header.state_root);
         Chain {
             spec,
             runtime,

@@ -44,7 +44,9 @@ impl RemoteStore {
             .with_storage_directory(directory.clone());
         let thread = std::thread::spawn(move || {
             tokio::Runner::new(config).start(|context| async move {
-                let mut store = open(context, "state").await.expect("open the test database");
+                let mut store = open(context, "state")
+                    .await
+                    .expect("open the test database");
                 let _ = ready.send(store.root());
                 while let Some(job) = queue.next().await {
                     job(&mut store).await;

@@ -53,10 +53,7 @@ mod tests {
     fn entries_round_trip_and_refuse_short_input() {
         let encoded = entry(b"key", b"value");
         assert_eq!(encoded, b"\0\0\0\x03keyvalue");
-        assert_eq!(
-            split_entry(&encoded),
-            Some((&b"key"[..], &b"value"[..]))
-        );
+        assert_eq!(split_entry(&encoded), Some((&b"key"[..], &b"value"[..])));
         assert_eq!(split_entry(b"\0\0\0\x09key"), None);
         assert_eq!(split_entry(b"\0\0"), None);
     }

@@ -4,8 +4,8 @@
 use super::{entry, hashed_key};
 use bytes::BufMut;
 use commonware_codec::{
-    Buf, Decode as _, Encode as _, EncodeSize, Error as CodecError, RangeCfg, Read,
-    ReadExt as _, Write,
+    Buf, Decode as _, Encode as _, EncodeSize, Error as CodecError, RangeCfg, Read, ReadExt as _,
+    Write,
 };
 use commonware_cryptography::Sha256;
 use commonware_storage::{
@@ -64,6 +64,15 @@ impl StateProof {
         }
     }
 
+    /// The value the proof claims for its key (`None`: it claims the key is absent). Trust it
+    /// only after [`StateProof::verify`].
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            StateProof::Present { value, .. } => Some(value),
+            StateProof::Absent(_) => None,
+        }
+    }
+
     /// The proof's canonical bytes (what [`StateProof::decode`] reads).
     pub fn to_bytes(&self) -> Vec<u8> {
         self.encode().to_vec()
@@ -117,7 +126,11 @@ impl Read for StateProof {
             1 => {
                 let proof = ExclusionProof::read_cfg(
                     buf,
-                    &(MAX_PROOF_DIGESTS_PER_ELEMENT, ((), value_cfg()), value_cfg()),
+                    &(
+                        MAX_PROOF_DIGESTS_PER_ELEMENT,
+                        ((), value_cfg()),
+                        value_cfg(),
+                    ),
                 )?;
                 Ok(StateProof::Absent(proof))
             }

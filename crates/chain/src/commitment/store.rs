@@ -45,6 +45,8 @@ pub enum StoreError {
     Malformed,
     #[error("state database is closed after an earlier failure")]
     Closed,
+    #[error("the batch no longer extends the applied state")]
+    Stale,
 }
 
 impl<F: commonware_storage::merkle::Family> From<commonware_storage::qmdb::Error<F>>
@@ -72,7 +74,8 @@ pub trait Store: Send + Sync {
         height: u64,
     ) -> BoxFuture<'a, Result<Batch, StoreError>>;
 
-    /// Applies a batch (and any unapplied ancestors) and makes it durable.
+    /// Applies a batch (and any unapplied ancestors) and makes it durable. A batch that does not
+    /// extend the applied state is refused as [`StoreError::Stale`], the store unchanged.
     fn apply(&mut self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Proves `key`'s value or absence against [`Store::root`].
@@ -145,13 +148,21 @@ pub fn genesis_root(changes: &Changes) -> Result<Digest, StoreError> {
 }
 
 impl<E: Context + Spawner> StateStore<E> {
+    /// Removes the database from storage.
+    pub async fn destroy(mut self) -> Result<(), StoreError> {
+        let db = self.db.take().ok_or(StoreError::Closed)?;
+        Ok(db.destroy().await?)
+    }
+
     fn db(&self) -> Result<&Db<E>, StoreError> {
         self.db.as_ref().ok_or(StoreError::Closed)
     }
 
     async fn apply_and_commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        self.db()?
+            .validate_batch(&batch)
+            .map_err(|_| StoreError::Stale)?;
         let db = self.db.take().ok_or(StoreError::Closed)?;
-        db.validate_batch(&batch)?;
         let mut db = db.apply_batch(batch).await?.commit().await?;
         self.applied += 1;
         if self.applied.is_multiple_of(MAINTENANCE_INTERVAL) {
@@ -333,7 +344,12 @@ mod tests {
     #[test]
     fn speculative_roots_equal_applied_roots() {
         let mut state = state(&["b", "d", "f"]);
-        let writes = changes(&[("a", Some("1")), ("d", None), ("f", Some("2")), ("z", Some("3"))]);
+        let writes = changes(&[
+            ("a", Some("1")),
+            ("d", None),
+            ("f", Some("2")),
+            ("z", Some("3")),
+        ]);
         let speculative = state.root_with(&writes);
         state.apply(&writes);
         assert_eq!(speculative, state.root());
@@ -363,8 +379,7 @@ mod tests {
         // speculative blocks keep them.
         let mut batches: Vec<Batch> = Vec::new();
         for (height, block) in blocks.iter().enumerate() {
-            let batch =
-                block_on(store.merkleize(batches.last(), block, height as u64)).unwrap();
+            let batch = block_on(store.merkleize(batches.last(), block, height as u64)).unwrap();
             assert_eq!(batch.root(), expected[height], "block {height}");
             batches.push(batch);
         }
@@ -372,7 +387,13 @@ mod tests {
         assert_eq!(store.root(), expected[2]);
         assert_eq!(block_on(store.height()).unwrap(), Some(2));
         let loaded = block_on(store.load()).unwrap();
-        assert_eq!(loaded, sequential.scan_prefix(b"").map(|(k, v)| (k.to_vec(), v.to_vec())).collect());
+        assert_eq!(
+            loaded,
+            sequential
+                .scan_prefix(b"")
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect()
+        );
     }
 
     /// A batch applied but not committed when the process dies is gone at the next start: the

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use phala_chain::{
     BlockContext, Outcome, Runtime, TxError,
     balances::{Allocation, FeeSchedule, FeeSplit},
-    commitment::StateDb,
+    commitment::mocks::TestState,
     config::GenesisConfig,
     contracts::ContractsConfig,
     failure_record,
@@ -36,7 +36,7 @@ pub fn key(name: &str) -> Keypair {
 /// A chain state with a runtime, applying one transaction per block.
 pub struct Chain {
     pub runtime: Runtime,
-    pub db: StateDb,
+    pub db: TestState,
     pub height: u64,
     pub timestamp: u64,
     pub outboxes: Vec<Outbox>,
@@ -88,7 +88,7 @@ impl Chain {
             contracts: ContractsConfig::default(),
         };
         let runtime = Runtime::new(GENESIS, config);
-        let mut db = StateDb::default();
+        let mut db = TestState::default();
         db.apply(&runtime.genesis_changes());
         Chain {
             runtime,
