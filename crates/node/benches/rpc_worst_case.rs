@@ -224,10 +224,7 @@ fn fill_message_blocks(
             .collect();
         fixture.submit(txs)?;
         let (height, _) = fixture.next_block()?;
-        let messages = fixture
-            .ledger
-            .outbox(height)
-            .map_or(0, |o| o.messages.len());
+        let messages = block_on(fixture.ledger.outbox(height))?.map_or(0, |o| o.messages.len());
         first.get_or_insert((height, messages));
     }
     while fixture.ledger.mempool_len() > 0 {

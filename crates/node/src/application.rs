@@ -179,22 +179,26 @@ impl Reporter for ChainApp {
     }
 }
 
-/// Replays the blocks marshal already processed (after a restart), then applies finalized
-/// blocks as marshal delivers them, acknowledging each once applied. Returns only on a fatal
-/// inconsistency (a finalized block that does not re-execute), which must stop the node.
+/// Applies the finalized blocks marshal processed past the ledger's head (after a restart: the
+/// ledger opens at its last committed block, which is at or past what marshal processed, so
+/// this is usually nothing), then those marshal delivers, acknowledging each once applied.
+/// Returns only on a fatal inconsistency (a finalized block that does not re-execute), which
+/// must stop the node.
 pub async fn run_finalizer(
     ledger: Arc<Ledger>,
     marshal: Mailbox<Scheme, Standard<Block>>,
     processed: u64,
     mut finalized: mpsc::UnboundedReceiver<(Digested<Block>, Exact)>,
 ) -> anyhow::Result<()> {
-    if processed > 0 {
+    let from = ledger.head().height + 1;
+    if processed >= from {
         info!(
-            blocks = processed,
-            "replaying finalized blocks from storage"
+            from,
+            to = processed,
+            "applying finalized blocks from storage"
         );
     }
-    for height in 1..=processed {
+    for height in from..=processed {
         let block = marshal
             .get_block(Height::new(height))
             .await

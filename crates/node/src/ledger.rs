@@ -13,7 +13,10 @@
 //! the *cumulative* writes from the committed state, which stay valid as the head advances
 //! along its ancestry.
 
-use crate::mempool::{AdmissionError, Mempool};
+use crate::{
+    history::{BlockRecord, DiskHistory, HeaderRecord, History, HistoryError},
+    mempool::{AdmissionError, Mempool},
+};
 use phala_api::rpc::{FinalizedEvent, HeaderJson, TxFailure, TxStatus};
 use phala_chain::{
     BlockContext, Runtime, TxError, balances,
@@ -51,29 +54,16 @@ struct Speculative {
     events: Vec<(u32, Event)>,
 }
 
-/// Where a finalized transaction is, why its call failed if it did, and what it caused.
-#[derive(Clone)]
-struct TxLocation {
-    height: u64,
-    index: u32,
-    block: Digest,
-    failure: Option<TxError>,
-    events: Box<[Event]>,
-}
-
 struct Inner {
     head: Header,
     head_digest: Digest,
     speculative: HashMap<Digest, Speculative>,
     mempool: Mempool,
-    tx_index: HashMap<Digest, TxLocation>,
-    outboxes: BTreeMap<u64, Arc<BlockOutbox>>,
+    /// The sequence number the next finalized block's first transaction gets.
+    next_tx: u64,
     replaying: bool,
     /// Client transactions admitted here and not yet relayed to peers.
     gossip: Vec<SignedTransaction>,
-    /// Every finalized header by height, so header-only readers (relayers, light clients)
-    /// never load bodies.
-    headers: Vec<Header>,
     /// Test hook: count invariant violations instead of trusting them.
     audit: Option<Audit>,
     /// Test hook: propose wrong blocks, as a Byzantine validator would.
@@ -129,6 +119,9 @@ pub struct Ledger {
     runtime: Runtime,
     block_interval_ms: u64,
     store: tokio::sync::RwLock<Box<dyn Store>>,
+    history: tokio::sync::RwLock<Box<dyn History>>,
+    /// Finalized blocks kept in the history (`None`: all of them).
+    retention: Option<u64>,
     state: RwLock<Entries>,
     inner: Mutex<Inner>,
     events: broadcast::Sender<FinalizedEvent>,
@@ -146,28 +139,64 @@ pub const QUOTES_PER_SECOND: u32 = 50;
 pub enum OpenError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the state database holds another chain (its genesis root differs from the spec's)")]
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error("the data directory holds another chain (its genesis differs from the spec's)")]
     OtherChain,
+    #[error("the state database is at block {height} but the history does not match it")]
+    Inconsistent { height: u64 },
     #[error("cannot build the genesis state: {0}")]
     Genesis(String),
 }
 
+/// What a ledger must not lose, on disk: the state database and the history of finalized
+/// blocks, kept for `retention` blocks (`None`: archive mode, everything).
+pub struct Storage {
+    pub store: Box<dyn Store>,
+    pub history: Box<dyn History>,
+    pub retention: Option<u64>,
+}
+
 impl Ledger {
-    /// Opens a ledger at genesis over `store`: a fresh store gets the genesis state as its first
-    /// batch; a store holding more than genesis is refused (restart from it is not yet supported:
-    /// the node wipes its state and replays its stored blocks).
+    /// Opens a ledger where its storage left it: at the last block whose state was committed
+    /// (a fresh storage gets the genesis block). Nothing is replayed: the time this takes
+    /// depends on the size of the state, not on the length of the chain.
     pub async fn open(
         spec: &crate::spec::ChainSpec,
-        mut store: Box<dyn Store>,
+        storage: Storage,
     ) -> Result<(Self, Block), OpenError> {
+        let Storage {
+            mut store,
+            mut history,
+            retention,
+        } = storage;
         let (changes, genesis) = spec
             .genesis()
             .map_err(|e| OpenError::Genesis(e.to_string()))?;
         if store.height().await?.is_none() {
+            let record = BlockRecord {
+                header: HeaderRecord {
+                    header: genesis.header.clone(),
+                    first_tx: 0,
+                    transactions: 0,
+                },
+                messages: Vec::new(),
+            };
+            history.record(record, Vec::new()).await?;
             let batch = store.merkleize(None, &changes, 0).await?;
             store.apply(batch).await?;
         }
-        if store.height().await? != Some(0) || store.root() != genesis.header.state_root {
+        let height = store.height().await?.unwrap_or(0);
+        let head = history
+            .header(height)
+            .await?
+            .ok_or(OpenError::Inconsistent { height })?;
+        if head.header.state_root != store.root() {
+            return Err(OpenError::Inconsistent { height });
+        }
+        if let Some(first) = history.header(0).await?
+            && first.header != genesis.header
+        {
             return Err(OpenError::OtherChain);
         }
         let entries = store.load().await?;
@@ -177,17 +206,17 @@ impl Ledger {
             runtime,
             block_interval_ms: spec.block_interval_ms,
             store: tokio::sync::RwLock::new(store),
+            history: tokio::sync::RwLock::new(history),
+            retention,
             state: RwLock::new(entries),
             inner: Mutex::new(Inner {
-                head: genesis.header.clone(),
-                head_digest: genesis.header.hash(),
+                head_digest: head.header.hash(),
+                next_tx: head.next_tx(),
+                head: head.header,
                 speculative: HashMap::new(),
                 mempool: Mempool::default(),
-                tx_index: HashMap::new(),
-                outboxes: BTreeMap::new(),
                 replaying: true,
                 gossip: Vec::new(),
-                headers: vec![genesis.header.clone()],
                 audit: None,
                 misbehaviour: None,
             }),
@@ -200,27 +229,35 @@ impl Ledger {
         Ok((ledger, genesis))
     }
 
-    /// Opens a ledger at genesis over the state database in `partition` of the context's
-    /// storage, wiping what an earlier run left there: at start the node replays its stored
-    /// blocks (restart from the state on disk is not built yet).
-    pub async fn open_fresh<E: commonware_storage::Context + commonware_runtime::Spawner>(
+    /// Opens a ledger on the storage of a commonware runtime, in partitions prefixed
+    /// `partition` (see [`Ledger::open`]).
+    pub async fn open_on<E: commonware_storage::Context + commonware_runtime::Spawner>(
         context: E,
         partition: &str,
         spec: &crate::spec::ChainSpec,
+        retention: Option<u64>,
     ) -> Result<(Self, Block), OpenError> {
-        commitment::open(context.child("previous"), partition)
-            .await?
-            .destroy()
-            .await?;
-        let store = commitment::open(context, partition).await?;
-        Ledger::open(spec, Box::new(store)).await
+        let store = commitment::open(context.child("state"), &format!("{partition}-state")).await?;
+        let history =
+            DiskHistory::open(context.child("history"), &format!("{partition}-history")).await?;
+        let storage = Storage {
+            store: Box::new(store),
+            history: Box::new(history),
+            retention,
+        };
+        Ledger::open(spec, storage).await
     }
 
-    /// A ledger at the genesis of `spec` over a test database on its own thread (test-only).
+    /// A ledger at the genesis of `spec` over a test database on its own thread and a history
+    /// in memory (test-only).
     #[cfg(any(test, feature = "mocks"))]
     pub async fn for_testing(spec: &crate::spec::ChainSpec) -> (Self, Block) {
-        let store = Box::new(phala_chain::commitment::mocks::RemoteStore::start());
-        Ledger::open(spec, store)
+        let storage = Storage {
+            store: Box::new(phala_chain::commitment::mocks::RemoteStore::start()),
+            history: Box::new(crate::history::MemoryHistory::default()),
+            retention: None,
+        };
+        Ledger::open(spec, storage)
             .await
             .expect("a fresh store opens")
     }
@@ -511,13 +548,10 @@ impl Ledger {
             Some(result) => result,
             None => self.reexecute(&**store, block).await?,
         };
+        self.record(block, &result).await?;
         apply_to_store(&mut **store, &result).await?;
         let Speculative {
-            changes,
-            outbox,
-            failures,
-            events,
-            ..
+            changes, outbox, ..
         } = result;
         // Head and state advance together under the store's write lock and the inner lock, so
         // no reader ever pairs the new state with the old head.
@@ -541,36 +575,15 @@ impl Ledger {
         inner
             .speculative
             .retain(|_, s| s.header.height > header.height);
-        inner.headers.push(header.clone());
-        let mut failures = failures.into_iter().peekable();
-        let mut events = events.into_iter().peekable();
-        for (index, &hash) in block.tx_hashes().iter().enumerate() {
-            inner.mempool.remove(&hash, None);
-            let index = index as u32;
-            let failure = failures.next_if(|(i, _)| *i == index).map(|(_, e)| e);
-            let location = TxLocation {
-                height: header.height,
-                index,
-                block: digest,
-                failure,
-                events: std::iter::from_fn(|| events.next_if(|(i, _)| *i == index))
-                    .map(|(_, event)| event)
-                    .collect(),
-            };
-            if inner.tx_index.insert(hash, location).is_some()
-                && let Some(audit) = inner.audit.as_mut()
-            {
-                audit.duplicate_transactions += 1;
-            }
+        inner.next_tx += block.transactions.len() as u64;
+        for hash in block.tx_hashes() {
+            inner.mempool.remove(hash, None);
         }
         for (sender, nonce) in nonces {
             inner.mempool.prune(&sender, nonce);
         }
         inner.mempool.prune_expired(header.height + 1);
         let messages = outbox.messages.len() as u32;
-        if !outbox.messages.is_empty() {
-            inner.outboxes.insert(header.height, outbox);
-        }
         let audit = inner.audit.is_some();
         drop(inner);
         if audit
@@ -584,6 +597,52 @@ impl Ledger {
             transactions: block.transactions.len() as u32,
             messages,
         });
+        Ok(())
+    }
+
+    /// Records a finalized block and its transactions' statuses in the history (before its
+    /// state is committed: see `history`), and prunes what falls out of the retention.
+    async fn record(&self, block: &Block, result: &Speculative) -> Result<(), FatalBlock> {
+        let header = &block.header;
+        let fatal = |error: HistoryError| FatalBlock {
+            height: header.height,
+            reason: format!("the history failed: {error}"),
+        };
+        let (first_tx, audit) = {
+            let inner = self.inner();
+            (inner.next_tx, inner.audit.is_some())
+        };
+        let statuses = finalized_statuses(block, result);
+        let record = BlockRecord {
+            header: HeaderRecord {
+                header: header.clone(),
+                first_tx,
+                transactions: block.transactions.len() as u32,
+            },
+            messages: result.outbox.messages.clone(),
+        };
+        let mut history = self.history.write().await;
+        if audit {
+            let mut duplicates = 0;
+            for (hash, _) in &statuses {
+                if history.transaction(*hash).await.map_err(fatal)?.is_some() {
+                    duplicates += 1;
+                }
+            }
+            if let Some(audit) = self.inner().audit.as_mut() {
+                audit.duplicate_transactions += duplicates;
+            }
+        }
+        history.record(record, statuses).await.map_err(fatal)?;
+        if let Some(retention) = self.retention
+            && header.height.is_multiple_of(PRUNE_INTERVAL)
+            && header.height > retention
+        {
+            history
+                .prune(header.height - retention)
+                .await
+                .map_err(fatal)?;
+        }
         Ok(())
     }
 
@@ -767,18 +826,20 @@ impl Ledger {
     }
 
     /// The digest of the finalized block at `height`.
-    pub fn finalized_digest(&self, height: u64) -> Option<Digest> {
-        self.finalized_header(height).map(|header| header.hash())
+    pub async fn finalized_digest(&self, height: u64) -> Result<Option<Digest>, HistoryError> {
+        Ok(self
+            .finalized_header(height)
+            .await?
+            .map(|header| header.hash()))
     }
 
-    /// The finalized header at `height`.
-    pub fn finalized_header(&self, height: u64) -> Option<Header> {
-        self.inner().headers.get(height as usize).cloned()
-    }
-
-    /// Proposers of the finalized blocks, by height.
-    pub fn proposers_since_genesis(&self) -> Vec<Address> {
-        self.inner().headers.iter().map(|h| h.proposer).collect()
+    /// The finalized header at `height` (`None`: not finalized yet, or pruned).
+    pub async fn finalized_header(&self, height: u64) -> Result<Option<Header>, HistoryError> {
+        if height > self.head().height {
+            return Ok(None);
+        }
+        let record = self.history.read().await.header(height).await?;
+        Ok(record.map(|record| record.header))
     }
 
     /// Makes this node propose wrong blocks, to test that honest validators refuse them.
@@ -797,35 +858,22 @@ impl Ledger {
         self.inner().audit
     }
 
-    /// A transaction's status.
-    pub fn tx_status(&self, hash: &Digest) -> TxStatus {
-        let inner = self.inner();
-        if let Some(location) = inner.tx_index.get(hash) {
-            return TxStatus::Finalized {
-                height: location.height,
-                index: location.index,
-                block: hex::encode(location.block),
-                failed: location.failure.as_ref().map(|error| TxFailure {
-                    code: error.code().into(),
-                    reason: error.to_string(),
-                }),
-                events: location
-                    .events
-                    .iter()
-                    .filter_map(|event| serde_json::to_value(event).ok())
-                    .collect(),
-            };
+    /// A transaction's status. The mempool is asked first: a block's transactions are recorded
+    /// as finalized before they leave it, so no moment shows them as neither.
+    pub async fn tx_status(&self, hash: &Digest) -> Result<TxStatus, HistoryError> {
+        if self.inner().mempool.contains(hash) {
+            return Ok(TxStatus::Pending);
         }
-        if inner.mempool.contains(hash) {
-            return TxStatus::Pending;
+        if let Some(status) = self.history.read().await.transaction(*hash).await? {
+            return Ok(status);
         }
-        match inner.mempool.rejection(hash) {
+        Ok(match self.inner().mempool.rejection(hash) {
             Some((code, reason)) => TxStatus::Rejected {
                 code: code.clone(),
                 reason: reason.clone(),
             },
             None => TxStatus::Unknown,
-        }
+        })
     }
 
     /// A committed account, with its proof and the header it is proven against.
@@ -880,9 +928,14 @@ impl Ledger {
             .collect()
     }
 
-    /// The downward messages a finalized block produced, with their tree.
-    pub fn outbox(&self, height: u64) -> Option<Arc<BlockOutbox>> {
-        self.inner().outboxes.get(&height).cloned()
+    /// The downward messages a finalized block produced, with their tree (`None`: not
+    /// finalized yet, or pruned).
+    pub async fn outbox(&self, height: u64) -> Result<Option<BlockOutbox>, HistoryError> {
+        if height > self.head().height {
+            return Ok(None);
+        }
+        let messages = self.history.read().await.messages(height).await?;
+        Ok(messages.map(BlockOutbox::from_messages))
     }
 
     pub fn mempool_len(&self) -> usize {
@@ -942,11 +995,12 @@ pub struct BlockOutbox {
 
 impl BlockOutbox {
     fn new(outbox: Outbox) -> Self {
-        let tree = merkle::Tree::of_outbox(&outbox.messages);
-        BlockOutbox {
-            messages: outbox.messages,
-            tree,
-        }
+        Self::from_messages(outbox.messages)
+    }
+
+    fn from_messages(messages: Vec<DownwardMessage>) -> Self {
+        let tree = merkle::Tree::of_outbox(&messages);
+        BlockOutbox { messages, tree }
     }
 
     /// Message `index` with its proof against the block's outbox root.
@@ -978,6 +1032,42 @@ async fn apply_to_store(store: &mut dyn Store, result: &Speculative) -> Result<(
         });
     }
     store.apply(batch).await.map_err(fatal)
+}
+
+/// Blocks between two prunings of the history.
+const PRUNE_INTERVAL: u64 = 1_024;
+
+/// The statuses of a finalized block's transactions, in block order, as `transaction_status`
+/// serves them.
+fn finalized_statuses(block: &Block, result: &Speculative) -> Vec<(Digest, TxStatus)> {
+    let digest = hex::encode(block.header.hash());
+    let mut failures = result.failures.iter().peekable();
+    let mut events = result.events.iter().peekable();
+    block
+        .tx_hashes()
+        .iter()
+        .enumerate()
+        .map(|(index, hash)| {
+            let index = index as u32;
+            let failed = failures
+                .next_if(|(i, _)| *i == index)
+                .map(|(_, error)| TxFailure {
+                    code: error.code().into(),
+                    reason: error.to_string(),
+                });
+            let events = std::iter::from_fn(|| events.next_if(|(i, _)| *i == index))
+                .filter_map(|(_, event)| serde_json::to_value(event).ok())
+                .collect();
+            let status = TxStatus::Finalized {
+                height: block.header.height,
+                index,
+                block: digest.clone(),
+                failed,
+                events,
+            };
+            (*hash, status)
+        })
+        .collect()
 }
 
 /// The committed pairs whose keys start with `prefix`, in key order.

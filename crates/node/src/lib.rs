@@ -8,6 +8,7 @@ pub mod contract_rpc;
 pub mod engine;
 pub mod follower;
 pub mod gossip;
+pub mod history;
 pub mod ledger;
 pub mod mempool;
 pub mod relay_rpc;

@@ -71,6 +71,10 @@ enum Command {
         log_level: tracing::Level,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Keep the headers, messages and transaction statuses of the last BLOCKS finalized
+        /// blocks only (default: all of them, an archive node).
+        #[arg(long, value_name = "BLOCKS")]
+        retention: Option<u64>,
     },
     /// Follows a chain without validating it: pulls finalized blocks from upstream nodes, checks
     /// each against its finality certificate and by re-execution, and serves the same RPC.
@@ -87,6 +91,10 @@ enum Command {
         rpc: SocketAddr,
         #[arg(long, default_value = "info")]
         log_level: tracing::Level,
+        /// Keep the headers, messages and transaction statuses of the last BLOCKS finalized
+        /// blocks only (default: all of them, an archive node).
+        #[arg(long, value_name = "BLOCKS")]
+        retention: Option<u64>,
     },
 }
 
@@ -153,6 +161,7 @@ fn main() -> anyhow::Result<()> {
             metrics,
             log_level,
             threads,
+            retention,
         } => service::run(RunOptions {
             spec,
             key,
@@ -161,6 +170,7 @@ fn main() -> anyhow::Result<()> {
             metrics,
             log_level,
             threads,
+            retention,
         }),
         Command::Follow {
             spec,
@@ -168,10 +178,12 @@ fn main() -> anyhow::Result<()> {
             upstreams,
             rpc,
             log_level,
+            retention,
         } => service::follow(FollowOptions {
             spec,
             data,
             upstreams,
+            retention,
             rpc,
             log_level,
         }),

@@ -38,7 +38,7 @@ const CERTIFICATE_SEARCH: u64 = 64;
 
 pub fn register(module: &mut RpcModule<RpcContext>) -> anyhow::Result<()> {
     module.register_async_method("headers", |params, ctx, _| headers(params, ctx))?;
-    module.register_method("stream_messages", |params, ctx, _| {
+    module.register_async_method("stream_messages", |params, ctx, _| {
         stream_messages(params, ctx)
     })?;
     module.register_async_method("stream_witness", |params, ctx, _| {
@@ -82,6 +82,8 @@ async fn headers(
         let header = ctx
             .ledger
             .finalized_header(height)
+            .await
+            .map_err(crate::rpc::history_failed)?
             .ok_or_else(|| not_found(format!("header {height} is not kept on this node")))?;
         headers.push(HeaderJson::from_header(&header));
     }
@@ -91,16 +93,16 @@ async fn headers(
     })
 }
 
-fn stream_messages(
-    params: Params<'_>,
-    ctx: &RpcContext,
+async fn stream_messages(
+    params: Params<'static>,
+    ctx: Arc<RpcContext>,
 ) -> Result<Vec<OutboxMessageJson>, ErrorObjectOwned> {
     let (destination, from, to_height) =
         params::stream_messages(params.as_str()).map_err(bad_params)?;
     let mut out: Vec<OutboxMessageJson> = Vec::new();
     let mut bytes = 0;
     // Consecutive messages often share a block: its outbox is looked up once for all of them.
-    let mut block: Option<(u64, Option<Arc<BlockOutbox>>)> = None;
+    let mut block: Option<(u64, Option<BlockOutbox>)> = None;
     for sequence in from..=u64::MAX {
         let key = phala_chain::mq::keys::stream_message(&destination, sequence);
         let Some(location) = ctx
@@ -120,15 +122,17 @@ fn stream_messages(
         }
         if block
             .as_ref()
-            .is_some_and(|(height, _)| *height != location.height)
+            .is_none_or(|(height, _)| *height != location.height)
         {
-            block = None;
+            let outbox = ctx
+                .ledger
+                .outbox(location.height)
+                .await
+                .map_err(crate::rpc::history_failed)?;
+            block = Some((location.height, outbox));
         }
-        let (_, outbox) =
-            block.get_or_insert_with(|| (location.height, ctx.ledger.outbox(location.height)));
-        let proven = outbox
-            .as_ref()
-            .and_then(|outbox| outbox.proven(location.index as usize));
+        let outbox = block.as_ref().and_then(|(_, outbox)| outbox.as_ref());
+        let proven = outbox.and_then(|outbox| outbox.proven(location.index as usize));
         let Some((message, proof)) = proven else {
             return Err(not_found(format!(
                 "the outbox of block {} is not kept on this node",

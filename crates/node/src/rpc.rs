@@ -210,9 +210,21 @@ async fn forward(
     }
 }
 
-fn transaction_status(params: Params<'_>, ctx: &RpcContext) -> Result<TxStatus, ErrorObjectOwned> {
+async fn transaction_status(
+    params: Params<'static>,
+    ctx: Arc<RpcContext>,
+) -> Result<TxStatus, ErrorObjectOwned> {
     let hash = params::tx_hash(params.as_str()).map_err(bad_params)?;
-    Ok(ctx.ledger.tx_status(&hash))
+    ctx.ledger.tx_status(&hash).await.map_err(history_failed)
+}
+
+/// The history failed to read a finalized block: the node's fault, not the caller's.
+pub(crate) fn history_failed(error: crate::history::HistoryError) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        jsonrpsee::types::error::INTERNAL_ERROR_CODE,
+        format!("cannot read the history: {error}"),
+        None::<()>,
+    )
 }
 
 /// The state database failed to prove a value: the node's fault, not the caller's.
@@ -332,12 +344,13 @@ async fn finalized_head(ctx: Arc<RpcContext>) -> Result<FinalizedHead, ErrorObje
     })
 }
 
-fn outbox(
-    params: Params<'_>,
-    ctx: &RpcContext,
+async fn outbox(
+    params: Params<'static>,
+    ctx: Arc<RpcContext>,
 ) -> Result<Vec<OutboxMessageJson>, ErrorObjectOwned> {
     let height = params::height(params.as_str()).map_err(bad_params)?;
-    let Some(outbox) = ctx.ledger.outbox(height) else {
+    let outbox = ctx.ledger.outbox(height).await.map_err(history_failed)?;
+    let Some(outbox) = outbox else {
         return Ok(Vec::new());
     };
     Ok((0..outbox.messages.len())
@@ -377,7 +390,7 @@ pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
     module.register_async_method("submit_transactions", |params, ctx, _| {
         submit_transactions(params, ctx)
     })?;
-    module.register_method("transaction_status", |params, ctx, _| {
+    module.register_async_method("transaction_status", |params, ctx, _| {
         transaction_status(params, ctx)
     })?;
     module.register_async_method("account", |params, ctx, _| account(params, ctx))?;
@@ -385,7 +398,7 @@ pub fn module(ctx: RpcContext) -> anyhow::Result<RpcModule<RpcContext>> {
     module.register_async_method("state_values", |params, ctx, _| state_values(params, ctx))?;
     module.register_async_method("block", |params, ctx, _| block(params, ctx))?;
     module.register_async_method("finalized_head", |_, ctx, _| finalized_head(ctx))?;
-    module.register_method("outbox", |params, ctx, _| outbox(params, ctx))?;
+    module.register_async_method("outbox", |params, ctx, _| outbox(params, ctx))?;
     module.register_method("health", |_, ctx, _| Ok::<_, ErrorObjectOwned>(health(ctx)))?;
     crate::relay_rpc::register(&mut module)?;
     crate::contract_rpc::register(&mut module)?;

@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub metrics: Option<SocketAddr>,
     pub log_level: tracing::Level,
     pub threads: usize,
+    /// Finalized blocks whose headers, messages and transaction statuses are kept (`None`:
+    /// all of them).
+    pub retention: Option<u64>,
 }
 
 /// Runs until a fatal error; Ctrl-C or SIGTERM end the process (storage is crash-safe).
@@ -114,7 +117,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         network.start();
 
         let (ledger, genesis) =
-            Ledger::open_fresh(context.child("state"), STATE_PARTITION, &spec).await?;
+            Ledger::open_on(context.child("ledger"), LEDGER_PARTITION, &spec, options.retention)
+                .await?;
+        info!(height = ledger.head().height, "opened the ledger");
         let ledger = Arc::new(ledger);
         let validator_config = ValidatorConfig {
             me,
@@ -163,8 +168,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     bail!("the node stopped unexpectedly")
 }
 
-/// The storage partition prefix of the state database.
-const STATE_PARTITION: &str = "state";
+/// The storage partition prefix of the ledger's state and history.
+const LEDGER_PARTITION: &str = "ledger";
 
 /// Publishes the ledger's figures as Prometheus gauges once a second.
 fn spawn_metrics(context: &runtime::Context, ledger: Arc<Ledger>) {
@@ -192,12 +197,15 @@ pub struct FollowOptions {
     pub spec: PathBuf,
     pub data: PathBuf,
     pub upstreams: Vec<String>,
+    /// As [`RunOptions::retention`].
+    pub retention: Option<u64>,
     pub rpc: SocketAddr,
     pub log_level: tracing::Level,
 }
 
-/// Runs a follower: verifies the chain from upstream nodes and serves RPC. Its state lives under
-/// the data directory; after a restart it verifies the chain again from genesis.
+/// Runs a follower: verifies the chain from upstream nodes and serves RPC. Its state and history
+/// live under the data directory, but its verified blocks only in memory, so after a restart it
+/// verifies the chain again from genesis.
 pub fn follow(options: FollowOptions) -> anyhow::Result<()> {
     let spec = ChainSpec::load(&options.spec)?;
     if options.upstreams.is_empty() {
@@ -212,14 +220,26 @@ pub fn follow(options: FollowOptions) -> anyhow::Result<()> {
         .map(|url| phala_client::Client::new(url))
         .collect::<Result<Vec<_>, _>>()?;
     let forward = phala_client::Client::new(&options.upstreams[0])?;
+    // The follower keeps its verified blocks in memory (not yet on disk), so it starts over:
+    // what a previous run stored is removed.
+    let storage = options.data.join("storage");
+    if storage.exists() {
+        std::fs::remove_dir_all(&storage)
+            .with_context(|| format!("cannot clear {}", storage.display()))?;
+    }
     std::fs::create_dir_all(&options.data)
         .with_context(|| format!("cannot create data directory {}", options.data.display()))?;
     let config = runtime::Config::new()
-        .with_storage_directory(options.data.join("storage"))
+        .with_storage_directory(storage)
         .with_catch_panics(false);
     runtime::Runner::new(config).start(|context| async move {
-        let (ledger, genesis) =
-            Ledger::open_fresh(context.child("state"), STATE_PARTITION, &spec).await?;
+        let (ledger, genesis) = Ledger::open_on(
+            context.child("ledger"),
+            LEDGER_PARTITION,
+            &spec,
+            options.retention,
+        )
+        .await?;
         let ledger = Arc::new(ledger);
         let chain = Arc::new(crate::follower::VerifiedChain::new(genesis));
         let rpc_context = RpcContext {

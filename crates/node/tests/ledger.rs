@@ -70,7 +70,9 @@ async fn a_finalized_transaction_reports_its_events() {
         .unwrap();
     for ledger in [&proposer, &verifier, &replayer] {
         ledger.finalize(&block).await.unwrap();
-        let phala_api::rpc::TxStatus::Finalized { events, .. } = ledger.tx_status(&hash) else {
+        let phala_api::rpc::TxStatus::Finalized { events, .. } =
+            ledger.tx_status(&hash).await.unwrap()
+        else {
             panic!("finalized");
         };
         assert_eq!(
@@ -281,7 +283,7 @@ async fn a_call_that_fails_in_a_block_is_included_and_pays_its_fee() {
         let after = ledger.account(&alice.address()).await.unwrap().0;
         assert_eq!(after.nonce, before.nonce + 1);
         assert_eq!(after.free, before.free - UNIT / 10, "the fee is paid");
-        match ledger.tx_status(&hash) {
+        match ledger.tx_status(&hash).await.unwrap() {
             phala_api::rpc::TxStatus::Finalized {
                 failed: Some(failure),
                 ..
