@@ -326,3 +326,124 @@ impl History for MemoryHistory {
         Box::pin(async { Ok(()) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commonware_runtime::{Runner as _, deterministic};
+    use phala_types::{Address, Destination};
+
+    fn block(height: u64, first_tx: u64, transactions: u32, messages: usize) -> BlockRecord {
+        let header = Header {
+            height,
+            parent: Digest([height as u8; 32]),
+            timestamp: height,
+            tx_root: Digest([1; 32]),
+            state_root: Digest([2; 32]),
+            outbox_root: Digest([3; 32]),
+            epoch: 0,
+            proposer: Address([4; 32]),
+        };
+        let message = |sequence| DownwardMessage {
+            destination: Destination::All,
+            sequence,
+            topic: b"t".to_vec().into(),
+            payload: b"p".to_vec().into(),
+        };
+        BlockRecord {
+            header: HeaderRecord {
+                header,
+                first_tx,
+                transactions,
+            },
+            messages: (0..messages as u64).map(message).collect(),
+        }
+    }
+
+    fn statuses(height: u64, hashes: &[u8]) -> Vec<(Digest, TxStatus)> {
+        hashes
+            .iter()
+            .enumerate()
+            .map(|(index, byte)| {
+                let status = TxStatus::Finalized {
+                    height,
+                    index: index as u32,
+                    block: "b".into(),
+                    failed: None,
+                    events: Vec::new(),
+                };
+                (Digest([*byte; 32]), status)
+            })
+            .collect()
+    }
+
+    /// What is recorded survives a restart; a block recorded again (the node died before its
+    /// state committed) changes nothing; pruning forgets whole old sections only.
+    #[test]
+    fn records_survive_a_restart_and_are_pruned_by_section() {
+        let (_, checkpoint) =
+            deterministic::Runner::default().start_and_recover(|context| async move {
+                let mut history = DiskHistory::open(context, "history").await.unwrap();
+                history.record(block(0, 0, 0, 0), vec![]).await.unwrap();
+                history
+                    .record(block(1, 0, 2, 3), statuses(1, &[7, 8]))
+                    .await
+                    .unwrap();
+            });
+        let (_, checkpoint) =
+            deterministic::Runner::from(checkpoint).start_and_recover(|context| async move {
+                let mut history = DiskHistory::open(context, "history").await.unwrap();
+                assert_eq!(
+                    history.header(1).await.unwrap(),
+                    Some(block(1, 0, 2, 3).header)
+                );
+                assert_eq!(history.messages(1).await.unwrap().map(|m| m.len()), Some(3));
+                assert_eq!(history.messages(0).await.unwrap(), Some(vec![]));
+                assert_eq!(history.messages(2).await.unwrap(), None, "not recorded");
+                assert_eq!(
+                    history.transaction(Digest([8; 32])).await.unwrap(),
+                    Some(statuses(1, &[7, 8])[1].1.clone())
+                );
+                // Recorded again with other contents: the first record stands.
+                history
+                    .record(block(1, 0, 1, 0), statuses(9, &[7]))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    history.header(1).await.unwrap(),
+                    Some(block(1, 0, 2, 3).header)
+                );
+                assert_eq!(
+                    history.transaction(Digest([7; 32])).await.unwrap(),
+                    Some(statuses(1, &[7])[0].1.clone())
+                );
+                // Fill the first section and start the next, then prune below the second.
+                for height in 2..=BLOCKS_PER_SECTION {
+                    history
+                        .record(block(height, 2, 0, 0), vec![])
+                        .await
+                        .unwrap();
+                }
+                history.prune(BLOCKS_PER_SECTION).await.unwrap();
+            });
+        deterministic::Runner::from(checkpoint).start(|context| async move {
+            let history = DiskHistory::open(context, "history").await.unwrap();
+            assert_eq!(history.header(1).await.unwrap(), None, "pruned");
+            assert_eq!(history.messages(1).await.unwrap(), None, "pruned");
+            assert!(history.header(BLOCKS_PER_SECTION).await.unwrap().is_some());
+        });
+    }
+
+    #[test]
+    fn a_header_record_has_fixed_bytes() {
+        let record = block(5, 9, 2, 0).header;
+        let encoded = commonware_codec::Encode::encode(&record);
+        assert_eq!(
+            hex::encode(&encoded[encoded.len() - 12..]),
+            "000000000000000900000002",
+            "first_tx then transactions, big-endian, after the header"
+        );
+        let decoded = <HeaderRecord as commonware_codec::DecodeExt<()>>::decode(encoded).unwrap();
+        assert_eq!(decoded, record);
+    }
+}

@@ -38,7 +38,7 @@ impl RemoteStore {
             rand_suffix()
         ));
         let (jobs, mut queue) = mpsc::unbounded::<Job>();
-        let (ready, started) = oneshot::channel();
+        let (ready, started) = std::sync::mpsc::channel();
         let config = tokio::Config::new()
             .with_worker_threads(1)
             .with_storage_directory(directory.clone());
@@ -53,7 +53,7 @@ impl RemoteStore {
                 }
             })
         });
-        let root = block_on(started).expect("the test database started");
+        let root = started.recv().expect("the test database started");
         RemoteStore {
             jobs: Some(jobs),
             root: Arc::new(Mutex::new(root)),
