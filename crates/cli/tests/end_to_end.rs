@@ -288,6 +288,8 @@ async fn follower_verifies_the_chain_and_serves_it() {
         .arg("follow")
         .arg("--spec")
         .arg(devnet.dir().join("spec.json"))
+        .arg("--data")
+        .arg(devnet.dir().join("follower"))
         .arg("--upstream")
         .arg(devnet.rpc_url(1))
         .arg("--upstream")

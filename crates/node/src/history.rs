@@ -118,7 +118,7 @@ const BLOCKS_PER_SECTION: u64 = 4_096;
 /// Transactions per archive section.
 const TXS_PER_SECTION: u64 = 65_536;
 /// The largest transaction status record (its events are bounded by the block's size).
-const MAX_STATUS_BYTES: usize = limits::MAX_BLOCK_SIZE as usize;
+const MAX_STATUS_BYTES: usize = limits::MAX_BLOCK_SIZE;
 
 /// A [`History`] in prunable archives on a commonware runtime's storage.
 pub struct DiskHistory<E: Context + Spawner> {
@@ -157,8 +157,7 @@ impl<E: Context + Spawner> DiskHistory<E> {
             archive_config(&format!("{partition}-headers"), BLOCKS_PER_SECTION, ()),
         )
         .await?;
-        let messages_cfg: (RangeCfg<usize>, ()) =
-            ((..=limits::MAX_BLOCK_MESSAGES as usize).into(), ());
+        let messages_cfg: (RangeCfg<usize>, ()) = ((..=limits::MAX_BLOCK_MESSAGES).into(), ());
         let outboxes = Outboxes::init(
             context.child("outboxes"),
             archive_config(

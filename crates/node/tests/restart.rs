@@ -8,7 +8,7 @@ use commonware_utils::TestRng;
 use phala_api::rpc::TxStatus;
 use phala_chain::{
     BlockContext,
-    commitment::{self, Batch, BoxFuture, StateProof, Store, StoreError},
+    commitment::{self, Batch, BoxFuture, Entries, StateProof, Store, StoreError},
     state::Changes,
 };
 use phala_crypto::Keypair;
@@ -18,7 +18,6 @@ use phala_node::{
     spec::{ChainSpec, GenesisOptions, generate_with},
 };
 use phala_types::{Block, Digest};
-use std::collections::BTreeMap;
 
 fn spec() -> ChainSpec {
     let keys: Vec<Keypair> = (0..4)
@@ -127,7 +126,7 @@ impl Store for FailingCommit {
         self.0.prove(key)
     }
 
-    fn load(&self) -> BoxFuture<'_, Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError>> {
+    fn load(&self) -> BoxFuture<'_, Result<Entries, StoreError>> {
         self.0.load()
     }
 }

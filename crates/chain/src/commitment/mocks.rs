@@ -2,7 +2,7 @@
 //! tests without a commonware runtime of their own can use it, asynchronously ([`RemoteStore`])
 //! or synchronously with the state in memory beside it ([`TestState`]).
 
-use super::{Batch, BoxFuture, StateProof, StateStore, Store, StoreError, open};
+use super::{Batch, BoxFuture, Entries, StateProof, StateStore, Store, StoreError, open};
 use crate::state::{Changes, StateRead};
 use commonware_runtime::{Runner as _, tokio};
 use futures::{
@@ -134,7 +134,7 @@ impl Store for RemoteStore {
         self.run(move |store| Box::pin(async move { store.prove(&key).await }))
     }
 
-    fn load(&self) -> BoxFuture<'_, Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError>> {
+    fn load(&self) -> BoxFuture<'_, Result<Entries, StoreError>> {
         self.run(|store| Box::pin(async move { store.load().await }))
     }
 }

@@ -19,7 +19,7 @@ mod proof;
 mod store;
 
 pub use proof::{ProofError, StateProof};
-pub use store::{Batch, BoxFuture, StateStore, Store, StoreError, genesis_root, open};
+pub use store::{Batch, BoxFuture, Entries, StateStore, Store, StoreError, genesis_root, open};
 
 use commonware_cryptography::{Hasher, Sha256};
 use phala_types::Digest;

@@ -25,7 +25,7 @@ pub(crate) const CHUNK: usize = 32;
 pub(crate) type Encoding = VariableEncoding<Vec<u8>>;
 
 /// The largest entry a proof may carry: a value no block could write is refused unread.
-pub(crate) const MAX_ENTRY: usize = limits::MAX_BLOCK_SIZE as usize + 4_096;
+pub(crate) const MAX_ENTRY: usize = limits::MAX_BLOCK_SIZE + 4_096;
 
 /// A proof of a key's value, or of its absence, against a state root.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,12 @@ use futures::TryStreamExt as _;
 use phala_types::Digest;
 use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
 
+/// Every committed key-value pair, in key order.
+pub type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// How the state's operation log is configured (its codec limits one entry's size).
+type DbConfig = VariableConfig<EightCap, ((), (RangeCfg<usize>, ())), Sequential>;
+
 /// A boxed future, so that [`Store`] can be a trait object whatever runtime backs it.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -82,7 +88,7 @@ pub trait Store: Send + Sync {
     fn prove<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<StateProof, StoreError>>;
 
     /// Every applied key-value pair, in key order.
-    fn load(&self) -> BoxFuture<'_, Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError>>;
+    fn load(&self) -> BoxFuture<'_, Result<Entries, StoreError>>;
 }
 
 /// Blocks between syncs of the database's bitmap (which shortens the next start) followed by
@@ -109,7 +115,7 @@ pub async fn open<E: Context + Spawner>(
     })
 }
 
-fn config(partition: &str) -> VariableConfig<EightCap, ((), (RangeCfg<usize>, ())), Sequential> {
+fn config(partition: &str) -> DbConfig {
     let page_cache = CacheRef::new(NZU16!(4_096), NZUsize!(4_096));
     VariableConfig {
         merkle_config: MerkleConfig {
@@ -230,7 +236,7 @@ impl<E: Context + Spawner> Store for StateStore<E> {
         })
     }
 
-    fn load(&self) -> BoxFuture<'_, Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError>> {
+    fn load(&self) -> BoxFuture<'_, Result<Entries, StoreError>> {
         Box::pin(async move {
             let db = self.db()?;
             db.stream_range(..)
