@@ -2,16 +2,20 @@
 //! blocks that are proposed or verified but not yet final, the mempool, and the indexes the RPC
 //! serves. Consensus, the finalizer and the RPC server share one [`Ledger`].
 //!
-//! Locks: `store` (async) is taken before `inner`, and `inner` before `state`. The head, the
-//! store and the in-memory `state` advance together under the store's write lock, so whoever
-//! holds its read lock sees one consistent version: executions (whose roots are merkleized over
-//! the applied store) and proofs (which must match the head they are served with).
+//! Locks: `store` (async) is taken before `history` (async), `inner` and `state`; `inner`
+//! before `state`. The head, the store and the in-memory `state` advance together under the
+//! store's write lock, so whoever holds its read lock sees one consistent version: executions
+//! (whose roots are merkleized over the applied store) and proofs (which must match the head
+//! they are served with). Finalizing records the block in the history before it takes the
+//! write lock, so the history's syncs hold up no execution.
 //!
 //! Invariants: `store` and `state` are exactly the genesis state plus every finalized block up
 //! to `head`, applied once each in height order, one durable store batch per block; a
-//! speculative result holds its block's own writes, their batch (chained to its parent's), and
-//! the *cumulative* writes from the committed state, which stay valid as the head advances
-//! along its ancestry.
+//! speculative result holds its block's own writes and their batch (chained to its parent's);
+//! the state a child executes over is the committed state plus the writes of its unfinalized
+//! ancestors, gathered by walking parent links to the head (so bounded by the unfinalized
+//! depth); a speculative block whose ancestry no longer reaches the head (a dead fork) is
+//! dropped when a block is finalized.
 
 use crate::{
     history::{BlockRecord, DiskHistory, HeaderRecord, History, HistoryError},
@@ -45,8 +49,6 @@ struct Speculative {
     header: Header,
     /// The block's own writes.
     changes: Changes,
-    /// The writes from the committed state through this block (what children execute over).
-    cumulative: Changes,
     /// The block's writes merkleized over its parent's batch.
     batch: Batch,
     outbox: Arc<BlockOutbox>,
@@ -302,17 +304,24 @@ impl Ledger {
         inner.speculative.get(digest).map(|s| s.header.clone())
     }
 
-    /// The cumulative writes from the committed state to `digest`, and its batch (`None`: it
-    /// is the head, whose state is the applied store).
+    /// The writes from the committed state through `digest` (its unfinalized ancestors' and
+    /// its own, later ones winning), and its batch (`None`: it is the head, whose state is the
+    /// applied store). `None` if its ancestry does not reach the head.
     fn changes_to(&self, digest: &Digest) -> Option<(Changes, Option<Batch>)> {
         let inner = self.inner();
-        if inner.head_digest == *digest {
-            return Some((Changes::new(), None));
+        let mut chain = Vec::new();
+        let mut cursor = *digest;
+        while cursor != inner.head_digest {
+            let block = inner.speculative.get(&cursor)?;
+            chain.push(block);
+            cursor = block.header.parent;
         }
-        inner
-            .speculative
-            .get(digest)
-            .map(|s| (s.cumulative.clone(), Some(s.batch.clone())))
+        let batch = chain.first().map(|block| block.batch.clone());
+        let mut pending = Changes::new();
+        for block in chain.into_iter().rev() {
+            pending.extend(block.changes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Some((pending, batch))
     }
 
     pub fn set_replaying(&self, replaying: bool) {
@@ -346,16 +355,6 @@ impl Ledger {
             self.runtime
                 .build_block(&parent_state, Changes::new(), &ctx, candidates)
         };
-        {
-            let mut inner = self.inner();
-            for (stx, error) in dropped {
-                // A lower nonce may be in an unfinalized ancestor, a higher one waits its turn:
-                // both stay until finalization settles them.
-                if !matches!(error, TxError::BadNonce { .. }) {
-                    inner.mempool.remove(&stx.hash(), Some(&error));
-                }
-            }
-        }
         let batch = match store
             .merkleize(parent_batch.as_ref(), &executed.changes, ctx.height)
             .await
@@ -366,6 +365,16 @@ impl Ledger {
                 return None;
             }
         };
+        {
+            let mut inner = self.inner();
+            for (stx, error) in dropped {
+                // A lower nonce may be in an unfinalized ancestor, a higher one waits its turn:
+                // both stay until finalization settles them.
+                if !matches!(error, TxError::BadNonce { .. }) {
+                    inner.mempool.remove(&stx.hash(), Some(&error));
+                }
+            }
+        }
         let outbox = Arc::new(BlockOutbox::new(executed.outbox));
         let mut txs = txs;
         let mut header = Header {
@@ -383,13 +392,11 @@ impl Ledger {
             misbehave(misbehaviour, parent, &mut header, &mut txs);
         }
         let block = Block::seal(header, txs);
-        let cumulative = cumulate(pending, &executed.changes);
         self.inner().speculative.insert(
             block.header.hash(),
             Speculative {
                 header: block.header.clone(),
                 changes: executed.changes,
-                cumulative,
                 batch,
                 outbox,
                 failures: executed.failures,
@@ -448,13 +455,11 @@ impl Ledger {
                 "outbox root does not match execution",
             ));
         }
-        let cumulative = cumulate(pending, &executed.changes);
         self.inner().speculative.insert(
             digest,
             Speculative {
                 header: header.clone(),
                 changes: executed.changes,
-                cumulative,
                 batch,
                 outbox,
                 failures: executed.failures,
@@ -516,8 +521,9 @@ impl Ledger {
         Err(phala_chain::InvalidBlock { index, error }.into())
     }
 
-    /// Applies a finalized block: its writes become one durable batch of the store, then the
-    /// head moves. Idempotent: a block at or below the head is ignored.
+    /// Applies a finalized block: it is recorded in the history, its writes become one durable
+    /// batch of the store, then the head moves. Idempotent: a block at or below the head is
+    /// ignored.
     pub async fn finalize(&self, block: &Block) -> Result<(), FatalBlock> {
         let header = &block.header;
         let digest = header.hash();
@@ -525,30 +531,52 @@ impl Ledger {
             height: header.height,
             reason: reason.into(),
         };
-        let mut store = self.store.write().await;
-        let (head_height, head_digest, speculative) = {
-            let mut inner = self.inner();
-            (
-                inner.head.height,
-                inner.head_digest,
-                inner.speculative.remove(&digest),
-            )
-        };
-        if header.height <= head_height {
-            return Ok(());
-        }
-        if header.parent != head_digest || header.height != head_height + 1 {
-            return Err(fatal("it does not extend the finalized head"));
-        }
-        // Decoding refuses such bodies; this guards blocks built in memory.
-        if !block.body_matches_header() {
-            return Err(fatal("its transactions do not match its tx_root"));
-        }
-        let result = match speculative {
-            Some(result) => result,
-            None => self.reexecute(&**store, block).await?,
+        let result = {
+            let store = self.store.read().await;
+            let (head_height, head_digest, speculative) = {
+                let mut inner = self.inner();
+                (
+                    inner.head.height,
+                    inner.head_digest,
+                    inner.speculative.remove(&digest),
+                )
+            };
+            if header.height <= head_height {
+                return Ok(());
+            }
+            if header.parent != head_digest || header.height != head_height + 1 {
+                return Err(fatal("it does not extend the finalized head"));
+            }
+            // Decoding refuses such bodies; this guards blocks built in memory.
+            if !block.body_matches_header() {
+                return Err(fatal("its transactions do not match its tx_root"));
+            }
+            match speculative {
+                Some(result) => result,
+                None => self.reexecute(&**store, block).await?,
+            }
         };
         self.record(block, &result).await?;
+        let store = self.store.write().await;
+        self.commit(store, block, result).await?;
+        self.prune_history(header.height).await
+    }
+
+    /// Commits a recorded block's writes and moves the head (under the store's write lock).
+    async fn commit(
+        &self,
+        mut store: tokio::sync::RwLockWriteGuard<'_, Box<dyn Store>>,
+        block: &Block,
+        result: Speculative,
+    ) -> Result<(), FatalBlock> {
+        let header = &block.header;
+        let digest = header.hash();
+        if self.inner().head_digest != header.parent {
+            return Err(FatalBlock {
+                height: header.height,
+                reason: "the head moved while the block was recorded".into(),
+            });
+        }
         apply_to_store(&mut **store, &result).await?;
         let Speculative {
             changes, outbox, ..
@@ -572,9 +600,7 @@ impl Ledger {
         };
         inner.head = header.clone();
         inner.head_digest = digest;
-        inner
-            .speculative
-            .retain(|_, s| s.header.height > header.height);
+        drop_dead_forks(&mut inner.speculative, digest);
         inner.next_tx += block.transactions.len() as u64;
         for hash in block.tx_hashes() {
             inner.mempool.remove(hash, None);
@@ -601,7 +627,7 @@ impl Ledger {
     }
 
     /// Records a finalized block and its transactions' statuses in the history (before its
-    /// state is committed: see `history`), and prunes what falls out of the retention.
+    /// state is committed: see `history`).
     async fn record(&self, block: &Block, result: &Speculative) -> Result<(), FatalBlock> {
         let header = &block.header;
         let fatal = |error: HistoryError| FatalBlock {
@@ -633,17 +659,27 @@ impl Ledger {
                 audit.duplicate_transactions += duplicates;
             }
         }
-        history.record(record, statuses).await.map_err(fatal)?;
-        if let Some(retention) = self.retention
-            && header.height.is_multiple_of(PRUNE_INTERVAL)
-            && header.height > retention
-        {
-            history
-                .prune(header.height - retention)
-                .await
-                .map_err(fatal)?;
+        history.record(record, statuses).await.map_err(fatal)
+    }
+
+    /// Forgets the history below the retention (after the block at `height` is committed, so
+    /// the committed block's header is always kept and the ledger can reopen).
+    async fn prune_history(&self, height: u64) -> Result<(), FatalBlock> {
+        let Some(retention) = self.retention else {
+            return Ok(());
+        };
+        if !height.is_multiple_of(PRUNE_INTERVAL) || height <= retention {
+            return Ok(());
         }
-        Ok(())
+        self.history
+            .write()
+            .await
+            .prune(height - retention)
+            .await
+            .map_err(|error| FatalBlock {
+                height,
+                reason: format!("the history failed: {error}"),
+            })
     }
 
     /// Executes a finalized block that this node never executed (it was replaying, or
@@ -675,7 +711,6 @@ impl Ledger {
         Ok(Speculative {
             header: header.clone(),
             changes: executed.changes,
-            cumulative: Changes::new(),
             batch,
             outbox: Arc::new(BlockOutbox::new(executed.outbox)),
             failures: executed.failures,
@@ -864,7 +899,11 @@ impl Ledger {
         if self.inner().mempool.contains(hash) {
             return Ok(TxStatus::Pending);
         }
-        if let Some(status) = self.history.read().await.transaction(*hash).await? {
+        let recorded = self.history.read().await.transaction(*hash).await?;
+        // A block recorded but not committed when the node stopped is not final here yet.
+        if let Some(status) = recorded
+            && !matches!(status, TxStatus::Finalized { height, .. } if height > self.head().height)
+        {
             return Ok(status);
         }
         Ok(match self.inner().mempool.rejection(hash) {
@@ -1018,20 +1057,44 @@ async fn apply_to_store(store: &mut dyn Store, result: &Speculative) -> Result<(
         height: header.height,
         reason: format!("the state database failed: {error}"),
     };
-    let batch = match store.apply(result.batch.clone()).await {
-        Err(StoreError::Stale) => store
-            .merkleize(None, &result.changes, header.height)
-            .await
-            .map_err(fatal)?,
-        other => return other.map_err(fatal),
+    let wrong_root = || FatalBlock {
+        height: header.height,
+        reason: "its writes give another state root over the applied state".into(),
     };
-    if batch.root() != header.state_root {
-        return Err(FatalBlock {
-            height: header.height,
-            reason: "its writes give another state root over the applied state".into(),
-        });
+    match store.apply(result.batch.clone()).await {
+        Err(StoreError::Stale) => {
+            let batch = store
+                .merkleize(None, &result.changes, header.height)
+                .await
+                .map_err(fatal)?;
+            if batch.root() != header.state_root {
+                return Err(wrong_root());
+            }
+            store.apply(batch).await.map_err(fatal)?;
+        }
+        other => other.map_err(fatal)?,
     }
-    store.apply(batch).await.map_err(fatal)
+    if store.root() != header.state_root {
+        return Err(wrong_root());
+    }
+    Ok(())
+}
+
+/// Keeps only the speculative blocks whose ancestry reaches the new head `head`: the others
+/// are on forks that can no longer be finalized.
+fn drop_dead_forks(speculative: &mut HashMap<Digest, Speculative>, head: Digest) {
+    let mut by_height: Vec<(u64, Digest, Digest)> = speculative
+        .iter()
+        .map(|(digest, s)| (s.header.height, *digest, s.header.parent))
+        .collect();
+    by_height.sort();
+    let mut live = std::collections::BTreeSet::from([head]);
+    for (_, digest, parent) in by_height {
+        if live.contains(&parent) {
+            live.insert(digest);
+        }
+    }
+    speculative.retain(|digest, _| live.contains(digest));
 }
 
 /// Blocks between two prunings of the history.
@@ -1079,12 +1142,6 @@ fn scan_prefix<'a>(
         .range(prefix.to_vec()..)
         .take_while(move |(k, _)| k.starts_with(prefix))
         .map(|(k, v)| (k.as_slice(), v.as_slice()))
-}
-
-/// The cumulative writes through a block: its parent's, then its own.
-fn cumulate(mut pending: Changes, own: &Changes) -> Changes {
-    pending.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
-    pending
 }
 
 /// A state value (absent: `None`) with its proof.

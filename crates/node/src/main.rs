@@ -73,7 +73,7 @@ enum Command {
         threads: usize,
         /// Keep the headers, messages and transaction statuses of the last BLOCKS finalized
         /// blocks only (default: all of them, an archive node).
-        #[arg(long, value_name = "BLOCKS")]
+        #[arg(long, value_name = "BLOCKS", value_parser = clap::value_parser!(u64).range(1..))]
         retention: Option<u64>,
     },
     /// Follows a chain without validating it: pulls finalized blocks from upstream nodes, checks
@@ -93,7 +93,7 @@ enum Command {
         log_level: tracing::Level,
         /// Keep the headers, messages and transaction statuses of the last BLOCKS finalized
         /// blocks only (default: all of them, an archive node).
-        #[arg(long, value_name = "BLOCKS")]
+        #[arg(long, value_name = "BLOCKS", value_parser = clap::value_parser!(u64).range(1..))]
         retention: Option<u64>,
     },
 }

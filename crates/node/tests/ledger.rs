@@ -325,3 +325,49 @@ async fn transactions_after_a_nonce_gap_never_crowd_out_a_block() {
     let included: Vec<_> = block.transactions.iter().map(|tx| tx.hash()).collect();
     assert_eq!(included, vec![hash]);
 }
+
+/// Blocks on a fork that finalization excludes are dropped, with their descendants: nothing
+/// builds or votes on them, and speculative results do not pile up; the finalized branch's
+/// descendants stay and finalize.
+#[tokio::test]
+async fn finalizing_a_block_drops_the_forks_it_excludes() {
+    let (spec, ledger, _) = setup().await;
+    let genesis = ledger.head();
+    let at = |parent: &phala_types::Header, offset: u64| BlockContext {
+        height: parent.height + 1,
+        timestamp: parent.timestamp + spec.block_interval_ms + offset,
+        proposer: spec.validators[0].address,
+    };
+    let kept = ledger.build(&genesis, at(&genesis, 0)).await.unwrap();
+    let dead = ledger.build(&genesis, at(&genesis, 1)).await.unwrap();
+    assert_ne!(kept.header.hash(), dead.header.hash());
+    let kept_child = ledger
+        .build(&kept.header, at(&kept.header, 0))
+        .await
+        .unwrap();
+    let dead_child = ledger
+        .build(&dead.header, at(&dead.header, 0))
+        .await
+        .unwrap();
+    assert!(ledger.knows(&dead_child.header.hash()));
+
+    ledger.finalize(&kept).await.unwrap();
+    assert!(
+        !ledger.knows(&dead.header.hash()),
+        "the excluded sibling is dropped"
+    );
+    assert!(
+        !ledger.knows(&dead_child.header.hash()),
+        "and its descendants with it"
+    );
+    assert!(
+        ledger
+            .build(&dead_child.header, at(&dead_child.header, 0))
+            .await
+            .is_none(),
+        "nothing builds on a dead fork"
+    );
+    assert!(ledger.knows(&kept_child.header.hash()));
+    ledger.finalize(&kept_child).await.unwrap();
+    assert_eq!(ledger.head(), kept_child.header);
+}

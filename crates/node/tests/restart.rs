@@ -174,6 +174,13 @@ fn a_crash_between_the_history_and_the_state_loses_nothing_finalized() {
             .await
             .unwrap();
         assert_eq!(ledger.head().height, 0, "the state was not committed");
+        assert!(
+            !matches!(
+                ledger.tx_status(&hash).await.unwrap(),
+                TxStatus::Finalized { .. }
+            ),
+            "a transaction recorded but not committed is not final yet"
+        );
         ledger.finalize(&block).await.unwrap();
         assert_eq!(ledger.head(), block.header);
         assert_eq!(bob(&ledger).await, expected);

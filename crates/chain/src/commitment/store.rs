@@ -92,14 +92,14 @@ pub trait Store: Send + Sync {
 }
 
 /// Blocks between syncs of the database's bitmap (which shortens the next start) followed by
-/// pruning the operation log below its inactivity floor (which bounds the disk it uses).
+/// pruning the operation log below its inactivity floor (which bounds the disk it uses): at
+/// every committed height that is a multiple of it, whenever the process started.
 const MAINTENANCE_INTERVAL: u64 = 1_024;
 
 /// A [`Store`] on a commonware runtime's storage.
 pub struct StateStore<E: Context + Spawner> {
     /// `None` once a mutation failed: QMDB's mutators consume the handle.
     db: Option<Db<E>>,
-    applied: u64,
 }
 
 /// Opens (or creates) the state database in `partition` of the context's storage, recovering the
@@ -109,10 +109,7 @@ pub async fn open<E: Context + Spawner>(
     partition: &str,
 ) -> Result<StateStore<E>, StoreError> {
     let db = Db::init(context, config(partition), None).await?;
-    Ok(StateStore {
-        db: Some(db),
-        applied: 0,
-    })
+    Ok(StateStore { db: Some(db) })
 }
 
 fn config(partition: &str) -> DbConfig {
@@ -170,8 +167,8 @@ impl<E: Context + Spawner> StateStore<E> {
             .map_err(|_| StoreError::Stale)?;
         let db = self.db.take().ok_or(StoreError::Closed)?;
         let mut db = db.apply_batch(batch).await?.commit().await?;
-        self.applied += 1;
-        if self.applied.is_multiple_of(MAINTENANCE_INTERVAL) {
+        let height = decode_height(db.get_metadata().await?)?;
+        if height.is_some_and(|height| height.is_multiple_of(MAINTENANCE_INTERVAL)) {
             db = db.sync().await?;
             let boundary = db.sync_boundary();
             db = db.prune(boundary).await?;
@@ -181,19 +178,22 @@ impl<E: Context + Spawner> StateStore<E> {
     }
 }
 
+/// The block height a batch's commit metadata records.
+fn decode_height(metadata: Option<Vec<u8>>) -> Result<Option<u64>, StoreError> {
+    let Some(metadata) = metadata else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = metadata.try_into().map_err(|_| StoreError::Malformed)?;
+    Ok(Some(u64::from_be_bytes(bytes)))
+}
+
 impl<E: Context + Spawner> Store for StateStore<E> {
     fn root(&self) -> Digest {
         self.db.as_ref().map_or(Digest([0; 32]), Db::root)
     }
 
     fn height(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        Box::pin(async move {
-            let Some(metadata) = self.db()?.get_metadata().await? else {
-                return Ok(None);
-            };
-            let bytes: [u8; 8] = metadata.try_into().map_err(|_| StoreError::Malformed)?;
-            Ok(Some(u64::from_be_bytes(bytes)))
-        })
+        Box::pin(async move { decode_height(self.db()?.get_metadata().await?) })
     }
 
     fn merkleize<'a>(
@@ -429,6 +429,44 @@ mod tests {
             let loaded = store.load().await.unwrap();
             assert_eq!(loaded.len(), 1);
             assert_eq!(loaded.get(&b"a"[..]), Some(&b"1".to_vec()));
+        });
+    }
+
+    /// Maintenance (sync, then pruning the log below its floor) changes no root, and a batch
+    /// merkleized before it (a proposed block) still applies after it with the root a store
+    /// never pruned gives: nodes that pruned at other times agree.
+    #[test]
+    fn pruning_changes_no_root() {
+        use commonware_runtime::Supervisor as _;
+        deterministic::Runner::default().start(|context| async move {
+            let mut pruned = open(context.child("pruned"), "pruned").await.unwrap();
+            let mut kept = open(context.child("kept"), "kept").await.unwrap();
+            let block = |height: u64| -> Changes {
+                (0..5u8)
+                    .map(|k| (vec![k], Some(height.to_be_bytes().to_vec())))
+                    .collect()
+            };
+            for height in 0..200 {
+                for store in [&mut pruned, &mut kept] {
+                    let batch = store.merkleize(None, &block(height), height).await.unwrap();
+                    store.apply(batch).await.unwrap();
+                }
+            }
+            let proposed = pruned.merkleize(None, &block(200), 200).await.unwrap();
+            let db = pruned.db.take().unwrap().sync().await.unwrap();
+            let boundary = db.sync_boundary();
+            assert!(*boundary > 0, "there is something to prune");
+            pruned.db = Some(db.prune(boundary).await.unwrap());
+            assert_eq!(pruned.root(), kept.root());
+            pruned.apply(proposed).await.unwrap();
+            let batch = kept.merkleize(None, &block(200), 200).await.unwrap();
+            kept.apply(batch).await.unwrap();
+            assert_eq!(pruned.root(), kept.root());
+            let proof = pruned.prove(&[3]).await.unwrap();
+            assert_eq!(
+                proof.verify(&pruned.root(), &[3]),
+                Ok(Some(200u64.to_be_bytes().to_vec()))
+            );
         });
     }
 
