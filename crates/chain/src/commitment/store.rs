@@ -96,6 +96,11 @@ pub trait Store: Send + Sync {
 /// every committed height that is a multiple of it, whenever the process started.
 const MAINTENANCE_INTERVAL: u64 = 1_024;
 
+/// Pages (4 KiB) of the state database's read cache: 128 MiB. A block's writes read the
+/// operations they replace; served from this cache rather than by a blocking read each, they
+/// keep a block's cost near its writes' as the state grows (`benches/state_db.rs`).
+const PAGE_CACHE_PAGES: usize = 32_768;
+
 /// A [`Store`] on a commonware runtime's storage.
 pub struct StateStore<E: Context + Spawner> {
     /// `None` once a mutation failed: QMDB's mutators consume the handle.
@@ -113,7 +118,7 @@ pub async fn open<E: Context + Spawner>(
 }
 
 fn config(partition: &str) -> DbConfig {
-    let page_cache = CacheRef::new(NZU16!(4_096), NZUsize!(4_096));
+    let page_cache = CacheRef::new(NZU16!(4_096), NZUsize!(PAGE_CACHE_PAGES));
     VariableConfig {
         merkle_config: MerkleConfig {
             journal_partition: format!("{partition}-tree"),
