@@ -91,17 +91,24 @@ pub fn sibling_binary(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// A free block of `count` consecutive ports on 127.0.0.1 (tests run beside other tests).
+/// A free block of `count` consecutive ports on 127.0.0.1 (tests run beside other tests). A
+/// block is never handed out twice by one process, even before its user binds it: tests of one
+/// binary start their networks at the same time.
 pub fn free_ports(count: u16) -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<(u16, u16)>> = std::sync::Mutex::new(Vec::new());
     loop {
         let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
             continue;
         };
         let base = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         drop(listener);
+        let end = base.saturating_add(count);
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
         if (1_024..60_000).contains(&base)
+            && handed_out.iter().all(|&(b, e)| end <= b || e <= base)
             && (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
         {
+            handed_out.push((base, end));
             return base;
         }
     }
